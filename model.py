@@ -1,0 +1,586 @@
+"""DeepSpeech 2 and Deep Speech 1 acoustic models for CTC training.
+
+* Deep Speech 2 (Amodei et al. 2016, deepspeech.pytorch's layout, ``arch="ds2"``):
+  two Conv2d + BatchNorm + Hardtanh(0, 20) layers over the spectrogram, a stack of
+  RNN layers (bidirectional outputs summed) with sequence-wise BatchNorm before every
+  layer but the first, a lookahead convolution when unidirectional (Wang et al. 2016),
+  then BatchNorm + Linear to the labels.
+* Deep Speech 1 (Hannun et al. 2014, ``arch="ds1"``): each frame with +-C frames of
+  context, three clipped-ReLU dense layers, a bidirectional recurrent layer (the two
+  directions summed), one more clipped-ReLU dense layer, Linear to the labels.
+
+Both take ``(B, 1, F, T)`` zero-padded spectrograms with their true lengths and
+return ``(B, T', n_classes)`` log-probabilities with the output lengths. Padding never
+changes a valid output frame, without ``pack_padded_sequence`` (whose CPU backward
+is O(T^2)): padded frames are zeroed after every conv layer, BatchNorm statistics
+in training are taken over valid frames only, and the backward RNN direction runs
+on each sequence reversed within its own length.
+
+Print what a checkpoint holds::
+
+    python model.py --model-path models/deepspeech_final.pth
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from data.data_loader import AudioConfig
+
+ARCHS = ("ds2", "ds1")
+RNN_TYPES: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+RNN_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+CLIP = 20.0  # Hardtanh(0, 20) / clipped ReLU ceiling of both papers
+
+
+class ConvSpec(NamedTuple):
+    """One DS2 front-end convolution; every pair is (frequency, time)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+
+
+# The DS2 front end, named once: the layers, the RNN input size and the output
+# lengths are all derived from this tuple.
+DS2_CONVS: tuple[ConvSpec, ...] = (
+    ConvSpec(kernel=(41, 11), stride=(2, 2), padding=(20, 5)),
+    ConvSpec(kernel=(21, 11), stride=(2, 1), padding=(10, 5)),
+)
+
+
+def conv_out_size(size, kernel: int, stride: int, padding: int):
+    """Output size of a convolution along one axis; ``size`` is an int or a LongTensor."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def time_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """(B,) lengths -> (B, max_len) bool, True on valid frames."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if type(value) is not int or value < minimum:
+        raise ValueError(f"ModelConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of an acoustic model. Plain data: ``asdict(cfg)`` is JSON-able
+    and is what checkpoints store.
+
+    Fields used by one architecture only: ``conv_channels`` and ``lookahead_context``
+    (ds2), ``ds1_context`` and ``ds1_stride`` (ds1).
+    """
+
+    arch: str = "ds2"  # "ds2" | "ds1"
+    n_features: int = 161  # spectrogram rows, AudioConfig.n_freq
+    n_classes: int = 29  # len(labels), blank at index 0
+    hidden_size: int = 512  # RNN width; also the dense layers' width in ds1
+    hidden_layers: int = 3  # RNN layers (Deep Speech 1 as published has 1)
+    rnn_type: str = "lstm"  # "rnn" (tanh) | "gru" | "lstm"; lstm takes oneDNN's fast CPU kernel
+    bidirectional: bool = True  # directions are summed, not concatenated
+    conv_channels: int = 32  # ds2: channels of both conv layers
+    lookahead_context: int = 20  # ds2, unidirectional: frames the lookahead conv sees (current + 19 future)
+    ds1_context: int = 9  # ds1: frames of context on each side of a frame
+    ds1_stride: int = 1  # ds1: 1 = one output per input frame (10 ms), 2 = every other frame (20 ms)
+    dropout: float = 0.0  # ds1: after every dense layer; ds2: on the input of every RNN layer but the first and of the head
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"ModelConfig.arch must be one of {list(ARCHS)}, got {self.arch!r}")
+        if self.rnn_type not in RNN_TYPES:
+            raise ValueError(f"ModelConfig.rnn_type must be one of {list(RNN_TYPES)}, got {self.rnn_type!r}")
+        if type(self.bidirectional) is not bool:
+            raise ValueError(f"ModelConfig.bidirectional must be True or False, got {self.bidirectional!r}")
+        _check_int("n_features", self.n_features, 1)
+        _check_int("n_classes", self.n_classes, 2)
+        _check_int("hidden_size", self.hidden_size, 1)
+        _check_int("hidden_layers", self.hidden_layers, 1)
+        _check_int("conv_channels", self.conv_channels, 1)
+        _check_int("lookahead_context", self.lookahead_context, 1)
+        _check_int("ds1_context", self.ds1_context, 0)
+        if self.ds1_stride not in (1, 2) or type(self.ds1_stride) is not int:
+            raise ValueError(f"ModelConfig.ds1_stride must be 1 or 2, got {self.ds1_stride!r}")
+        if type(self.dropout) is int:
+            self.dropout = float(self.dropout)
+        if type(self.dropout) is not float or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be a float in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Build from a saved dict; unknown keys are an error (missing ones take the defaults)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------- building blocks
+
+
+def _masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, mask: Tensor, n: Tensor,
+                       dims: tuple[int, ...], shape: tuple[int, ...]) -> Tensor:
+    """Training-mode batch norm with statistics over the valid elements only.
+
+    ``mask`` is a float 0/1 tensor broadcastable to ``x`` (size 1 on the channel
+    axis), ``n`` the number of valid elements per channel, ``dims`` the axes
+    reduced, ``shape`` the per-channel broadcast shape. Updates the running stats
+    exactly as ``nn.BatchNorm`` does (unbiased variance, momentum or cumulative
+    average).
+    """
+    xf = x.float()  # statistics in fp32 even under autocast
+    mean = (xf * mask).sum(dims) / n
+    centered = xf - mean.view(shape)
+    var = (centered * mask).pow(2).sum(dims) / n
+    if bn.track_running_stats:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.lerp_(mean.detach(), momentum)
+            bn.running_var.lerp_(var.detach() * n / (n - 1).clamp(min=1), momentum)
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        return centered * (scale * bn.weight).view(shape) + bn.bias.view(shape)
+    return centered * scale.view(shape)
+
+
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d over (B, C, F, T) whose training statistics skip padded frames."""
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x: (B, C, F, T); mask: (B, T) bool, True on valid frames."""
+        if mask is None or not self.training:
+            return super().forward(x)
+        m = mask[:, None, None, :].to(torch.float32)  # (B, 1, 1, T)
+        n = mask.sum() * x.size(2)
+        return _masked_batch_norm(self, x, m, n, (0, 2, 3), (1, -1, 1, 1))
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """Sequence-wise BatchNorm1d over time-major (T, B, H) whose training statistics skip padded frames."""
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x: (T, B, H); mask: (T, B) bool, True on valid frames."""
+        if mask is None or not self.training:
+            return super().forward(x.reshape(-1, x.size(-1))).view_as(x)  # (T*B, H) -> (T, B, H)
+        m = mask[:, :, None].to(torch.float32)  # (T, B, 1)
+        return _masked_batch_norm(self, x, m, mask.sum(), (0, 1), (1, 1, -1))
+
+
+def reverse_index(lengths: Tensor, max_len: int) -> Tensor:
+    """Flat row index that reverses each sequence within its own length.
+
+    For time-major ``x`` of shape (T, B, H) viewed as (T*B, H), ``index_select``
+    with this index puts frame ``L_b - 1 - t`` of sequence ``b`` at time ``t`` for
+    ``t < L_b`` and leaves the padding in place. It is its own inverse.
+    Returns a (T*B,) LongTensor.
+    """
+    t = torch.arange(max_len, device=lengths.device)[:, None]  # (T, 1)
+    lengths = lengths[None, :]  # (1, B)
+    src_t = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
+    batch = lengths.size(1)
+    return (src_t * batch + torch.arange(batch, device=lengths.device)[None, :]).reshape(-1)
+
+
+def _select_rows(x: Tensor, index: Tensor) -> Tensor:
+    """(T, B, H) -> (T, B, H) rows permuted by a flat (T*B,) index."""
+    return x.reshape(-1, x.size(-1)).index_select(0, index).view_as(x)
+
+
+class BatchRNN(nn.Module):
+    """One recurrent layer over padded time-major input, optionally bidirectional.
+
+    Each direction is its own unidirectional RNN; the backward one reads each
+    sequence reversed within its length, so padding never reaches a valid output.
+    Directions are summed. An optional masked BatchNorm normalises the input.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, rnn_type: str, bidirectional: bool,
+                 batch_norm: bool) -> None:
+        super().__init__()
+        self.batch_norm = MaskedBatchNorm1d(input_size) if batch_norm else None
+        rnn_cls = RNN_TYPES[rnn_type]
+        self.rnn = rnn_cls(input_size, hidden_size)
+        self.rnn_reverse = rnn_cls(input_size, hidden_size) if bidirectional else None
+
+    def forward(self, x: Tensor, mask: Tensor, rev_index: Tensor | None) -> Tensor:
+        """x: (T, B, H_in); mask: (T, B) bool; rev_index: (T*B,) from :func:`reverse_index`.
+        Returns (T, B, hidden_size); frames at padded positions hold arbitrary values."""
+        if self.batch_norm is not None:
+            x = self.batch_norm(x, mask)
+        out, _ = self.rnn(x)
+        if self.rnn_reverse is not None:
+            assert rev_index is not None
+            out_reverse, _ = self.rnn_reverse(_select_rows(x, rev_index))
+            out = out + _select_rows(out_reverse, rev_index)
+        return out
+
+
+class Lookahead(nn.Module):
+    """Row convolution (Wang et al. 2016): each output frame is a per-channel weighted
+    sum of the current and the next ``context - 1`` frames (deepspeech.pytorch's
+    convention: a depthwise Conv1d of kernel ``context``), followed by Hardtanh(0, 20).
+    """
+
+    def __init__(self, n_features: int, context: int) -> None:
+        super().__init__()
+        self.context = context
+        self.conv = nn.Conv1d(n_features, n_features, kernel_size=context, groups=n_features, bias=False)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x: (T, B, H); mask: (T, B) bool. Padded frames are zeroed first so the last
+        valid frames look ahead into zeros, as they would alone."""
+        x = x * mask[:, :, None].to(x.dtype)
+        x = x.permute(1, 2, 0)  # (T, B, H) -> (B, H, T)
+        x = self.conv(F.pad(x, (0, self.context - 1)))
+        return F.hardtanh(x.permute(2, 0, 1), 0.0, CLIP)  # (B, H, T) -> (T, B, H)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class AcousticModel(nn.Module):
+    """What both architectures share: the config, output lengths and frame shift."""
+
+    cfg: ModelConfig
+    time_stride: int  # input frames per output frame
+
+    def output_lengths(self, lengths: Tensor | int) -> Tensor | int:
+        """Output frames for ``lengths`` input frames (a LongTensor or an int)."""
+        raise NotImplementedError
+
+    def frame_shift(self, audio_cfg: AudioConfig) -> float:
+        """Seconds per output frame (ds2: 2 x hop = 0.02 s with the default audio)."""
+        return self.time_stride * audio_cfg.hop_length / audio_cfg.sample_rate
+
+    def _check_inputs(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Validate shapes and lengths; returns lengths as a long tensor on x's device."""
+        if x.dim() != 4 or x.size(1) != 1 or x.size(2) != self.cfg.n_features:
+            raise ValueError(f"expected spectrograms of shape (B, 1, {self.cfg.n_features}, T), "
+                             f"got {tuple(x.shape)}")
+        if lengths.shape != (x.size(0),):
+            raise ValueError(f"expected lengths of shape ({x.size(0)},), got {tuple(lengths.shape)}")
+        if x.size(0) and (int(lengths.min()) < 1 or int(lengths.max()) > x.size(3)):
+            raise ValueError(f"lengths must be between 1 and T={x.size(3)}, got {lengths.tolist()}")
+        return lengths.to(device=x.device, dtype=torch.long)
+
+    def _log_probs(self, logits: Tensor) -> Tensor:
+        """(T, B, C) logits -> (B, T, C) log-probabilities, contiguous."""
+        return logits.float().log_softmax(-1).transpose(0, 1).contiguous()
+
+
+class DeepSpeech2(AcousticModel):
+    """DeepSpeech 2: conv front end, RNN stack, (lookahead,) BatchNorm + Linear head."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.arch != "ds2":
+            raise ValueError(f"DeepSpeech2 needs arch='ds2', got {cfg.arch!r}")
+        self.cfg = cfg
+        self.time_stride = math.prod(spec.stride[1] for spec in DS2_CONVS)
+        convs, norms = [], []
+        in_channels, n_freq = 1, cfg.n_features
+        for spec in DS2_CONVS:
+            # No conv bias: the BatchNorm right after it subtracts any constant shift.
+            convs.append(nn.Conv2d(in_channels, cfg.conv_channels, spec.kernel, spec.stride, spec.padding,
+                                   bias=False))
+            norms.append(MaskedBatchNorm2d(cfg.conv_channels))
+            in_channels = cfg.conv_channels
+            n_freq = conv_out_size(n_freq, spec.kernel[0], spec.stride[0], spec.padding[0])
+        self.convs = nn.ModuleList(convs)
+        self.conv_norms = nn.ModuleList(norms)
+        self.rnn_input_size = cfg.conv_channels * n_freq  # 32 * 41 = 1312 for 161 features
+        self.rnns = nn.ModuleList(
+            BatchRNN(self.rnn_input_size if i == 0 else cfg.hidden_size, cfg.hidden_size, cfg.rnn_type,
+                     cfg.bidirectional, batch_norm=i > 0)
+            for i in range(cfg.hidden_layers)
+        )
+        self.lookahead = None if cfg.bidirectional else Lookahead(cfg.hidden_size, cfg.lookahead_context)
+        self.head_norm = MaskedBatchNorm1d(cfg.hidden_size)
+        self.head = nn.Linear(cfg.hidden_size, cfg.n_classes, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def output_lengths(self, lengths: Tensor | int) -> Tensor | int:
+        for spec in DS2_CONVS:
+            lengths = conv_out_size(lengths, spec.kernel[1], spec.stride[1], spec.padding[1])
+        return lengths
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Args:
+            x: (B, 1, F, T) spectrograms, zero-padded (padding is masked anyway).
+            lengths: (B,) valid input frames.
+
+        Returns:
+            log_probs: (B, T', n_classes) log-softmax over classes; frames at
+                ``t >= out_lengths[b]`` are padding.
+            out_lengths: (B,) valid output frames, ``output_lengths(lengths)``.
+        """
+        lengths = self._check_inputs(x, lengths)
+        x = x * time_mask(lengths, x.size(3))[:, None, None, :].to(x.dtype)
+        for conv, norm in zip(self.convs, self.conv_norms):
+            x = conv(x)  # (B, C, F', T')
+            lengths = conv_out_size(lengths, conv.kernel_size[1], conv.stride[1], conv.padding[1])
+            mask = time_mask(lengths, x.size(3))  # (B, T')
+            # BatchNorm + Hardtanh map the zero padding to non-zero values: re-zero every layer.
+            x = F.hardtanh(norm(x, mask), 0.0, CLIP) * mask[:, None, None, :].to(x.dtype)
+        b, c, f, t = x.shape
+        x = x.view(b, c * f, t).permute(2, 0, 1)  # (B, C, F, T) -> (T, B, C*F)
+        mask = mask.t()  # (T, B)
+        rev_index = reverse_index(lengths, t) if self.cfg.bidirectional else None
+        for i, rnn in enumerate(self.rnns):
+            x = rnn(self.dropout(x) if i > 0 else x, mask, rev_index)  # (T, B, H)
+        if self.lookahead is not None:
+            x = self.lookahead(x, mask)
+        x = x * mask[:, :, None].to(x.dtype)  # padded frames -> zeros: deterministic padded outputs
+        logits = self.head(self.dropout(self.head_norm(x, mask)))  # (T, B, n_classes)
+        return self._log_probs(logits), lengths
+
+
+class DeepSpeech1(AcousticModel):
+    """Deep Speech 1 (Hannun et al. 2014).
+
+    Layer 1 sees each frame with ``ds1_context`` frames on each side (zeros outside
+    the utterance); it is implemented as a Conv1d of kernel 2C+1 over time, which
+    is exactly a dense layer over the stacked frames. Layers 1-3 and 5 are dense
+    with clipped ReLU min(max(x, 0), 20); layer 4 is ``hidden_layers`` recurrent
+    layers (bidirectional summed, as in the paper, or unidirectional). With
+    ``ds1_stride=2`` layer 1 is evaluated on every other frame (20 ms output).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.arch != "ds1":
+            raise ValueError(f"DeepSpeech1 needs arch='ds1', got {cfg.arch!r}")
+        self.cfg = cfg
+        self.time_stride = cfg.ds1_stride
+        h = cfg.hidden_size
+        self.context = nn.Conv1d(cfg.n_features, h, kernel_size=2 * cfg.ds1_context + 1,
+                                 stride=cfg.ds1_stride, padding=cfg.ds1_context)
+        self.dense2 = nn.Linear(h, h)
+        self.dense3 = nn.Linear(h, h)
+        self.rnns = nn.ModuleList(
+            BatchRNN(h, h, cfg.rnn_type, cfg.bidirectional, batch_norm=False) for _ in range(cfg.hidden_layers)
+        )
+        self.dense5 = nn.Linear(h, h)
+        self.head = nn.Linear(h, cfg.n_classes)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def output_lengths(self, lengths: Tensor | int) -> Tensor | int:
+        c = self.cfg.ds1_context
+        return conv_out_size(lengths, 2 * c + 1, self.cfg.ds1_stride, c)
+
+    def _clipped(self, x: Tensor) -> Tensor:
+        return self.dropout(F.hardtanh(x, 0.0, CLIP))
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Same contract as :meth:`DeepSpeech2.forward`: (B, 1, F, T) and (B,) lengths ->
+        (B, T', n_classes) log-probs and (B,) output lengths."""
+        lengths = self._check_inputs(x, lengths)
+        x = x[:, 0] * time_mask(lengths, x.size(3))[:, None, :].to(x.dtype)  # (B, F, T), zeros outside
+        x = self._clipped(self.context(x)).permute(2, 0, 1)  # (B, H, T') -> (T', B, H)
+        lengths = self.output_lengths(lengths)
+        mask = time_mask(lengths, x.size(0)).t()  # (T', B)
+        x = self._clipped(self.dense3(self._clipped(self.dense2(x))))
+        rev_index = reverse_index(lengths, x.size(0)) if self.cfg.bidirectional else None
+        for rnn in self.rnns:
+            x = rnn(x, mask, rev_index)
+        x = self._clipped(self.dense5(x)) * mask[:, :, None].to(x.dtype)
+        return self._log_probs(self.head(x)), lengths
+
+
+def build_model(cfg: ModelConfig) -> AcousticModel:
+    """The model ``cfg.arch`` names, with PyTorch's default initialisation."""
+    return DeepSpeech2(cfg) if cfg.arch == "ds2" else DeepSpeech1(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops(cfg: ModelConfig, n_frames: int) -> int:
+    """FLOPs of one forward pass over one utterance of ``n_frames`` input frames.
+
+    A multiply-add is 2 FLOPs; biases, normalisation, activations, softmax and the
+    masking are not counted. With T' = output frames:
+
+    * ds2 conv layer i (C_in -> C channels, kernel kf x kt, F_i output bins):
+      ``2 * C * F_i * C_in * kf * kt`` per output frame of that layer (layer 1 runs
+      at T', layer 2 at T' too, since only layer 1 strides in time); for 161
+      features and 32 channels: 2.34 M + 19.40 M per output frame.
+    * RNN layer, per direction per output frame: ``2 * gates * (in * H + H * H)``,
+      gates = 1 (rnn), 3 (gru), 4 (lstm); in = conv_channels * F_2 for the first
+      ds2 layer, H otherwise.
+    * ds2 lookahead (unidirectional): ``2 * H * lookahead_context`` per frame.
+    * ds2 head: ``2 * H * n_classes`` per frame.
+    * ds1: ``2 * (2C+1) * n_features * H`` (context layer) + ``3 * 2 * H * H``
+      (dense 2, 3, 5) + ``2 * H * n_classes`` per output frame, plus the RNNs.
+
+    A training step costs about 3x this (backward ~ 2x forward).
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    h, gates = cfg.hidden_size, RNN_GATES[cfg.rnn_type]
+    directions = 2 if cfg.bidirectional else 1
+
+    def rnn_flops(in_size: int) -> int:
+        return directions * 2 * gates * (in_size * h + h * h)
+
+    if cfg.arch == "ds2":
+        per_frame, in_channels, n_freq, t = 0, 1, cfg.n_features, n_frames
+        for spec in DS2_CONVS:
+            n_freq = conv_out_size(n_freq, spec.kernel[0], spec.stride[0], spec.padding[0])
+            t = conv_out_size(t, spec.kernel[1], spec.stride[1], spec.padding[1])
+            per_frame += 2 * cfg.conv_channels * n_freq * in_channels * spec.kernel[0] * spec.kernel[1]
+            in_channels = cfg.conv_channels
+        # Every conv here runs at the final frame rate (only the first one strides in time).
+        per_frame += rnn_flops(cfg.conv_channels * n_freq) + (cfg.hidden_layers - 1) * rnn_flops(h)
+        if not cfg.bidirectional:
+            per_frame += 2 * h * cfg.lookahead_context
+        per_frame += 2 * h * cfg.n_classes
+        return per_frame * t
+    c = cfg.ds1_context
+    t = conv_out_size(n_frames, 2 * c + 1, cfg.ds1_stride, c)
+    per_frame = 2 * (2 * c + 1) * cfg.n_features * h + 3 * 2 * h * h + 2 * h * cfg.n_classes
+    per_frame += cfg.hidden_layers * rnn_flops(h)
+    return per_frame * t
+
+
+# ---------------------------------------------------------------------------- info tool
+
+
+def describe_architecture(cfg: ModelConfig) -> str:
+    """One line, e.g. 'DeepSpeech 2: 3 x 512 bidirectional GRU, conv channels 32'."""
+    rnn = f"{cfg.hidden_layers} x {cfg.hidden_size} {'bidirectional' if cfg.bidirectional else 'unidirectional'} " \
+          f"{cfg.rnn_type.upper()}"
+    if cfg.arch == "ds2":
+        extra = f"conv channels {cfg.conv_channels}"
+        if not cfg.bidirectional:
+            extra += f", lookahead context {cfg.lookahead_context}"
+        return f"DeepSpeech 2 (ds2): {rnn}, {extra}"
+    return f"Deep Speech 1 (ds1): {rnn}, context +-{cfg.ds1_context} frames, stride {cfg.ds1_stride}"
+
+
+def _metric_line(entry: dict) -> str:
+    parts = []
+    for key in ("wer", "cer", "val_loss", "train_loss"):
+        value = entry.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{key.upper() if key in ('wer', 'cer') else key} {value:.3f}")
+    if "epoch" in entry:
+        parts.append(f"(epoch {entry['epoch']})")
+    return "  ".join(parts) if parts else "-"
+
+
+def _history_rows(history: object) -> list[dict]:
+    """Per-epoch dicts from a history stored as a dict of equal-length lists (train.py's
+    format, see logger.py) or as a list of per-epoch dicts."""
+    if isinstance(history, dict):
+        columns = {k: v for k, v in history.items() if isinstance(v, list)}
+        n = max((len(v) for v in columns.values()), default=0)
+        return [{k: v[i] for k, v in columns.items() if i < len(v)} for i in range(n)]
+    if isinstance(history, list):
+        return [row for row in history if isinstance(row, dict)]
+    return []
+
+
+def describe_package(pkg: dict) -> list[str]:
+    """Human-readable lines about a loaded checkpoint package (see utils.load_checkpoint).
+
+    Training metadata comes from the optional keys ``epoch`` (completed epochs),
+    ``step`` and ``history`` (``{"epoch": [...], "wer": [...], "cer": [...],
+    "train_loss": [...], "val_loss": [...]}`` or a list of such per-epoch dicts;
+    best = lowest WER).
+    """
+    cfg = ModelConfig.from_dict(pkg["model_config"])
+    n_params = sum(v.numel() for k, v in pkg["state_dict"].items() if not k.endswith(
+        ("running_mean", "running_var", "num_batches_tracked")))
+    audio = pkg["audio_config"]
+    labels = pkg["labels"]
+    lines = [
+        f"format:        {pkg['format']} version {pkg['format_version']}",
+        f"architecture:  {describe_architecture(cfg)}",
+        f"parameters:    {n_params:,}",
+        f"weights saved: {pkg.get('weights_dtype', 'float32')}",
+        f"labels ({len(labels)}):   {''.join(labels)!r}",
+        "audio:         " + ", ".join(f"{k}={v}" for k, v in audio.items()),
+    ]
+    rows = _history_rows(pkg.get("history"))
+    epochs = pkg.get("epoch", len(rows) if rows else None)
+    lines.append(f"epochs:        {epochs if epochs is not None else 'unknown'}"
+                 + (f" (step {pkg['step']})" if "step" in pkg else ""))
+    if rows:
+        lines.append(f"last:          {_metric_line(rows[-1])}")
+        scored = [row for row in rows if isinstance(row.get("wer"), (int, float))]
+        if scored:
+            lines.append(f"best:          {_metric_line(min(scored, key=lambda row: row['wer']))}")
+    else:
+        lines.append("metrics:       none stored")
+    training = sorted(k for k in pkg if k in ("optimizer", "scheduler", "sampler", "rng", "scaler"))
+    lines.append(f"training state: {', '.join(training) if training else 'none (inference only)'}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Print what a deepspeech-ctc checkpoint holds: architecture, parameters, labels, "
+                    "audio config, epochs and WER/CER.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model-path", required=True, help="checkpoint written by train.py")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from utils import CheckpointError, load_checkpoint  # utils imports this module: import at call time
+
+    try:
+        pkg = load_checkpoint(args.model_path)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"model:         {args.model_path}")
+    for line in describe_package(pkg):
+        print(line)
+    return 0
+
+
+__all__ = [
+    "ARCHS",
+    "RNN_TYPES",
+    "DS2_CONVS",
+    "ConvSpec",
+    "ModelConfig",
+    "AcousticModel",
+    "DeepSpeech2",
+    "DeepSpeech1",
+    "BatchRNN",
+    "Lookahead",
+    "MaskedBatchNorm1d",
+    "MaskedBatchNorm2d",
+    "build_model",
+    "count_parameters",
+    "forward_flops",
+    "conv_out_size",
+    "time_mask",
+    "reverse_index",
+    "describe_architecture",
+    "describe_package",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Augmentation: speed/gain, noise mixing, SpecAugment, and their determinism in the dataset."""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import write_tone
+from data.augment import (
+    AugmentConfig,
+    Augmentor,
+    NoiseBank,
+    add_augment_args,
+    apply_gain,
+    level_to_snr,
+    mix_noise,
+    noise_segment,
+    snr_to_level,
+    spec_augment,
+    speed_perturb,
+)
+from data.data_loader import AudioError, SpectrogramDataset, load_audio, spectrogram
+
+SR = 16000
+
+
+def sine(freq: float, seconds: float = 1.0, sr: int = SR, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def peak_frequency(x: np.ndarray, sr: int = SR) -> float:
+    """Frequency of the largest spectral peak, to ~0.06 Hz (Hann window, zero-padded FFT)."""
+    n_fft = 1 << 18
+    mag = np.abs(np.fft.rfft(x * np.hanning(x.size), n_fft))
+    return float(np.argmax(mag) * sr / n_fft)
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def test_config_defaults_are_off_and_plain_data() -> None:
+    cfg = AugmentConfig()
+    assert not cfg.enabled
+    assert AugmentConfig.from_dict(asdict(cfg)) == cfg
+    assert AugmentConfig(speed_range=[0.8, 1.2]).speed_range == (0.8, 1.2)
+    assert AugmentConfig(spec_augment=True).enabled
+    assert AugmentConfig(noise_dir="x").enabled
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"speed_range": (1.1, 0.9)},
+        {"speed_range": (0.0, 1.1)},
+        {"speed_range": (0.9, 1.0, 1.1)},
+        {"gain_range_db": (8.0, -6.0)},
+        {"noise_prob": 1.5},
+        {"noise_min": 0.6, "noise_max": 0.5},
+        {"noise_min": -0.1},
+        {"freq_mask_width": -1},
+        {"n_time_masks": 1.5},
+        {"time_mask_max_fraction": 2.0},
+    ],
+)
+def test_config_rejects_bad_values(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        AugmentConfig(**kwargs)
+
+
+def test_cli_flags_build_the_config(tmp_path: Path) -> None:
+    parser = add_augment_args(argparse.ArgumentParser())
+    assert AugmentConfig.from_args(parser.parse_args([])) == AugmentConfig()
+    args = parser.parse_args(
+        ["--augment", "--spec-augment", "--noise-dir", str(tmp_path),
+         "--noise-prob", "0.5", "--noise-min", "0.1", "--noise-max", "0.3"]
+    )
+    cfg = AugmentConfig.from_args(args)
+    assert cfg.speed_volume_perturb and cfg.spec_augment
+    assert (cfg.noise_dir, cfg.noise_prob, cfg.noise_min, cfg.noise_max) == (str(tmp_path), 0.5, 0.1, 0.3)
+
+
+# ---------------------------------------------------------------------------- speed and gain
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1, 1.25])
+def test_speed_perturb_scales_length_and_frequency(factor: float) -> None:
+    x = sine(440.0)
+    y = speed_perturb(x, factor)
+    assert y.dtype == np.float32
+    assert y.size == math.ceil(x.size / factor)  # these factors are exact fractions
+    assert abs(peak_frequency(y) - 440.0 * factor) < 0.5
+    assert rms(y[200:-200]) == pytest.approx(rms(x), rel=0.01)
+
+
+def test_speed_perturb_non_round_factor_is_close() -> None:
+    x = sine(300.0)
+    y = speed_perturb(x, 1.0371)
+    assert abs(y.size - x.size / 1.0371) / (x.size / 1.0371) < 2e-4
+    assert abs(peak_frequency(y) - 300.0 * 1.0371) < 0.5
+
+
+def test_speed_factor_one_is_an_unchanged_copy() -> None:
+    x = sine(300.0)
+    y = speed_perturb(x, 1.0)
+    np.testing.assert_array_equal(y, x)
+    assert y is not x
+    with pytest.raises(ValueError):
+        speed_perturb(x, 0.0)
+
+
+@pytest.mark.parametrize("db", [-6.0, 0.0, 3.5, 8.0])
+def test_gain_changes_rms_by_db(db: float) -> None:
+    x = sine(200.0)
+    y = apply_gain(x, db)
+    assert 20 * math.log10(rms(y) / rms(x)) == pytest.approx(db, abs=1e-4)
+    assert y.dtype == np.float32 and y.shape == x.shape
+
+
+# ---------------------------------------------------------------------------- noise
+
+
+def test_level_snr_conversion() -> None:
+    assert level_to_snr(0.5) == pytest.approx(6.0206, abs=1e-4)
+    assert snr_to_level(20.0) == pytest.approx(0.1)
+    assert level_to_snr(0.0) == math.inf
+    assert level_to_snr(snr_to_level(13.0)) == pytest.approx(13.0)
+
+
+@pytest.mark.parametrize("noise_seconds", [0.3, 3.0])  # looped and cropped
+@pytest.mark.parametrize("snr_db", [0.0, 6.0, 20.0])
+def test_mix_noise_hits_the_snr(noise_seconds: float, snr_db: float) -> None:
+    speech = sine(250.0, 1.0)
+    noise = np.random.default_rng(1).standard_normal(int(noise_seconds * SR)).astype(np.float32)
+    mixed = mix_noise(speech, noise, snr_to_level(snr_db), np.random.default_rng(7))
+    added = mixed.astype(np.float64) - speech
+    assert 20 * math.log10(rms(speech) / rms(added)) == pytest.approx(snr_db, abs=0.1)
+    # The added signal is exactly the scaled segment the same generator picks.
+    segment = noise_segment(noise, speech.size, np.random.default_rng(7))
+    np.testing.assert_allclose(added, segment * (rms(added) / rms(segment)), atol=1e-5)
+
+
+def test_noise_segment_crops_or_loops() -> None:
+    ramp = np.arange(1000, dtype=np.float32)
+    seg = noise_segment(ramp, 300, np.random.default_rng(3))
+    start = int(seg[0])
+    np.testing.assert_array_equal(seg, ramp[start:start + 300])
+    assert start + 300 <= 1000
+    looped = noise_segment(ramp[:70], 300, np.random.default_rng(3))
+    start = int(looped[0])
+    np.testing.assert_array_equal(looped, ramp[(start + np.arange(300)) % 70])
+    starts = {int(noise_segment(ramp, 300, np.random.default_rng(s))[0]) for s in range(20)}
+    assert len(starts) > 10
+
+
+def test_mix_noise_level_zero_or_silence_is_unchanged() -> None:
+    speech = sine(250.0, 0.5)
+    noise = np.ones(100, dtype=np.float32)
+    np.testing.assert_array_equal(mix_noise(speech, noise, 0.0, np.random.default_rng(0)), speech)
+    silent = np.zeros(800, dtype=np.float32)
+    np.testing.assert_array_equal(mix_noise(silent, noise, 0.5, np.random.default_rng(0)), silent)
+    with pytest.raises(ValueError):
+        mix_noise(speech, noise, -1.0, np.random.default_rng(0))
+
+
+def test_noise_bank_finds_resamples_and_caches(tmp_path: Path) -> None:
+    write_tone(tmp_path / "a" / "hum.wav", 0.5, sample_rate=8000, freq=50)
+    write_tone(tmp_path / "b" / "fan.FLAC", 0.25, sample_rate=16000, freq=120, subtype="PCM_16")
+    (tmp_path / "readme.txt").write_text("not audio")
+    bank = NoiseBank(tmp_path, 16000)
+    assert [p.name for p in bank.paths] == ["hum.wav", "fan.FLAC"]
+    assert bank.get(0).size == 8000  # 0.5 s at 8 kHz -> 16 kHz
+    assert bank.get(0) is bank.get(0)
+    picks = {bank.pick(np.random.default_rng(s)).size for s in range(10)}
+    assert picks == {8000, 4000}
+
+
+def test_noise_bank_errors_name_the_folder_or_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="noise folder not found"):
+        NoiseBank(tmp_path / "missing", 16000)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no noise audio found"):
+        NoiseBank(tmp_path, 16000)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"this is not a wav file at all" * 10)
+    with pytest.raises(AudioError, match="bad.wav"):
+        NoiseBank(tmp_path, 16000)
+
+
+def test_dataset_with_empty_noise_dir_fails_clearly(tiny_dataset: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "noise"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no noise audio"):
+        SpectrogramDataset(tiny_dataset, augment=AugmentConfig(noise_dir=str(empty)))
+
+
+# ---------------------------------------------------------------------------- SpecAugment
+
+
+def expected_masks(seed: int, n_freq: int, n_time: int, fw: int, nf: int, tw: int, nt: int, frac: float):
+    """The (rows, cols) spec_augment must zero, drawn independently from the documented rule."""
+    rng = np.random.default_rng(seed)
+    rows, cols = set(), set()
+    for _ in range(nf):
+        f = rng.integers(0, min(fw, n_freq) + 1)
+        f0 = rng.integers(0, n_freq - f + 1)
+        rows |= set(range(f0, f0 + f))
+    max_t = min(tw, int(frac * n_time))
+    for _ in range(nt):
+        t = rng.integers(0, max_t + 1)
+        t0 = rng.integers(0, n_time - t + 1)
+        cols |= set(range(t0, t0 + t))
+    return rows, cols
+
+
+@pytest.mark.parametrize("n_masks", [1, 2])
+def test_spec_augment_masks_exactly_the_drawn_bands(n_masks: int) -> None:
+    spect = torch.rand(161, 300) + 1.0  # no natural zeros
+    widths_f, widths_t = [], []
+    for seed in range(40):
+        out = spec_augment(spect, np.random.default_rng(seed), 27, n_masks, 70, n_masks, 0.2)
+        rows, cols = expected_masks(seed, 161, 300, 27, n_masks, 70, n_masks, 0.2)
+        zero = out == 0
+        expected = torch.zeros_like(zero)
+        expected[sorted(rows), :] = True
+        expected[:, sorted(cols)] = True
+        assert torch.equal(zero, expected)
+        assert torch.equal(out[~zero], spect[~zero])
+        assert len(rows) <= 27 * n_masks and len(cols) <= 60 * n_masks  # 60 = 0.2 * 300 caps 70
+        widths_f.append(len(rows))
+        widths_t.append(len(cols))
+    assert max(widths_f) > 10 and max(widths_t) > 20  # the widths really vary
+    assert torch.all(spect > 0)  # the input is untouched
+
+
+def test_spec_augment_time_cap_and_zero_width() -> None:
+    spect = torch.rand(161, 50) + 1.0
+    for seed in range(30):
+        out = spec_augment(spect, np.random.default_rng(seed), 0, 1, 70, 1, 0.2)
+        assert (out == 0).any(dim=0).sum() <= 10  # 0.2 * 50
+        assert not (out == 0).all(dim=1).any()  # freq width 0: no row masked
+    out = spec_augment(spect, np.random.default_rng(0), 0, 3, 70, 3, 0.0)
+    assert torch.equal(out, spect)
+
+
+# ---------------------------------------------------------------------------- pipeline and dataset
+
+
+def test_augmentor_order_speed_gain_then_noise(tmp_path: Path) -> None:
+    write_tone(tmp_path / "noise" / "n.wav", 0.3, freq=90, seed=5)
+    cfg = AugmentConfig(speed_volume_perturb=True, noise_dir=str(tmp_path / "noise"),
+                        noise_prob=1.0, noise_min=0.2, noise_max=0.4)
+    aug = Augmentor(cfg, SR)
+    audio = sine(300.0, 0.8)
+    out = aug.waveform(audio, Augmentor.rngs_for(1, 2, 3))
+    r_speed, r_noise, _ = Augmentor.rngs_for(1, 2, 3)
+    factor, db = r_speed.uniform(0.9, 1.1), r_speed.uniform(-6.0, 8.0)
+    expected = apply_gain(speed_perturb(audio, factor), db)
+    assert r_noise.random() < 1.0
+    level = r_noise.uniform(0.2, 0.4)
+    expected = mix_noise(expected, aug.noise.pick(r_noise), level, r_noise)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(audio, sine(300.0, 0.8))  # input untouched
+
+
+def test_noise_prob_zero_never_adds_noise(tmp_path: Path) -> None:
+    write_tone(tmp_path / "noise" / "n.wav", 0.3, freq=90)
+    aug = Augmentor(AugmentConfig(noise_dir=str(tmp_path / "noise"), noise_prob=0.0), SR)
+    audio = sine(300.0, 0.5)
+    for i in range(10):
+        np.testing.assert_array_equal(aug.waveform(audio, Augmentor.rngs_for(0, 0, i)), audio)
+
+
+def full_augment(noise_dir: Path) -> AugmentConfig:
+    return AugmentConfig(speed_volume_perturb=True, spec_augment=True, noise_dir=str(noise_dir), noise_prob=0.5)
+
+
+def test_dataset_augmentation_is_a_function_of_seed_epoch_index(tiny_dataset: Path, tmp_path: Path) -> None:
+    write_tone(tmp_path / "noise" / "n.wav", 0.7, freq=77, seed=9)
+    cfg = full_augment(tmp_path / "noise")
+    a = SpectrogramDataset(tiny_dataset, augment=cfg, seed=11)
+    b = SpectrogramDataset(tiny_dataset, augment=cfg, seed=11)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    for i in reversed(range(len(a))):  # order does not matter
+        assert torch.equal(a[i][0], b[i][0])
+    first = [a[i][0] for i in range(len(a))]
+    a.set_epoch(4)
+    assert all(not torch.equal(first[i], a[i][0]) for i in range(len(a)))
+    a.set_epoch(3)
+    assert all(torch.equal(first[i], a[i][0]) for i in range(len(a)))
+    c = SpectrogramDataset(tiny_dataset, augment=cfg, seed=12)
+    c.set_epoch(3)
+    assert not torch.equal(first[0], c[0][0])
+
+
+def test_dataset_without_augment_gives_plain_features(tiny_dataset: Path) -> None:
+    plain = SpectrogramDataset(tiny_dataset)
+    off = SpectrogramDataset(tiny_dataset, augment=AugmentConfig())  # nothing enabled
+    masked = SpectrogramDataset(tiny_dataset, augment=AugmentConfig(spec_augment=True))
+    for i in range(len(plain)):
+        ref = spectrogram(load_audio(plain.wav_paths[i]))
+        plain.set_epoch(i)
+        assert torch.equal(plain[i][0], ref)
+        assert torch.equal(off[i][0], ref)
+        spect = masked[i][0]
+        keep = spect != 0
+        assert spect.shape == ref.shape and torch.equal(spect[keep], ref[keep])
+
+
+def test_dataset_speed_perturb_changes_frame_count(tiny_dataset: Path) -> None:
+    cfg = AugmentConfig(speed_volume_perturb=True, speed_range=(1.25, 1.25), gain_range_db=(0.0, 0.0))
+    ds = SpectrogramDataset(tiny_dataset, augment=cfg)
+    for i in range(len(ds)):
+        n = math.ceil(ds.n_samples[i] / 1.25)
+        assert ds[i][0].shape[1] == 1 + n // 160
+
+
+def test_noise_files_are_resampled_to_the_model_rate(tmp_path: Path) -> None:
+    noise = write_tone(tmp_path / "n.ogg", 0.5, sample_rate=44100, freq=1000.0, subtype="VORBIS")
+    bank = NoiseBank(tmp_path, SR)
+    x = bank.get(0)
+    assert x.size == math.ceil(sf.info(str(noise)).frames * SR / 44100)
+    assert abs(peak_frequency(x) - 1000.0) < 1.0
