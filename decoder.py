@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import logging
 import math
 import multiprocessing
@@ -706,9 +707,9 @@ def add_decoder_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--lm-path", type=Path, default=None,
                    help="beam: word n-gram LM, ARPA (data/build_lm.py) or KenLM binary (with --lexicon)")
     g.add_argument("--alpha", type=float, default=None,
-                   help=f"beam + LM: LM weight (default: {DEFAULT_ALPHA})")
+                   help=f"beam + LM: LM weight (default: the LM's tuned value in LM.json, else {DEFAULT_ALPHA})")
     g.add_argument("--beta", type=float, default=None,
-                   help=f"beam + LM or lexicon: word insertion bonus (default: {DEFAULT_BETA})")
+                   help=f"beam + LM or lexicon: word insertion bonus (default: the LM's tuned value, else {DEFAULT_BETA})")
     g.add_argument("--cutoff-top-n", type=int, default=None,
                    help=f"beam: tokens considered per frame (default: {DEFAULT_CUTOFF_TOP_N})")
     g.add_argument("--cutoff-prob", type=float, default=None,
@@ -771,6 +772,32 @@ def validate_decoder_args(args: argparse.Namespace) -> None:
         raise DecoderError(f"--lexicon {args.lexicon}: file not found")
 
 
+def lm_defaults_path(lm_path: str | Path) -> Path:
+    """Where the tuned alpha/beta of an LM live: ``an4_3gram.arpa`` -> ``an4_3gram.json``."""
+    return Path(lm_path).with_suffix(".json")
+
+
+def save_lm_defaults(lm_path: str | Path, alpha: float, beta: float, **info: Any) -> Path:
+    """Store tuned decoder weights next to the LM; :func:`make_decoder` uses them when
+    ``--alpha``/``--beta`` are not given."""
+    path = lm_defaults_path(lm_path)
+    path.write_text(json.dumps({"lm": Path(lm_path).name, "alpha": alpha, "beta": beta, **info}, indent=2) + "\n")
+    return path
+
+
+def load_lm_defaults(lm_path: str | Path) -> dict[str, float]:
+    """The tuned ``{"alpha", "beta"}`` stored for ``lm_path``, or ``{}`` when there are none."""
+    path = lm_defaults_path(lm_path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {k: float(data[k]) for k in ("alpha", "beta")}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise DecoderError(f"{path}: not a decoder-defaults file (expected JSON with alpha and beta); "
+                           "remove it or re-run search_lm_params.py --save-defaults") from None
+
+
 def make_decoder(args: argparse.Namespace,
                  labels: Sequence[str]) -> GreedyDecoder | BeamCTCDecoder:
     """The decoder the flags of :func:`add_decoder_args` ask for.
@@ -788,12 +815,13 @@ def make_decoder(args: argparse.Namespace,
         value = getattr(args, name, None)
         return default if value is None else value
 
+    tuned = load_lm_defaults(args.lm_path) if args.lm_path is not None else {}
     return BeamCTCDecoder(
         labels,
         beam_width=pick("beam_width", DEFAULT_BEAM_WIDTH),
         lm_path=args.lm_path,
-        alpha=pick("alpha", DEFAULT_ALPHA),
-        beta=pick("beta", DEFAULT_BETA),
+        alpha=pick("alpha", tuned.get("alpha", DEFAULT_ALPHA)),
+        beta=pick("beta", tuned.get("beta", DEFAULT_BETA)),
         cutoff_top_n=pick("cutoff_top_n", DEFAULT_CUTOFF_TOP_N),
         cutoff_prob=pick("cutoff_prob", DEFAULT_CUTOFF_PROB),
         top_paths=pick("top_paths", DEFAULT_TOP_PATHS),

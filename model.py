@@ -26,6 +26,7 @@ import argparse
 import math
 import sys
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import torch
@@ -537,20 +538,35 @@ def describe_package(pkg: dict) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Print what a deepspeech-ctc checkpoint holds: architecture, parameters, labels, "
-                    "audio config, epochs and WER/CER.",
+                    "audio config, epochs and WER/CER; --export writes a release copy.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model-path", required=True, help="checkpoint written by train.py")
+    parser.add_argument("--export", default=None, metavar="PATH",
+                        help="write a release copy here: weights, architecture, audio config, labels and "
+                             "metric history, without optimizer or other training state")
+    parser.add_argument("--half", action="store_true", help="with --export: store the weights in fp16")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from utils import CheckpointError, load_checkpoint  # utils imports this module: import at call time
+    # utils imports this module: import at call time
+    from utils import CheckpointError, load_checkpoint, load_model, package_audio_config, save_checkpoint
 
+    if args.half and not args.export:
+        print("error: --half applies to --export", file=sys.stderr)
+        return 2
     try:
         pkg = load_checkpoint(args.model_path)
-    except CheckpointError as e:
+        if args.export:
+            model, _ = load_model(args.model_path)
+            keep = {k: pkg[k] for k in ("epoch", "step", "history", "best_wer", "args") if k in pkg}
+            save_checkpoint(args.export, model, package_audio_config(pkg), pkg["labels"], half=args.half, **keep)
+            print(f"exported {args.export} ({Path(args.export).stat().st_size / 2**20:.1f} MiB"
+                  f"{', fp16 weights' if args.half else ''})")
+            return 0
+    except (CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"model:         {args.model_path}")

@@ -32,6 +32,7 @@ from decoder import (
     DecoderError,
     ErrorRate,
     load_outputs,
+    save_lm_defaults,
 )
 
 
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="processes evaluating grid points in parallel")
     parser.add_argument("--output-path", type=Path, default=Path("tune_results.json"))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--save-defaults", action="store_true",
+                        help="store the best alpha/beta next to the LM (LM.json) as its decoder defaults")
     return parser
 
 
@@ -157,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output_path.parent.mkdir(parents=True, exist_ok=True)
     args.output_path.write_text(json.dumps(report, indent=2) + "\n")
+    if args.save_defaults:
+        path = save_lm_defaults(args.lm_path, best["alpha"], best["beta"],
+                                tuned_on=str(args.saved_output), beam_width=args.beam_width)
+        print(f"Saved alpha/beta as the decoder defaults for {args.lm_path} in {path}")
     print(f"Best: alpha {best['alpha']:.4g}  beta {best['beta']:.4g}  "
           f"WER {best['wer']:.3f}  CER {best['cer']:.3f}  ({len(results)} points, "
           f"results in {args.output_path})")

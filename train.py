@@ -1,6 +1,6 @@
 """Train a DeepSpeech model with CTC loss.
 
-    python train.py                                    # AN4 recipe on CPU (data/an4.py first)
+    python train.py                                    # the AN4 recipe on CPU (data/an4.py first)
     python train.py --cuda --amp                       # the same on a GPU with mixed precision
     torchrun --nproc_per_node 2 train.py --cuda        # DDP over 2 GPUs (gloo on CPU)
     python train.py --continue-from models/deepspeech_last.pth   # resume exactly
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-manifest", default="data/an4_val_manifest.csv",
                    help="CSV manifest for validation and model selection (never the test set)")
     g.add_argument("--labels-path", default=None, help="JSON list of labels, blank '_' first (default: English letters)")
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     g.add_argument("--no-shuffle", action="store_true", help="keep the duration-sorted order every epoch")
     g.add_argument("--no-sortaGrad", dest="no_sorta_grad", action="store_true",
@@ -78,30 +78,33 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--window", default="hamming", choices=["hamming", "hann", "blackman", "bartlett"])
     g = p.add_argument_group("model")
     g.add_argument("--arch", default="ds2", choices=["ds2", "ds1"], help="Deep Speech 2 (conv + RNN) or Deep Speech 1")
-    g.add_argument("--hidden-size", type=int, default=512)
-    g.add_argument("--hidden-layers", type=int, default=3)
-    g.add_argument("--rnn-type", default="gru", choices=["rnn", "gru", "lstm"])
+    g.add_argument("--hidden-size", type=int, default=384)
+    g.add_argument("--hidden-layers", type=int, default=None,
+                   help="RNN layers (default: 3 for ds2, 1 for ds1 as in the paper)")
+    g.add_argument("--rnn-type", default="lstm", choices=["rnn", "gru", "lstm"],
+                   help="LSTM is the default: on CPU its padded kernel is faster than GRU's")
     g.add_argument("--no-bidirectional", dest="bidirectional", action="store_false",
                    help="unidirectional RNNs with a lookahead convolution")
     g.add_argument("--conv-channels", type=int, default=32, help="channels of the two DS2 conv layers")
     g.add_argument("--dropout", type=float, default=0.0)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=30)
-    g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=1e-3)
+    g.add_argument("--epochs", type=int, default=50)
+    g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=1.5e-3)
     g.add_argument("--optim", default="adamw", choices=["sgd", "adamw"])
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov when > 0)")
     g.add_argument("--weight-decay", type=float, default=1e-5)
     g.add_argument("--max-norm", type=float, default=400.0, help="clip gradients to this global norm")
     g.add_argument("--learning-anneal", type=float, default=1.0,
                    help="divide the learning rate by this after every epoch (schedule 'anneal')")
-    g.add_argument("--lr-schedule", default="anneal", choices=["anneal", "cosine", "onecycle"],
+    g.add_argument("--lr-schedule", default="onecycle", choices=["anneal", "cosine", "onecycle"],
                    help="per-epoch annealing, cosine decay, or one-cycle (warm up then cosine)")
     g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (cosine/anneal)")
     g.add_argument("--seed", type=int, default=123456)
     g = p.add_argument_group("augmentation (training data only; never saved in the model)")
-    g.add_argument("--augment", "--speed-volume-perturb", dest="augment", action="store_true",
-                   help="random speed (0.9-1.1) and gain (-6..+8 dB) per utterance")
-    g.add_argument("--spec-augment", action="store_true", help="SpecAugment frequency and time masks")
+    g.add_argument("--augment", "--speed-volume-perturb", dest="augment", action=argparse.BooleanOptionalAction,
+                   default=True, help="random speed (0.9-1.1) and gain (-6..+8 dB) per utterance")
+    g.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="SpecAugment frequency and time masks")
     g.add_argument("--noise-dir", default=None, help="folder of noise audio mixed into training utterances")
     g.add_argument("--noise-prob", type=float, default=0.4, help="probability of adding noise")
     g.add_argument("--noise-min", type=float, default=0.0, help="minimum noise level (relative to speech RMS)")
@@ -165,6 +168,32 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def audio_config_from_args(args: argparse.Namespace) -> AudioConfig:
+    return AudioConfig(args.sample_rate, args.window_size, args.window_stride, args.window)
+
+
+def model_config_from_args(args: argparse.Namespace, audio_cfg: AudioConfig, labels: list[str]) -> ModelConfig:
+    """The architecture the flags ask for; --hidden-layers defaults to 3 for ds2 and 1 for ds1."""
+    return ModelConfig(
+        arch=args.arch,
+        n_features=audio_cfg.n_freq,
+        n_classes=len(labels),
+        hidden_size=args.hidden_size,
+        hidden_layers=args.hidden_layers or (1 if args.arch == "ds1" else 3),
+        rnn_type=args.rnn_type,
+        bidirectional=args.bidirectional,
+        conv_channels=args.conv_channels,
+        dropout=args.dropout,
+    )
+
+
+def make_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
+    if args.optim == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0,
+                               weight_decay=args.weight_decay)
+    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int):
@@ -276,22 +305,12 @@ class Trainer:
             model_cfg = ModelConfig(**resume_pkg["model_config"])
             self._warn_overridden(resume_pkg)
         else:
-            self.audio_cfg = AudioConfig(args.sample_rate, args.window_size, args.window_stride, args.window)
+            self.audio_cfg = audio_config_from_args(args)
             self.labels = load_labels(args.labels_path)
-            model_cfg = ModelConfig(
-                arch=args.arch,
-                n_features=self.audio_cfg.n_freq,
-                n_classes=len(self.labels),
-                hidden_size=args.hidden_size,
-                hidden_layers=args.hidden_layers,
-                rnn_type=args.rnn_type,
-                bidirectional=args.bidirectional,
-                conv_channels=args.conv_channels,
-                dropout=args.dropout,
-            )
-        self.model = build_model(model_cfg).to(self.device)
+            model_cfg = model_config_from_args(args, self.audio_cfg, self.labels)
+        model = build_model(model_cfg).to(self.device)
         if resume_pkg is not None:
-            unwrap_model(self.model).load_state_dict(resume_pkg["state_dict"])
+            model.load_state_dict(resume_pkg["state_dict"])
 
         augment = AugmentConfig(
             speed_volume_perturb=args.augment,
@@ -319,24 +338,14 @@ class Trainer:
         )
         self.steps_per_epoch = len(self.sampler)
 
-        params = self.model.parameters()
-        if args.optim == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, nesterov=True,
-                                             weight_decay=args.weight_decay)
-        else:
-            self.optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+        self.attach_model(model)
         self.scheduler = make_scheduler(self.optimizer, args, self.steps_per_epoch)
-        self.use_scaler = args.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
-        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        self.ctc = nn.CTCLoss(blank=0, reduction="sum", zero_infinity=True)
         self.decoder = GreedyDecoder(self.labels)
 
         self.epoch = 0  # epochs completed
         self.step = 0
         self.history = empty_history()
         self.best_wer = math.inf
-        self.counters = {"skipped_nonfinite": 0, "skipped_too_short": 0, "skipped_bad_audio": 0}
         if resume_pkg is not None and not args.finetune:
             self._restore(resume_pkg)
         if self.distributed:
@@ -350,6 +359,16 @@ class Trainer:
             for logger in (self.tb, self.viz):
                 if logger is not None:
                     logger.log_history(self.history)
+
+    def attach_model(self, model: nn.Module) -> None:
+        """Take ``model`` (on this trainer's device) with a fresh optimizer, gradient scaler and
+        skip counters: everything :meth:`train_step` needs."""
+        self.model = model
+        self.optimizer = make_optimizer(self.args, model.parameters())
+        self.use_scaler = self.args.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.counters = {"skipped_nonfinite": 0, "skipped_too_short": 0}
 
     def _warn_overridden(self, pkg: dict) -> None:
         given = {k: getattr(self.args, k) for k in ARCH_FLAGS + AUDIO_FLAGS}

@@ -345,3 +345,30 @@ def test_info_tool_runs_as_a_script(saved: tuple[Path, nn.Module]) -> None:
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and missing.stderr.startswith("error: does/not/exist.pth: checkpoint not found")
 
+
+
+def test_export_strips_training_state_and_halves_weights(tmp_path, capsys):
+    import model as model_cli
+    from data.data_loader import AudioConfig, LABELS
+    from model import ModelConfig, build_model
+    from utils import load_checkpoint, load_model, save_checkpoint
+
+    cfg = ModelConfig(hidden_size=16, hidden_layers=1, conv_channels=4)
+    net = build_model(cfg).eval()
+    opt = torch.optim.AdamW(net.parameters())
+    src = tmp_path / "last.pth"
+    save_checkpoint(src, net, AudioConfig(), list(LABELS), optimizer=opt.state_dict(), epoch=3,
+                    history={"epoch": [1, 2, 3], "wer": [90.0, 80.0, 70.0]})
+    out = tmp_path / "release.pth"
+    assert model_cli.main(["--model-path", str(src), "--export", str(out), "--half"]) == 0
+    pkg = load_checkpoint(out)
+    assert "optimizer" not in pkg and pkg["epoch"] == 3 and pkg["history"]["wer"][-1] == 70.0
+    assert out.stat().st_size < src.stat().st_size
+    exported, _ = load_model(out)
+    x, lengths = torch.randn(2, 1, 161, 50), torch.tensor([50, 30])
+    with torch.no_grad():
+        a, _ = net(x, lengths)
+        b, _ = exported(x, lengths)
+    assert torch.allclose(a, b, atol=0.05)
+    assert model_cli.main(["--model-path", str(src), "--half"]) == 2
+    assert "--half applies to --export" in capsys.readouterr().err

@@ -204,7 +204,7 @@ def test_search_lm_params_finds_the_known_best(tmp_path: Path, capsys: pytest.Ca
         "--saved-output", str(saved), "--lm-path", str(lm_path), "--lm-alpha-from", "0",
         "--lm-alpha-to", str(top), "--lm-num-alphas", "3", "--lm-beta-from", "0",
         "--lm-beta-to", "1", "--lm-num-betas", "2", "--beam-width", "16", "--num-workers", "2",
-        "--output-path", str(out), "--quiet",
+        "--output-path", str(out), "--quiet", "--save-defaults",
     ])
     assert rc == 0
     report = json.loads(out.read_text())
@@ -217,6 +217,22 @@ def test_search_lm_params_finds_the_known_best(tmp_path: Path, capsys: pytest.Ca
     assert best["wer"] == 0.0 and best["cer"] == 0.0
     assert report["n_utterances"] == 2
     assert f"Best: alpha {1.6 / delta:.4g}  beta 0" in capsys.readouterr().out
+    # --save-defaults: the tuned pair becomes the LM's default in make_decoder
+    import argparse
+
+    from decoder import add_decoder_args, make_decoder
+
+    assert json.loads((tmp_path / "lm.json").read_text())["alpha"] == pytest.approx(1.6 / delta)
+    args = add_decoder_args(argparse.ArgumentParser()).parse_args(["--decoder", "beam", "--lm-path", str(lm_path)])
+    with make_decoder(args, L) as decoder:
+        assert decoder.alpha == pytest.approx(1.6 / delta) and decoder.beta == 0.0
+    args = add_decoder_args(argparse.ArgumentParser()).parse_args(
+        ["--decoder", "beam", "--lm-path", str(lm_path), "--alpha", "0.3"])
+    with make_decoder(args, L) as decoder:
+        assert decoder.alpha == 0.3  # a flag given on the command line wins
+    (tmp_path / "lm.json").write_text("{not json")
+    with pytest.raises(ValueError, match="lm.json"):
+        make_decoder(args, L)
 
 
 @requires_flashlight

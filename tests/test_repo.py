@@ -16,6 +16,7 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_test_command():
     install_and_train, install_and_test = readme_commands()[:2]
     assert "pip install torch==2.13.0 -r requirements.txt" in install_and_train
     assert "python data/an4.py" in install_and_train and "python train.py" in install_and_train
+    assert "python transcribe.py --audio-path examples/" in install_and_train  # works with no download
     assert "requirements-dev.txt" in install_and_test and "pytest" in install_and_test
     assert install_and_test in (REPO / ".ci" / "run").read_text()
 

@@ -361,3 +361,38 @@ def test_tiny_model_overfits_real_an4_utterances(an4_dir, tmp_path):
     assert train.main(argv) == 0
     pkg = load_checkpoint(tmp_path / "deepspeech_last.pth")
     assert min(pkg["history"]["cer"]) < 5.0, pkg["history"]["cer"][-5:]
+
+
+def test_audio_flags_are_stored_in_the_model(tiny_dataset, tmp_path):
+    assert run_train(tiny_dataset, tmp_path, "--epochs", "1", "--sample-rate", "8000", "--window-size", "0.025",
+                     "--window-stride", "0.0125", "--window", "hann") == 0
+    pkg = load_checkpoint(tmp_path / "best.pth")
+    assert pkg["audio_config"] == {"sample_rate": 8000, "window_size": 0.025, "window_stride": 0.0125,
+                                   "window": "hann", "normalize": True}
+    assert pkg["model_config"]["n_features"] == 101  # int(8000 * 0.025) // 2 + 1
+
+
+def test_seed_weight_decay_and_max_norm(tiny_dataset, tmp_path):
+    assert run_train(tiny_dataset, tmp_path / "a", "--epochs", "1", "--seed", "7") == 0
+    assert run_train(tiny_dataset, tmp_path / "b", "--epochs", "1", "--seed", "7") == 0
+    assert run_train(tiny_dataset, tmp_path / "c", "--epochs", "1", "--seed", "8") == 0
+    a, b, c = (weights(tmp_path / d / "deepspeech_last.pth") for d in "abc")
+    assert all(torch.equal(v, b[k]) for k, v in a.items())  # same seed: same run
+    assert not all(torch.equal(v, c[k]) for k, v in a.items())
+    assert run_train(tiny_dataset, tmp_path / "d", "--epochs", "1", "--weight-decay", "0.25") == 0
+    groups = load_checkpoint(tmp_path / "d" / "deepspeech_last.pth")["optimizer"]["param_groups"]
+    assert all(g["weight_decay"] == 0.25 for g in groups)
+
+
+def test_max_norm_clips_the_gradient(tiny_dataset, tmp_path):
+    args = train.build_parser().parse_args(["--train-manifest", str(tiny_dataset), "--val-manifest",
+                                            str(tiny_dataset), "--save-folder", str(tmp_path), "--max-norm",
+                                            "0.001", "--optim", "sgd", "--momentum", "0", "--lr", "1.0", "--lr-schedule", "anneal",
+                                            "--weight-decay", "0", *TINY])
+    trainer = train.Trainer(args)
+    trainer.setup()
+    before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
+    assert trainer.train_step(next(iter(trainer.train_loader))) is not None
+    after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    # plain SGD with lr 1: the update is the clipped gradient, whose norm is max-norm
+    assert float((after - before).norm()) == pytest.approx(0.001, rel=1e-3)

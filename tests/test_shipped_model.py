@@ -1,0 +1,82 @@
+"""The shipped model and LM: small, safe to load, and they transcribe real AN4 test clips."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import transcribe
+from conftest import REPO
+
+MODEL = REPO / "models" / "an4.pth"
+LM = REPO / "models" / "an4_3gram.arpa"
+EXAMPLES = {
+    "an421-menk-b.wav": "ENTER TWENTY ONE",
+    "cen3-fvap-b.wav": "THREE ZERO TWO ONE",
+    "cen2-marh-b.wav": "A L A N",
+}
+
+
+def test_shipped_model_is_small_plain_data_and_complete():
+    assert MODEL.stat().st_size <= 25 * 2**20
+    pkg = torch.load(MODEL, weights_only=True)
+    assert pkg["format"] == "deepspeech-ctc"
+    assert pkg["audio_config"]["sample_rate"] == 16000
+    assert "optimizer" not in pkg  # a released model carries no training state
+    assert json.loads((REPO / "models" / "an4_3gram.json").read_text()).keys() >= {"alpha", "beta"}
+
+
+def test_shipped_model_transcribes_the_example_clips_by_default(capsys):
+    clips = [str(REPO / "examples" / name) for name in EXAMPLES]
+    assert transcribe.main(["--audio-path", *clips]) == 0  # default --model-path is models/an4.pth
+    out = json.loads(capsys.readouterr().out)
+    got = {entry["audio_path"].rsplit("/", 1)[-1]: entry["transcription"] for entry in out["output"]}
+    assert got == EXAMPLES
+    assert out["_meta"]["acoustic_model"]["path"] == "models/an4.pth"
+
+
+def test_shipped_model_with_lm_transcribes_the_example_clips(capsys):
+    pytest.importorskip("flashlight.lib.text")
+    clips = [str(REPO / "examples" / name) for name in EXAMPLES]
+    assert transcribe.main(["--audio-path", *clips, "--decoder", "beam", "--lm-path", str(LM), "--offsets"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for entry in out["output"]:
+        assert entry["transcription"] == EXAMPLES[entry["audio_path"].rsplit("/", 1)[-1]]
+        assert [w["word"] for w in entry["words"]] == entry["transcription"].split()
+
+
+def test_train_defaults_are_the_recipe_of_the_shipped_model():
+    """A user who runs `python train.py` trains what models/an4.pth was trained with."""
+    import train
+
+    defaults = vars(train.build_parser().parse_args([]))
+    trained_with = torch.load(MODEL, weights_only=True)["args"]
+    recipe = ("arch", "hidden_size", "hidden_layers", "rnn_type", "bidirectional", "conv_channels", "dropout",
+              "epochs", "batch_size", "lr", "optim", "weight_decay", "max_norm", "lr_schedule", "warmup_steps",
+              "augment", "spec_augment", "noise_dir", "seed", "no_shuffle", "no_sorta_grad", "sample_rate",
+              "window_size", "window_stride", "window", "train_manifest", "val_manifest")
+    assert {k: defaults[k] for k in recipe} == {k: trained_with[k] for k in recipe}
+
+
+@pytest.mark.an4
+def test_shipped_model_reproduces_the_readme_numbers(an4_dir, capsys):
+    """AN4 test, greedy and beam + LM, as in the README's results table (a prepared AN4 from the
+    same archive gives the same test set; small float differences may flip an utterance)."""
+    import test as evaluate_cli
+
+    manifest = str(an4_dir / "an4_test_manifest.csv")
+    assert evaluate_cli.main(["--model-path", str(MODEL), "--test-manifest", manifest, "--silent"]) == 0
+    wer, cer = parse_summary(capsys.readouterr().out)
+    assert wer == pytest.approx(9.314, abs=0.5) and cer == pytest.approx(5.151, abs=0.3)
+    pytest.importorskip("flashlight.lib.text")
+    assert evaluate_cli.main(["--model-path", str(MODEL), "--test-manifest", manifest, "--silent",
+                              "--decoder", "beam", "--lm-path", str(LM)]) == 0
+    wer, cer = parse_summary(capsys.readouterr().out)
+    assert wer == pytest.approx(5.951, abs=0.5) and cer == pytest.approx(4.162, abs=0.3)
+
+
+def parse_summary(out: str) -> tuple[float, float]:
+    line = next(line for line in out.splitlines() if line.startswith("Test Summary"))
+    parts = line.split()
+    return float(parts[parts.index("WER") + 1]), float(parts[parts.index("CER") + 1])
