@@ -338,7 +338,7 @@ class DeepSpeech2(AcousticModel):
             # BatchNorm + Hardtanh map the zero padding to non-zero values: re-zero every layer.
             x = F.hardtanh(norm(x, mask), 0.0, CLIP) * mask[:, None, None, :].to(x.dtype)
         b, c, f, t = x.shape
-        x = x.view(b, c * f, t).permute(2, 0, 1)  # (B, C, F, T) -> (T, B, C*F)
+        x = x.reshape(b, c * f, t).permute(2, 0, 1)  # (B, C, F, T) -> (T, B, C*F)
         mask = mask.t()  # (T, B)
         rev_index = reverse_index(lengths, t) if self.cfg.bidirectional else None
         for i, rnn in enumerate(self.rnns):

@@ -461,3 +461,33 @@ def test_bench_quick_plan(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
         ("ds2 3x512 bigru", "padded"), ("ds2 3x512 bigru", "packed"),
         ("ds2 3x512 bilstm", "padded"), ("ds2 3x512 bilstm", "packed")]
     assert all(r["times_s"] == [0.5] * 3 for r in report["results"])
+
+
+def test_channels_last_input_gives_the_same_output():
+    from model import ModelConfig, build_model
+
+    net = build_model(ModelConfig(hidden_size=8, hidden_layers=1, conv_channels=4)).eval()
+    x, lengths = torch.randn(2, 1, 161, 40), torch.tensor([40, 25])
+    with torch.no_grad():
+        a, _ = net(x, lengths)
+        b, _ = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last), lengths)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_bench_inference_runs(tmp_path, capsys):
+    import json
+
+    from data.data_loader import LABELS, AudioConfig
+    from model import ModelConfig, build_model
+    from utils import save_checkpoint
+
+    import importlib
+
+    path = tmp_path / "m.pth"
+    save_checkpoint(path, build_model(ModelConfig(hidden_size=8, hidden_layers=1, conv_channels=4)), AudioConfig(),
+                    list(LABELS))
+    bench = importlib.import_module("bench.bench_inference")
+    assert bench.main(["--model-path", str(path), "--runs", "1", "--frames", "50", "--threads", "1"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"fp32", "bf16 autocast", "channels-last", "conv_share"} <= last.keys()
+    assert bench.main(["--model-path", str(tmp_path / "missing.pth")]) == 2
