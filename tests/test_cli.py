@@ -229,3 +229,42 @@ def test_real_an4_clips_including_8khz_stereo(trained, an4_dir, tmp_path, capsys
     rc = evaluate_cli.main(["--model-path", str(model), "--test-manifest", str(an4_dir / "an4_val_manifest.csv"),
                             "--silent", "--batch-size", "32"])
     assert rc == 0 and "Test Summary" in capsys.readouterr().out
+
+
+def test_test_py_workers_give_the_same_numbers_and_cuda_is_checked(trained, capsys):
+    model, manifest = trained
+    base = ["--model-path", str(model), "--test-manifest", str(manifest), "--silent"]
+    assert evaluate_cli.main(base) == 0
+    single = capsys.readouterr().out
+    assert evaluate_cli.main(base + ["--num-workers", "2"]) == 0
+    assert capsys.readouterr().out == single
+    if not torch.cuda.is_available():
+        assert evaluate_cli.main(base + ["--cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+        assert transcribe.main(["--model-path", str(model), "--audio-path", "x.wav", "--cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_transcribe_half_and_chunk_flag(trained, capsys):
+    model, manifest = trained
+    wav = str(read_manifest(manifest)[5][0])
+    rc, full = run_transcribe(capsys, "--model-path", str(model), "--audio-path", wav)
+    rc_half, half = run_transcribe(capsys, "--model-path", str(model), "--audio-path", wav, "--half")
+    assert rc == rc_half == 0 and isinstance(half["output"][0]["transcription"], str)
+    rc, chunked = run_transcribe(capsys, "--model-path", str(model), "--audio-path", wav, "--chunk-seconds", "0.5")
+    assert rc == 0 and chunked["output"][0]["duration"] == full["output"][0]["duration"]
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-path", str(model), "--audio-path", wav, "--chunk-seconds", "-1"])
+
+
+def test_transcribe_beam_top_paths_lists_alternatives(trained, capsys):
+    pytest.importorskip("flashlight.lib.text")
+    model, manifest = trained
+    wav = str(read_manifest(manifest)[4][0])
+    rc, out = run_transcribe(capsys, "--model-path", str(model), "--audio-path", wav, "--decoder", "beam",
+                             "--beam-width", "8", "--top-paths", "3")
+    assert rc == 0
+    entry = out["output"][0]
+    assert isinstance(entry["alternatives"], list) and len(entry["alternatives"]) <= 2
+    assert entry["transcription"] not in entry["alternatives"]
+    assert out["_meta"]["decoder"]["type"] == "beam" and out["_meta"]["decoder"]["top_paths"] == 3

@@ -396,3 +396,15 @@ def test_max_norm_clips_the_gradient(tiny_dataset, tmp_path):
     after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     # plain SGD with lr 1: the update is the clipped gradient, whose norm is max-norm
     assert float((after - before).norm()) == pytest.approx(0.001, rel=1e-3)
+
+
+def test_warmup_steps_and_threads(tiny_dataset, tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        assert run_train(tiny_dataset, tmp_path, "--epochs", "1", "--lr", "0.01", "--lr-schedule", "anneal",
+                         "--warmup-steps", "4", "--threads", "1") == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    # 2 batches in the epoch: after them the warm-up factor is (2 + 1) / 4
+    assert load_checkpoint(tmp_path / "deepspeech_last.pth")["history"]["lr"] == pytest.approx([0.0075])
