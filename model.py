@@ -558,14 +558,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --half applies to --export", file=sys.stderr)
         return 2
     try:
-        pkg = load_checkpoint(args.model_path)
         if args.export:
-            model, _ = load_model(args.model_path)
+            model, pkg = load_model(args.model_path)
             keep = {k: pkg[k] for k in ("epoch", "step", "history", "best_wer", "args") if k in pkg}
             save_checkpoint(args.export, model, package_audio_config(pkg), pkg["labels"], half=args.half, **keep)
             print(f"exported {args.export} ({Path(args.export).stat().st_size / 2**20:.1f} MiB"
                   f"{', fp16 weights' if args.half else ''})")
             return 0
+        pkg = load_checkpoint(args.model_path)
     except (CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

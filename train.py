@@ -46,7 +46,7 @@ from model import ModelConfig, build_model
 from utils import (
     CheckpointError,
     evaluate,
-    load_checkpoint,
+    load_model,
     package_audio_config,
     save_checkpoint,
     unwrap_model,
@@ -293,24 +293,19 @@ class Trainer:
         seed_everything(args.seed)
         resume_pkg = None
         if args.continue_from:
-            resume_pkg = load_checkpoint(args.continue_from)
+            model, resume_pkg = load_model(args.continue_from, self.device)
             if not args.finetune and "optimizer" not in resume_pkg:
                 raise CheckpointError(
                     f"{args.continue_from}: holds a model but no training state; "
                     "use --finetune to start a new run from its weights"
                 )
-        if resume_pkg is not None:
             self.audio_cfg = package_audio_config(resume_pkg)
             self.labels = list(resume_pkg["labels"])
-            model_cfg = ModelConfig(**resume_pkg["model_config"])
             self._warn_overridden(resume_pkg)
         else:
             self.audio_cfg = audio_config_from_args(args)
             self.labels = load_labels(args.labels_path)
-            model_cfg = model_config_from_args(args, self.audio_cfg, self.labels)
-        model = build_model(model_cfg).to(self.device)
-        if resume_pkg is not None:
-            model.load_state_dict(resume_pkg["state_dict"])
+            model = build_model(model_config_from_args(args, self.audio_cfg, self.labels)).to(self.device)
 
         augment = AugmentConfig(
             speed_volume_perturb=args.augment,
