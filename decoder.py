@@ -45,9 +45,9 @@ from typing import Any, Iterator, Sequence
 
 import Levenshtein
 import numpy as np
-import torch
 
-from data.data_loader import BLANK_INDEX
+from data.text import BLANK_INDEX, normalize_text
+from utils import atomic_write, flag
 
 DEFAULT_BEAM_WIDTH = 32
 DEFAULT_ALPHA = 0.8
@@ -140,26 +140,35 @@ def _space_index(labels: Sequence[str]) -> int | None:
     return labels.index(" ") if " " in labels else None
 
 
-def _check_log_probs(log_probs: torch.Tensor, lengths: torch.Tensor | None,
-                     n_labels: int) -> torch.Tensor:
-    """Validate decoder input; returns lengths as a (B,) long CPU tensor."""
-    if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 3:
-        shape = tuple(log_probs.shape) if isinstance(log_probs, torch.Tensor) else type(log_probs)
+def as_numpy(x: Any) -> np.ndarray:
+    """A float32 numpy view of ``x``: a numpy array, or a torch tensor (any device/dtype)."""
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
+        x = x.detach().to("cpu").float().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _check_log_probs(log_probs: Any, lengths: Any, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate decoder input: (log-probs (B, T, C) float32, lengths (B,) int64) as numpy."""
+    if not hasattr(log_probs, "shape") or len(log_probs.shape) != 3:
+        shape = tuple(log_probs.shape) if hasattr(log_probs, "shape") else type(log_probs)
         raise ValueError(f"decode expects log-probs of shape (B, T, C), got {shape}")
-    B, T, C = log_probs.shape
+    x = as_numpy(log_probs)
+    B, T, C = x.shape
     if C != n_labels:
         raise ValueError(
             f"log-probs have {C} classes but the decoder has {n_labels} labels; "
             "decode with the labels stored in the model's checkpoint"
         )
     if lengths is None:
-        return torch.full((B,), T, dtype=torch.long)
-    lengths = torch.as_tensor(lengths).detach().to("cpu", torch.long).reshape(-1)
-    if lengths.numel() != B:
-        raise ValueError(f"lengths has {lengths.numel()} entries for a batch of {B}")
+        return x, np.full(B, T, dtype=np.int64)
+    if hasattr(lengths, "detach"):
+        lengths = lengths.detach().to("cpu").numpy()
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if lengths.size != B:
+        raise ValueError(f"lengths has {lengths.size} entries for a batch of {B}")
     if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
         raise ValueError(f"lengths must lie in [0, {T}], got {lengths.tolist()}")
-    return lengths
+    return x, lengths
 
 
 # ---------------------------------------------------------------------------- greedy
@@ -173,26 +182,26 @@ class GreedyDecoder:
         self.blank_index = blank_index
         self.space_index = _space_index(self.labels)
 
-    def decode(self, log_probs: torch.Tensor,
-               lengths: torch.Tensor | None = None) -> list[list[Hypothesis]]:
+    def decode(self, log_probs: Any, lengths: Any = None) -> list[list[Hypothesis]]:
         """Decode a batch.
 
         Args:
-            log_probs: (B, T, C) log-probabilities (any float dtype/device).
+            log_probs: (B, T, C) log-probabilities, numpy or torch (any float dtype/device).
             lengths: (B,) valid frames per utterance, or None for all T.
 
         Returns:
             B lists holding one :class:`Hypothesis` each.
         """
-        lengths = _check_log_probs(log_probs, lengths, len(self.labels))
-        B, T, _ = log_probs.shape
-        best, ids = log_probs.detach().to("cpu", torch.float32).max(dim=-1)  # (B, T) each
-        valid = torch.arange(T)[None, :] < lengths[:, None]  # (B, T)
-        scores = (best * valid).sum(dim=1).tolist()
-        prev = torch.cat([torch.full((B, 1), -1, dtype=ids.dtype), ids[:, :-1]], dim=1)
+        x, lengths = _check_log_probs(log_probs, lengths, len(self.labels))
+        B, T, _ = x.shape
+        ids = x.argmax(axis=-1)  # (B, T)
+        best = np.take_along_axis(x, ids[..., None], axis=-1)[..., 0]
+        valid = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
+        scores = np.where(valid, best, 0.0).sum(axis=1, dtype=np.float64).tolist()
+        prev = np.concatenate([np.full((B, 1), -1, dtype=ids.dtype), ids[:, :-1]], axis=1)
         keep = valid & (ids != self.blank_index) & (ids != prev)  # first frame of each new token
-        counts = keep.sum(dim=1).tolist()
-        b_idx, t_idx = keep.nonzero(as_tuple=True)
+        counts = keep.sum(axis=1).tolist()
+        b_idx, t_idx = np.nonzero(keep)
         tokens = ids[b_idx, t_idx].tolist()
         frames = t_idx.tolist()
         out: list[list[Hypothesis]] = []
@@ -404,8 +413,6 @@ class BeamCTCDecoder:
 
     # -- construction
 
-    def _normalise_word(self, word: str) -> str:
-        return word if any(c.islower() for c in self.labels) else word.upper()
 
     def _build_lexicon_search(self, fl_dictionary: Any) -> None:
         fl = self._fl
@@ -428,7 +435,7 @@ class BeamCTCDecoder:
         for word in dict.fromkeys(words):
             if word in _SPECIAL_WORDS:
                 continue
-            spelled = self._normalise_word(word)
+            spelled = normalize_text(word, self.labels)
             ids = [index.get(c, -1) for c in spelled]
             if any(i < 0 or i == self.blank_index or i == self.space_index for i in ids):
                 skipped.append(word)
@@ -498,19 +505,20 @@ class BeamCTCDecoder:
 
     # -- decoding
 
-    def prepare_emissions(self, log_probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    def prepare_emissions(self, log_probs: Any) -> np.ndarray:
         """One utterance's (T, C) log-probs as the search's float32 input.
 
         Applies ``cutoff_prob`` and, in vocabulary mode, appends one frame that can
         only be a space, so that the last word is completed like the others.
         """
-        x = torch.as_tensor(log_probs).detach().to("cpu", torch.float32)
-        if self.cutoff_prob < 1.0 and x.shape[0] > 0:
-            probs, order = x.exp().sort(dim=-1, descending=True)
-            before = probs.cumsum(dim=-1) - probs  # mass of the better tokens
-            drop = torch.zeros_like(x, dtype=torch.bool).scatter_(-1, order, before >= self.cutoff_prob)
-            x = x.masked_fill(drop, _MASKED)
-        arr = x.numpy()
+        arr = np.array(as_numpy(log_probs), dtype=np.float32)
+        if self.cutoff_prob < 1.0 and arr.shape[0] > 0:
+            order = np.argsort(-arr, axis=-1, kind="stable")
+            probs = np.exp(np.take_along_axis(arr, order, axis=-1))
+            before = np.cumsum(probs, axis=-1) - probs  # mass of the better tokens
+            drop = np.zeros(arr.shape, dtype=bool)
+            np.put_along_axis(drop, order, before >= self.cutoff_prob, axis=-1)
+            arr[drop] = _MASKED
         if self.uses_lexicon:
             end = np.full((1, arr.shape[1]), _MASKED, dtype=np.float32)
             end[0, self.space_index] = 0.0
@@ -544,19 +552,17 @@ class BeamCTCDecoder:
                 break
         return hyps or [Hypothesis("", [], float("-inf"))]
 
-    def decode(self, log_probs: torch.Tensor,
-               lengths: torch.Tensor | None = None) -> list[list[Hypothesis]]:
+    def decode(self, log_probs: Any, lengths: Any = None) -> list[list[Hypothesis]]:
         """Decode a batch.
 
         Args:
-            log_probs: (B, T, C) log-probabilities (log-softmax output).
+            log_probs: (B, T, C) log-probabilities (log-softmax output), numpy or torch.
             lengths: (B,) valid frames per utterance, or None for all T.
 
         Returns:
             B lists of up to ``top_paths`` distinct hypotheses, best first.
         """
-        lengths = _check_log_probs(log_probs, lengths, len(self.labels))
-        x = log_probs.detach().to("cpu", torch.float32)
+        x, lengths = _check_log_probs(log_probs, lengths, len(self.labels))
         emissions = [self.prepare_emissions(x[b, : int(lengths[b])]) for b in range(x.shape[0])]
         if self.lm_workers > 1 and len(emissions) > 1:
             pool = self._get_pool()
@@ -637,16 +643,6 @@ def _rate(edits: int, n_ref: int) -> float:
     return 100.0 * edits / max(n_ref, 1)
 
 
-def wer(ref: str, hyp: str) -> float:
-    """One utterance's word error rate in percent."""
-    return _rate(*word_errors(ref, hyp))
-
-
-def cer(ref: str, hyp: str) -> float:
-    """One utterance's character error rate in percent (spaces removed)."""
-    return _rate(*char_errors(ref, hyp))
-
-
 class ErrorRate:
     """Corpus-level WER/CER: total edits / total reference units × 100.
 
@@ -689,87 +685,103 @@ class ErrorRate:
                 "n_utterances": self.n_utterances}
 
 
-# ---------------------------------------------------------------------------- CLI glue
+# ---------------------------------------------------------------------------- config
 
 
-def add_decoder_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the decoder flags (one group) to ``parser``; returns it.
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Which decoder and its settings. Beam-only settings are None unless given, so that
+    giving one with the greedy decoder is an error; None means the default named in the
+    field's comment (or, for alpha/beta, the LM's tuned values)."""
 
-    Beam-only flags default to None so that :func:`make_decoder` can tell when they
-    were given with ``--decoder greedy`` (an error); their effective defaults are in
-    the help text.
-    """
-    g = parser.add_argument_group("decoder")
-    g.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
-                   help="greedy (best path) or beam search (default: greedy)")
-    g.add_argument("--beam-width", type=int, default=None,
-                   help=f"beam: hypotheses kept per frame (default: {DEFAULT_BEAM_WIDTH})")
-    g.add_argument("--lm-path", type=Path, default=None,
-                   help="beam: word n-gram LM, ARPA (data/build_lm.py) or KenLM binary (with --lexicon)")
-    g.add_argument("--alpha", type=float, default=None,
-                   help=f"beam + LM: LM weight (default: the LM's tuned value in LM.json, else {DEFAULT_ALPHA})")
-    g.add_argument("--beta", type=float, default=None,
-                   help=f"beam + LM or lexicon: word insertion bonus (default: the LM's tuned value, else {DEFAULT_BETA})")
-    g.add_argument("--cutoff-top-n", type=int, default=None,
-                   help=f"beam: tokens considered per frame (default: {DEFAULT_CUTOFF_TOP_N})")
-    g.add_argument("--cutoff-prob", type=float, default=None,
-                   help="beam: consider per frame only the best tokens whose cumulative probability "
-                        f"reaches this (default: {DEFAULT_CUTOFF_PROB}, no pruning)")
-    g.add_argument("--top-paths", type=int, default=None,
-                   help=f"beam: transcripts returned per utterance (default: {DEFAULT_TOP_PATHS})")
-    g.add_argument("--lexicon", type=Path, default=None,
-                   help="beam: word list (one word per line) restricting the output words "
-                        "(default with an ARPA LM: the LM's vocabulary)")
-    g.add_argument("--lm-workers", type=int, default=None,
-                   help=f"beam: processes decoding a batch in parallel (default: {DEFAULT_LM_WORKERS})")
-    return parser
+    decoder: str = "greedy"  # "greedy" | "beam"
+    beam_width: int | None = None  # DEFAULT_BEAM_WIDTH
+    lm_path: Path | None = None
+    alpha: float | None = None  # tuned value in the LM's .json, else DEFAULT_ALPHA
+    beta: float | None = None  # tuned value in the LM's .json, else DEFAULT_BETA
+    cutoff_top_n: int | None = None  # DEFAULT_CUTOFF_TOP_N
+    cutoff_prob: float | None = None  # DEFAULT_CUTOFF_PROB
+    top_paths: int | None = None  # DEFAULT_TOP_PATHS
+    lexicon: Path | None = None
+    lm_workers: int | None = None  # DEFAULT_LM_WORKERS
 
+    BEAM_FIELDS = ("beam_width", "lm_path", "alpha", "beta", "cutoff_top_n", "cutoff_prob",
+                   "top_paths", "lexicon", "lm_workers")
 
-_BEAM_FLAGS = ("beam_width", "lm_path", "alpha", "beta", "cutoff_top_n", "cutoff_prob",
-               "top_paths", "lexicon", "lm_workers")
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """The decoder flags (test.py, transcribe.py, the server), in one group."""
+        g = parser.add_argument_group("decoder")
+        g.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
+                       help="greedy (best path) or beam search")
+        g.add_argument("--beam-width", type=int, default=None,
+                       help=f"beam: hypotheses kept per frame (default: {DEFAULT_BEAM_WIDTH})")
+        g.add_argument("--lm-path", type=Path, default=None,
+                       help="beam: word n-gram LM, ARPA (data/build_lm.py) or KenLM binary (with --lexicon)")
+        g.add_argument("--alpha", type=float, default=None,
+                       help=f"beam + LM: LM weight (default: the LM's tuned value in LM.json, else {DEFAULT_ALPHA})")
+        g.add_argument("--beta", type=float, default=None,
+                       help="beam + LM or lexicon: word insertion bonus "
+                            f"(default: the LM's tuned value, else {DEFAULT_BETA})")
+        g.add_argument("--cutoff-top-n", type=int, default=None,
+                       help=f"beam: tokens considered per frame (default: {DEFAULT_CUTOFF_TOP_N})")
+        g.add_argument("--cutoff-prob", type=float, default=None,
+                       help="beam: consider per frame only the best tokens whose cumulative probability "
+                            f"reaches this (default: {DEFAULT_CUTOFF_PROB}, no pruning)")
+        g.add_argument("--top-paths", type=int, default=None,
+                       help=f"beam: transcripts returned per utterance (default: {DEFAULT_TOP_PATHS})")
+        g.add_argument("--lexicon", type=Path, default=None,
+                       help="beam: word list (one word per line) restricting the output words "
+                            "(default with an ARPA LM: the LM's vocabulary)")
+        g.add_argument("--lm-workers", type=int, default=None,
+                       help=f"beam: processes decoding a batch in parallel (default: {DEFAULT_LM_WORKERS})")
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DecoderConfig":
+        """The config the flags of :meth:`add_args` select, checked (:meth:`validate`)."""
+        cfg = cls(**{f: getattr(args, f) for f in ("decoder",) + cls.BEAM_FIELDS})
+        cfg.validate()
+        return cfg
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def validate_decoder_args(args: argparse.Namespace) -> None:
-    """Check the decoder flags without building anything; :class:`DecoderError` if wrong."""
-    given = [n for n in _BEAM_FLAGS if getattr(args, n, None) is not None]
-    if args.decoder == "greedy":
-        if given:
-            raise DecoderError(
-                f"{', '.join(_flag(n) for n in given)} only appl{'ies' if len(given) == 1 else 'y'} "
-                "to beam search: add --decoder beam"
-            )
-        return
-    beam_width = args.beam_width if args.beam_width is not None else DEFAULT_BEAM_WIDTH
-    checks = [
-        ("beam_width", lambda v: v >= 1, "an integer >= 1"),
-        ("cutoff_top_n", lambda v: v >= 1, "an integer >= 1"),
-        ("cutoff_prob", lambda v: 0.0 < v <= 1.0, "a probability in (0, 1]"),
-        ("top_paths", lambda v: 1 <= v <= beam_width, f"in [1, --beam-width={beam_width}]"),
-        ("lm_workers", lambda v: v >= 1, "an integer >= 1"),
-        ("alpha", math.isfinite, "a finite number"),
-        ("beta", math.isfinite, "a finite number"),
-    ]
-    for name, ok, what in checks:
-        value = getattr(args, name, None)
-        if value is not None and not ok(value):
-            raise DecoderError(f"{_flag(name)} must be {what}, got {value}")
-    if args.lm_path is None and args.alpha is not None:
-        raise DecoderError("--alpha weighs the language model: add --lm-path")
-    if args.lm_path is None and args.lexicon is None and args.beta is not None:
-        raise DecoderError("--beta is a bonus per word: it needs --lm-path or --lexicon")
-    if args.lm_path is not None:
-        kind = lm_file_kind(args.lm_path)
-        if kind == "binary" and args.lexicon is None:
-            raise DecoderError(
-                f"--lm-path {args.lm_path}: a KenLM binary LM needs --lexicon (a word list): "
-                "its vocabulary cannot be read from the binary. Or pass the ARPA file."
-            )
-    if args.lexicon is not None and not Path(args.lexicon).is_file():
-        raise DecoderError(f"--lexicon {args.lexicon}: file not found")
+    def validate(self) -> None:
+        """Check the settings without building anything; :class:`DecoderError` if wrong."""
+        if self.decoder not in ("greedy", "beam"):
+            raise DecoderError(f"--decoder must be greedy or beam, got {self.decoder!r}")
+        given = [n for n in self.BEAM_FIELDS if getattr(self, n) is not None]
+        if self.decoder == "greedy":
+            if given:
+                raise DecoderError(
+                    f"{', '.join(flag(n) for n in given)} only appl{'ies' if len(given) == 1 else 'y'} "
+                    "to beam search: add --decoder beam"
+                )
+            return
+        beam_width = self.beam_width if self.beam_width is not None else DEFAULT_BEAM_WIDTH
+        checks = [
+            ("beam_width", lambda v: v >= 1, "an integer >= 1"),
+            ("cutoff_top_n", lambda v: v >= 1, "an integer >= 1"),
+            ("cutoff_prob", lambda v: 0.0 < v <= 1.0, "a probability in (0, 1]"),
+            ("top_paths", lambda v: 1 <= v <= beam_width, f"in [1, --beam-width={beam_width}]"),
+            ("lm_workers", lambda v: v >= 1, "an integer >= 1"),
+            ("alpha", math.isfinite, "a finite number"),
+            ("beta", math.isfinite, "a finite number"),
+        ]
+        for name, ok, what in checks:
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise DecoderError(f"{flag(name)} must be {what}, got {value}")
+        if self.lm_path is None and self.alpha is not None:
+            raise DecoderError("--alpha weighs the language model: add --lm-path")
+        if self.lm_path is None and self.lexicon is None and self.beta is not None:
+            raise DecoderError("--beta is a bonus per word: it needs --lm-path or --lexicon")
+        if self.lm_path is not None:
+            kind = lm_file_kind(self.lm_path)
+            if kind == "binary" and self.lexicon is None:
+                raise DecoderError(
+                    f"--lm-path {self.lm_path}: a KenLM binary LM needs --lexicon (a word list): "
+                    "its vocabulary cannot be read from the binary. Or pass the ARPA file."
+                )
+        if self.lexicon is not None and not Path(self.lexicon).is_file():
+            raise DecoderError(f"--lexicon {self.lexicon}: file not found")
 
 
 def lm_defaults_path(lm_path: str | Path) -> Path:
@@ -781,7 +793,8 @@ def save_lm_defaults(lm_path: str | Path, alpha: float, beta: float, **info: Any
     """Store tuned decoder weights next to the LM; :func:`make_decoder` uses them when
     ``--alpha``/``--beta`` are not given."""
     path = lm_defaults_path(lm_path)
-    path.write_text(json.dumps({"lm": Path(lm_path).name, "alpha": alpha, "beta": beta, **info}, indent=2) + "\n")
+    with atomic_write(path) as f:
+        f.write(json.dumps({"lm": Path(lm_path).name, "alpha": alpha, "beta": beta, **info}, indent=2) + "\n")
     return path
 
 
@@ -798,34 +811,33 @@ def load_lm_defaults(lm_path: str | Path) -> dict[str, float]:
                            "remove it or re-run search_lm_params.py --save-defaults") from None
 
 
-def make_decoder(args: argparse.Namespace,
-                 labels: Sequence[str]) -> GreedyDecoder | BeamCTCDecoder:
-    """The decoder the flags of :func:`add_decoder_args` ask for.
+def make_decoder(cfg: DecoderConfig, labels: Sequence[str]) -> GreedyDecoder | BeamCTCDecoder:
+    """The decoder ``cfg`` describes.
 
     Raises:
-        DecoderError: inconsistent flags or unusable LM/lexicon files (message names them).
-        BeamSearchUnavailable: ``--decoder beam`` without flashlight-text installed.
+        DecoderError: inconsistent settings or unusable LM/lexicon files (message names them).
+        BeamSearchUnavailable: a beam decoder without flashlight-text installed.
     Callers print ``error: <message>`` and exit with status 2 on either.
     """
-    validate_decoder_args(args)
-    if args.decoder == "greedy":
+    cfg.validate()
+    if cfg.decoder == "greedy":
         return GreedyDecoder(labels)
 
     def pick(name: str, default: Any) -> Any:
-        value = getattr(args, name, None)
+        value = getattr(cfg, name)
         return default if value is None else value
 
-    tuned = load_lm_defaults(args.lm_path) if args.lm_path is not None else {}
+    tuned = load_lm_defaults(cfg.lm_path) if cfg.lm_path is not None else {}
     return BeamCTCDecoder(
         labels,
         beam_width=pick("beam_width", DEFAULT_BEAM_WIDTH),
-        lm_path=args.lm_path,
+        lm_path=cfg.lm_path,
         alpha=pick("alpha", tuned.get("alpha", DEFAULT_ALPHA)),
         beta=pick("beta", tuned.get("beta", DEFAULT_BETA)),
         cutoff_top_n=pick("cutoff_top_n", DEFAULT_CUTOFF_TOP_N),
         cutoff_prob=pick("cutoff_prob", DEFAULT_CUTOFF_PROB),
         top_paths=pick("top_paths", DEFAULT_TOP_PATHS),
-        lexicon=args.lexicon,
+        lexicon=cfg.lexicon,
         lm_workers=pick("lm_workers", DEFAULT_LM_WORKERS),
     )
 
@@ -833,13 +845,13 @@ def make_decoder(args: argparse.Namespace,
 # ---------------------------------------------------------------------------- saved outputs
 
 
-def save_outputs(path: str | Path, log_probs: Sequence[torch.Tensor], references: Sequence[str],
+def save_outputs(path: str | Path, log_probs: Sequence[Any], references: Sequence[str],
                  labels: Sequence[str], frame_shift: float, half: bool = True) -> None:
     """Save model outputs for LM tuning (``search_lm_params.py --saved-output``).
 
     Args:
         path: output file (written atomically).
-        log_probs: one (T_i, C) log-prob tensor per utterance, padding already removed.
+        log_probs: one (T_i, C) log-prob tensor or array per utterance, padding already removed.
         references: the reference transcript of each utterance.
         labels: the model's labels (C of them).
         frame_shift: seconds per output frame.
@@ -849,28 +861,30 @@ def save_outputs(path: str | Path, log_probs: Sequence[torch.Tensor], references
     ``{"format", "format_version", "log_probs": [Tensor (T_i, C)], "references": [str],
     "labels": [str], "frame_shift": float}``.
     """
+    import torch
+
     if len(log_probs) != len(references):
         raise ValueError(f"{len(log_probs)} log-prob tensors but {len(references)} references")
     dtype = torch.float16 if half else torch.float32
     tensors = []
     for i, lp in enumerate(log_probs):
+        lp = torch.as_tensor(as_numpy(lp))
         if lp.dim() != 2 or lp.shape[1] != len(labels):
             raise ValueError(f"log_probs[{i}] has shape {tuple(lp.shape)}, expected (T, {len(labels)})")
-        tensors.append(lp.detach().to("cpu", dtype).contiguous().clone())
+        tensors.append(lp.to(dtype).contiguous().clone())
     payload = {
         "format": OUTPUTS_FORMAT, "format_version": OUTPUTS_FORMAT_VERSION,
         "log_probs": tensors, "references": [str(r) for r in references],
         "labels": list(labels), "frame_shift": float(frame_shift),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_outputs(path: str | Path) -> dict[str, Any]:
     """Load a file written by :func:`save_outputs`; ValueError naming the file if it is not one."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: saved outputs not found (write them with test.py --save-output)")
@@ -897,8 +911,7 @@ def load_outputs(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
-    "Hypothesis", "GreedyDecoder", "BeamCTCDecoder", "DecoderError", "BeamSearchUnavailable",
-    "word_errors", "char_errors", "wer", "cer", "ErrorRate",
-    "add_decoder_args", "validate_decoder_args", "make_decoder",
+    "Hypothesis", "GreedyDecoder", "BeamCTCDecoder", "DecoderError", "BeamSearchUnavailable", "DecoderConfig",
+    "word_errors", "char_errors", "ErrorRate", "make_decoder",
     "save_outputs", "load_outputs", "lm_file_kind", "read_arpa_vocabulary", "read_lexicon",
 ]

@@ -16,25 +16,22 @@ is O(T^2)): padded frames are zeroed after every conv layer, BatchNorm statistic
 in training are taken over valid frames only, and the backward RNN direction runs
 on each sequence reversed within its own length.
 
-Print what a checkpoint holds::
+Print what a checkpoint holds, or write a release copy (the tools live in checkpoint.py)::
 
-    python model.py --model-path models/deepspeech_final.pth
+    python model.py --model-path models/an4.pth
+    python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from data.data_loader import AudioConfig
 
 ARCHS = ("ds2", "ds1")
 RNN_TYPES: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -85,7 +82,7 @@ class ModelConfig:
     arch: str = "ds2"  # "ds2" | "ds1"
     n_features: int = 161  # spectrogram rows, AudioConfig.n_freq
     n_classes: int = 29  # len(labels), blank at index 0
-    hidden_size: int = 512  # RNN width; also the dense layers' width in ds1
+    hidden_size: int = 384  # RNN width; also the dense layers' width in ds1
     hidden_layers: int = 3  # RNN layers (Deep Speech 1 as published has 1)
     rnn_type: str = "lstm"  # "rnn" (tanh) | "gru" | "lstm"; lstm takes oneDNN's fast CPU kernel
     bidirectional: bool = True  # directions are summed, not concatenated
@@ -116,17 +113,58 @@ class ModelConfig:
         if type(self.dropout) is not float or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be a float in [0, 1), got {self.dropout!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """The architecture flags (train.py). Defaults are the AN4 recipe's."""
+        d = cls()
+        g = parser.add_argument_group("model")
+        g.add_argument("--arch", default=d.arch, choices=ARCHS, help="Deep Speech 2 (conv + RNN) or Deep Speech 1")
+        g.add_argument("--hidden-size", type=int, default=d.hidden_size, help="RNN width")
+        g.add_argument("--hidden-layers", type=int, default=None,
+                       help=f"RNN layers (default: {d.hidden_layers} for ds2, 1 for ds1 as in the paper)")
+        g.add_argument("--rnn-type", default=d.rnn_type, choices=tuple(RNN_TYPES),
+                       help="LSTM: on CPU its padded kernel is faster than GRU's")
+        g.add_argument("--no-bidirectional", dest="bidirectional", action="store_false",
+                       help="unidirectional RNNs (with a lookahead convolution in ds2): streamable")
+        g.add_argument("--conv-channels", type=int, default=d.conv_channels, help="ds2: channels of both conv layers")
+        g.add_argument("--lookahead-context", type=int, default=d.lookahead_context,
+                       help="ds2 with --no-bidirectional: output frames the lookahead convolution sees "
+                            "(current + future)")
+        g.add_argument("--ds1-context", type=int, default=d.ds1_context, help="ds1: frames of context on each side")
+        g.add_argument("--ds1-stride", type=int, default=d.ds1_stride, choices=(1, 2),
+                       help="ds1: 1 = an output every 10 ms frame, 2 = every other frame")
+        g.add_argument("--dropout", type=float, default=d.dropout)
+
+    @staticmethod
+    def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        """Refuse architecture flags that would do nothing with the others."""
+        def given(name: str) -> bool:
+            return getattr(args, name) != parser.get_default(name)
+
+        if args.arch == "ds1":
+            for name in ("conv_channels", "lookahead_context"):
+                if given(name):
+                    parser.error(f"--{name.replace('_', '-')} applies to --arch ds2 only")
+        else:
+            for name in ("ds1_context", "ds1_stride"):
+                if given(name):
+                    parser.error(f"--{name.replace('_', '-')} applies to --arch ds1 only")
+            if args.bidirectional and given("lookahead_context"):
+                parser.error("--lookahead-context applies to unidirectional models: add --no-bidirectional")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        """Build from a saved dict; unknown keys are an error (missing ones take the defaults)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+    def from_args(cls, args: argparse.Namespace, n_features: int, n_classes: int) -> "ModelConfig":
+        """The architecture the flags of :meth:`add_args` ask for."""
+        try:
+            return cls(
+                arch=args.arch, n_features=n_features, n_classes=n_classes, hidden_size=args.hidden_size,
+                hidden_layers=args.hidden_layers or (1 if args.arch == "ds1" else cls.hidden_layers),
+                rnn_type=args.rnn_type, bidirectional=args.bidirectional, conv_channels=args.conv_channels,
+                lookahead_context=args.lookahead_context, ds1_context=args.ds1_context, ds1_stride=args.ds1_stride,
+                dropout=args.dropout,
+            )
+        except ValueError as e:
+            raise ValueError(str(e).replace("ModelConfig.", "--").replace("_", "-")) from None
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -263,9 +301,9 @@ class AcousticModel(nn.Module):
         """Output frames for ``lengths`` input frames (a LongTensor or an int)."""
         raise NotImplementedError
 
-    def frame_shift(self, audio_cfg: AudioConfig) -> float:
-        """Seconds per output frame (ds2: 2 x hop = 0.02 s with the default audio)."""
-        return self.time_stride * audio_cfg.hop_length / audio_cfg.sample_rate
+    def frame_shift(self, hop_seconds: float) -> float:
+        """Seconds per output frame for input frames ``hop_seconds`` apart (ds2: 2 x 10 ms)."""
+        return self.time_stride * hop_seconds
 
     def _check_inputs(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Validate shapes and lengths; returns lengths as a long tensor on x's device."""
@@ -475,102 +513,43 @@ def describe_architecture(cfg: ModelConfig) -> str:
     return f"Deep Speech 1 (ds1): {rnn}, context +-{cfg.ds1_context} frames, stride {cfg.ds1_stride}"
 
 
-def _metric_line(entry: dict) -> str:
-    parts = []
-    for key in ("wer", "cer", "val_loss", "train_loss"):
-        value = entry.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            parts.append(f"{key.upper() if key in ('wer', 'cer') else key} {value:.3f}")
-    if "epoch" in entry:
-        parts.append(f"(epoch {entry['epoch']})")
-    return "  ".join(parts) if parts else "-"
-
-
-def _history_rows(history: object) -> list[dict]:
-    """Per-epoch dicts from a history stored as a dict of equal-length lists (train.py's
-    format, see logger.py) or as a list of per-epoch dicts."""
-    if isinstance(history, dict):
-        columns = {k: v for k, v in history.items() if isinstance(v, list)}
-        n = max((len(v) for v in columns.values()), default=0)
-        return [{k: v[i] for k, v in columns.items() if i < len(v)} for i in range(n)]
-    if isinstance(history, list):
-        return [row for row in history if isinstance(row, dict)]
-    return []
-
-
-def describe_package(pkg: dict) -> list[str]:
-    """Human-readable lines about a loaded checkpoint package (see utils.load_checkpoint).
-
-    Training metadata comes from the optional keys ``epoch`` (completed epochs),
-    ``step`` and ``history`` (``{"epoch": [...], "wer": [...], "cer": [...],
-    "train_loss": [...], "val_loss": [...]}`` or a list of such per-epoch dicts;
-    best = lowest WER).
-    """
-    cfg = ModelConfig.from_dict(pkg["model_config"])
-    n_params = sum(v.numel() for k, v in pkg["state_dict"].items() if not k.endswith(
-        ("running_mean", "running_var", "num_batches_tracked")))
-    audio = pkg["audio_config"]
-    labels = pkg["labels"]
-    lines = [
-        f"format:        {pkg['format']} version {pkg['format_version']}",
-        f"architecture:  {describe_architecture(cfg)}",
-        f"parameters:    {n_params:,}",
-        f"weights saved: {pkg.get('weights_dtype', 'float32')}",
-        f"labels ({len(labels)}):   {''.join(labels)!r}",
-        "audio:         " + ", ".join(f"{k}={v}" for k, v in audio.items()),
-    ]
-    rows = _history_rows(pkg.get("history"))
-    epochs = pkg.get("epoch", len(rows) if rows else None)
-    lines.append(f"epochs:        {epochs if epochs is not None else 'unknown'}"
-                 + (f" (step {pkg['step']})" if "step" in pkg else ""))
-    if rows:
-        lines.append(f"last:          {_metric_line(rows[-1])}")
-        scored = [row for row in rows if isinstance(row.get("wer"), (int, float))]
-        if scored:
-            lines.append(f"best:          {_metric_line(min(scored, key=lambda row: row['wer']))}")
-    else:
-        lines.append("metrics:       none stored")
-    training = sorted(k for k in pkg if k in ("optimizer", "scheduler", "sampler", "rng", "scaler"))
-    lines.append(f"training state: {', '.join(training) if training else 'none (inference only)'}")
-    return lines
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Print what a deepspeech-ctc checkpoint holds: architecture, parameters, labels, "
-                    "audio config, epochs and WER/CER; --export writes a release copy.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    from utils import make_parser
+
+    parser = make_parser(
+        "Print what a deepspeech-ctc checkpoint holds (architecture, parameters, labels, audio config, "
+        "epochs and WER/CER), or write a release copy with --export.\n\n"
+        "  python model.py --model-path models/an4.pth\n"
+        "  python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights"
     )
     parser.add_argument("--model-path", required=True, help="checkpoint written by train.py")
     parser.add_argument("--export", default=None, metavar="PATH",
                         help="write a release copy here: weights, architecture, audio config, labels and "
                              "metric history, without optimizer or other training state")
-    parser.add_argument("--half", action="store_true", help="with --export: store the weights in fp16")
+    parser.add_argument("--fp16-weights", action="store_true", help="with --export: store the weights in fp16")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # utils imports this module: import at call time
-    from utils import CheckpointError, load_checkpoint, load_model, package_audio_config, save_checkpoint
+    """``python model.py``: the checkpoint tools of checkpoint.py on the command line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.fp16_weights and not args.export:
+        parser.error("--fp16-weights applies to --export")
+    from checkpoint import CheckpointError, describe, export, load_checkpoint
 
-    if args.half and not args.export:
-        print("error: --half applies to --export", file=sys.stderr)
-        return 2
     try:
+        ckpt = load_checkpoint(args.model_path)
         if args.export:
-            model, pkg = load_model(args.model_path)
-            keep = {k: pkg[k] for k in ("epoch", "step", "history", "best_wer", "args") if k in pkg}
-            save_checkpoint(args.export, model, package_audio_config(pkg), pkg["labels"], half=args.half, **keep)
-            print(f"exported {args.export} ({Path(args.export).stat().st_size / 2**20:.1f} MiB"
-                  f"{', fp16 weights' if args.half else ''})")
+            path = export(ckpt, args.export, fp16_weights=args.fp16_weights)
+            print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB"
+                  f"{', fp16 weights' if args.fp16_weights else ''})")
             return 0
-        pkg = load_checkpoint(args.model_path)
     except (CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"model:         {args.model_path}")
-    for line in describe_package(pkg):
+    for line in describe(ckpt):
         print(line)
     return 0
 
@@ -595,7 +574,6 @@ __all__ = [
     "time_mask",
     "reverse_index",
     "describe_architecture",
-    "describe_package",
 ]
 
 if __name__ == "__main__":

@@ -9,65 +9,61 @@ every utterance's hypothesis as JSON. Audio settings and labels come from the ch
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
 from pathlib import Path
 
-from data.data_loader import (
-    AudioDataLoader,
-    AudioError,
-    BucketingSampler,
-    ManifestError,
-    SpectrogramDataset,
-    TranscriptError,
-)
-from decoder import add_decoder_args, make_decoder, save_outputs, validate_decoder_args
-from utils import CheckpointError, add_inference_args, evaluate, inference_device, load_model, package_audio_config
+from checkpoint import CheckpointError
+from data.audio import AudioError
+from data.data_loader import AudioDataLoader, BucketingSampler, SpectrogramDataset
+from data.manifest import ManifestError
+from data.text import TranscriptError
+from decoder import DecoderConfig, make_decoder, save_outputs
+from inference import InferenceConfig, TorchRecognizer, evaluate
+from utils import make_parser, write_text_atomic
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_inference_args(p)
+def build_parser():
+    p = make_parser(__doc__)
+    InferenceConfig.add_args(p)
     g = p.add_argument_group("evaluation")
     g.add_argument("--test-manifest", default="data/an4_test_manifest.csv", help="CSV manifest to evaluate")
     g.add_argument("--batch-size", type=int, default=20)
-    g.add_argument("--num-workers", type=int, default=0)
+    g.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     g.add_argument("--verbose", action="store_true", help="print reference, hypothesis, WER and CER per utterance")
     g.add_argument("--report", default=None, help="write a JSON report (summary and every utterance) here")
     g.add_argument("--save-output", default=None,
                    help="save model outputs and references here, for search_lm_params.py")
-    g.add_argument("--silent", action="store_true", help="no progress bar")
-    add_decoder_args(p)
+    g.add_argument("--silent", action="store_true", help="no progress reporting")
+    DecoderConfig.add_args(p)
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
-    validate_decoder_args(args)
-    device = inference_device(args)
-    model, pkg = load_model(args.model_path, device)
-    audio_cfg = package_audio_config(pkg)
-    labels = pkg["labels"]
-    decoder = make_decoder(args, labels)
-    dataset = SpectrogramDataset(args.test_manifest, audio_cfg, labels, on_error="raise")
+def run(inference: InferenceConfig, decoder_cfg: DecoderConfig, manifest: str | Path, batch_size: int = 20,
+        num_workers: int = 0, save_output: str | Path | None = None, progress: bool = False) -> dict:
+    """Evaluate a model on a manifest; returns the summary and every utterance's result."""
+    recognizer = TorchRecognizer.load(inference)
+    labels = recognizer.labels
+    decoder = make_decoder(decoder_cfg, labels)
+    dataset = SpectrogramDataset(manifest, recognizer.audio_config, labels, on_error="raise")
     loader = AudioDataLoader(
         dataset,
-        batch_sampler=BucketingSampler(len(dataset), batch_size=args.batch_size, shuffle=False),
-        num_workers=args.num_workers,
+        batch_sampler=BucketingSampler(len(dataset), batch_size=batch_size, shuffle=False),
+        num_workers=num_workers,
     )
     start = time.perf_counter()
     with decoder:
-        result = evaluate(model, loader, decoder, device, amp=args.half, keep_outputs=bool(args.save_output),
-                          progress=not args.silent)
+        result = evaluate(recognizer.model, loader, decoder, recognizer.device, amp=inference.amp,
+                          keep_outputs=save_output is not None, progress=progress)
     elapsed = time.perf_counter() - start
-    if args.save_output:
-        save_outputs(args.save_output, result.outputs, [u["reference"] for u in result.utterances], labels,
-                     model.frame_shift(audio_cfg))
+    if save_output is not None:
+        save_outputs(save_output, result.outputs, [u["reference"] for u in result.utterances], labels,
+                     recognizer.frame_shift)
     return {
-        "model_path": str(args.model_path),
-        "manifest": str(args.test_manifest),
+        "model_path": str(inference.model_path),
+        "manifest": str(manifest),
         "decoder": decoder.describe(),
         "wer": result.wer,
         "cer": result.cer,
@@ -81,9 +77,12 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.batch_size < 1 or args.num_workers < 0:
+        parser.error("--batch-size must be >= 1 and --num-workers >= 0")
+    logging.basicConfig(level=logging.WARNING if args.silent else logging.INFO, format="%(levelname)s %(message)s")
     try:
-        report = run(args)
+        report = run(InferenceConfig.from_args(args), DecoderConfig.from_args(args), args.test_manifest,
+                     args.batch_size, args.num_workers, args.save_output, progress=not args.silent)
     except (CheckpointError, AudioError, ManifestError, TranscriptError, FileNotFoundError, ImportError,
             ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -94,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"  WER: {u['wer']:.1f}  CER: {u['cer']:.1f}")
     print(f"Test Summary \tAverage WER {report['wer']:.3f}\tAverage CER {report['cer']:.3f}")
     if args.report:
-        path = Path(args.report)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(args.report, json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -20,7 +20,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,39 +28,79 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from checkpoint import Checkpoint, CheckpointError, TrainingState, load_model, save_checkpoint, unwrap_model
+from data.audio import AudioConfig, AudioError, with_feature_stats
 from data.augment import AugmentConfig
-from data.data_loader import (
-    AudioConfig,
-    AudioDataLoader,
-    AudioError,
-    BucketingSampler,
-    DistributedBucketingSampler,
-    ManifestError,
-    SpectrogramDataset,
-    TranscriptError,
-    load_labels,
-)
+from data.data_loader import AudioDataLoader, BucketingSampler, DistributedBucketingSampler, SpectrogramDataset
+from data.manifest import ManifestError
+from data.text import TranscriptError, load_labels
 from decoder import GreedyDecoder
+from inference import evaluate
 from logger import TensorBoardLogger, VisdomLogger, empty_history, plot_curves_png
 from model import ModelConfig, build_model
-from utils import (
-    CheckpointError,
-    evaluate,
-    load_model,
-    package_audio_config,
-    save_checkpoint,
-    unwrap_model,
-)
+from utils import Progress, flag, make_parser
 
 log = logging.getLogger("deepspeech.train")
 
-# Flags that define the network; on --continue-from they come from the checkpoint.
-ARCH_FLAGS = ("arch", "hidden_size", "hidden_layers", "rnn_type", "bidirectional", "conv_channels", "dropout")
-AUDIO_FLAGS = ("sample_rate", "window_size", "window_stride", "window")
+# Flags that define the network and its features; on --continue-from they come from the checkpoint.
+ARCH_FLAGS = ("arch", "hidden_size", "hidden_layers", "rnn_type", "bidirectional", "conv_channels",
+              "lookahead_context", "ds1_context", "ds1_stride", "dropout")
+AUDIO_FLAGS = ("sample_rate", "window_size", "window_stride", "window", "normalize")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule. Defaults are the AN4 recipe's."""
+
+    epochs: int = 50
+    lr: float = 1.5e-3
+    optim: str = "adamw"  # "adamw" | "sgd"
+    momentum: float = 0.9  # sgd only (Nesterov when > 0)
+    weight_decay: float = 1e-5
+    max_norm: float = 400.0
+    lr_schedule: str = "onecycle"  # "onecycle" | "cosine" | "anneal"
+    learning_anneal: float = 1.0  # anneal only
+    warmup_steps: int = 0  # 0 with onecycle: 10 % of all steps
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        d = cls()
+        g = parser.add_argument_group("optimisation")
+        g.add_argument("--epochs", type=int, default=d.epochs)
+        g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=d.lr, help="peak learning rate")
+        g.add_argument("--optim", default=d.optim, choices=("adamw", "sgd"))
+        g.add_argument("--momentum", type=float, default=d.momentum, help="--optim sgd: momentum (Nesterov when > 0)")
+        g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+        g.add_argument("--max-norm", type=float, default=d.max_norm, help="clip gradients to this global norm")
+        g.add_argument("--lr-schedule", default=d.lr_schedule, choices=("onecycle", "cosine", "anneal"),
+                       help="one-cycle (linear warm-up, then cosine), cosine decay, or per-epoch annealing")
+        g.add_argument("--learning-anneal", type=float, default=d.learning_anneal,
+                       help="--lr-schedule anneal: divide the learning rate by this after every epoch")
+        g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                       help="linear warm-up steps (onecycle: 0 means 10 %% of all steps)")
+
+    @staticmethod
+    def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        def given(name: str) -> bool:
+            return getattr(args, name) != parser.get_default(name)
+
+        if args.optim != "sgd" and given("momentum"):
+            parser.error(f"--momentum applies to --optim sgd; AdamW has no momentum setting (--optim {args.optim})")
+        if args.lr_schedule != "anneal" and given("learning_anneal"):
+            parser.error(f"--learning-anneal applies to --lr-schedule anneal, not {args.lr_schedule}")
+        if args.epochs < 1 or args.lr <= 0 or args.max_norm <= 0 or args.warmup_steps < 0 or args.weight_decay < 0:
+            parser.error("need --epochs >= 1, --lr > 0, --max-norm > 0, --warmup-steps >= 0, --weight-decay >= 0")
+        if args.learning_anneal <= 0 or args.momentum < 0:
+            parser.error("need --learning-anneal > 0 and --momentum >= 0")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "OptimConfig":
+        return cls(args.epochs, args.lr, args.optim, args.momentum, args.weight_decay, args.max_norm,
+                   args.lr_schedule, args.learning_anneal, args.warmup_steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     g = p.add_argument_group("data")
     g.add_argument("--train-manifest", default="data/an4_train_manifest.csv", help="CSV manifest to train on")
     g.add_argument("--val-manifest", default="data/an4_val_manifest.csv",
@@ -71,35 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-shuffle", action="store_true", help="keep the duration-sorted order every epoch")
     g.add_argument("--no-sortaGrad", dest="no_sorta_grad", action="store_true",
                    help="shuffle from the first epoch instead of going shortest-first (SortaGrad)")
-    g = p.add_argument_group("audio (stored in the model)")
-    g.add_argument("--sample-rate", type=int, default=16000)
-    g.add_argument("--window-size", type=float, default=0.02, help="STFT window in seconds")
-    g.add_argument("--window-stride", type=float, default=0.01, help="STFT hop in seconds")
-    g.add_argument("--window", default="hamming", choices=["hamming", "hann", "blackman", "bartlett"])
-    g = p.add_argument_group("model")
-    g.add_argument("--arch", default="ds2", choices=["ds2", "ds1"], help="Deep Speech 2 (conv + RNN) or Deep Speech 1")
-    g.add_argument("--hidden-size", type=int, default=384)
-    g.add_argument("--hidden-layers", type=int, default=None,
-                   help="RNN layers (default: 3 for ds2, 1 for ds1 as in the paper)")
-    g.add_argument("--rnn-type", default="lstm", choices=["rnn", "gru", "lstm"],
-                   help="LSTM is the default: on CPU its padded kernel is faster than GRU's")
-    g.add_argument("--no-bidirectional", dest="bidirectional", action="store_false",
-                   help="unidirectional RNNs with a lookahead convolution")
-    g.add_argument("--conv-channels", type=int, default=32, help="channels of the two DS2 conv layers")
-    g.add_argument("--dropout", type=float, default=0.0)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=50)
-    g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=1.5e-3)
-    g.add_argument("--optim", default="adamw", choices=["sgd", "adamw"])
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov when > 0)")
-    g.add_argument("--weight-decay", type=float, default=1e-5)
-    g.add_argument("--max-norm", type=float, default=400.0, help="clip gradients to this global norm")
-    g.add_argument("--learning-anneal", type=float, default=1.0,
-                   help="divide the learning rate by this after every epoch (schedule 'anneal')")
-    g.add_argument("--lr-schedule", default="onecycle", choices=["anneal", "cosine", "onecycle"],
-                   help="per-epoch annealing, cosine decay, or one-cycle (warm up then cosine)")
-    g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (cosine/anneal)")
-    g.add_argument("--seed", type=int, default=123456)
+    g.add_argument("--seed", type=int, default=123456, help="seeds weights, shuffling and augmentation")
+    AudioConfig.add_args(p)
+    ModelConfig.add_args(p)
+    OptimConfig.add_args(p)
     g = p.add_argument_group("augmentation (training data only; never saved in the model)")
     g.add_argument("--augment", "--speed-volume-perturb", dest="augment", action=argparse.BooleanOptionalAction,
                    default=True, help="random speed (0.9-1.1) and gain (-6..+8 dB) per utterance")
@@ -127,12 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g = p.add_argument_group("logging")
     g.add_argument("--visdom", action="store_true", help="plot loss/WER/CER to a visdom server")
-    g.add_argument("--visdom-server", default="http://localhost")
-    g.add_argument("--visdom-port", type=int, default=8097)
+    g.add_argument("--visdom-server", default="http://localhost", help="with --visdom")
+    g.add_argument("--visdom-port", type=int, default=8097, help="with --visdom")
     g.add_argument("--tensorboard", action="store_true", help="write TensorBoard scalars to --log-dir")
-    g.add_argument("--log-dir", default="visualize/deepspeech_final")
-    g.add_argument("--id", default="deepspeech", help="run name for visdom and TensorBoard")
-    g.add_argument("--silent", action="store_true", help="no progress bar, no per-epoch lines")
+    g.add_argument("--log-dir", default="visualize/deepspeech_final", help="with --tensorboard")
+    g.add_argument("--id", default="deepspeech", help="run name for visdom, TensorBoard and the curves")
+    g.add_argument("--silent", action="store_true", help="no progress reports, no per-epoch lines")
     return p
 
 
@@ -170,48 +185,49 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def audio_config_from_args(args: argparse.Namespace) -> AudioConfig:
-    return AudioConfig(args.sample_rate, args.window_size, args.window_stride, args.window)
+def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+    if cfg.optim == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def model_config_from_args(args: argparse.Namespace, audio_cfg: AudioConfig, labels: list[str]) -> ModelConfig:
-    """The architecture the flags ask for; --hidden-layers defaults to 3 for ds2 and 1 for ds1."""
-    return ModelConfig(
-        arch=args.arch,
-        n_features=audio_cfg.n_freq,
-        n_classes=len(labels),
-        hidden_size=args.hidden_size,
-        hidden_layers=args.hidden_layers or (1 if args.arch == "ds1" else 3),
-        rnn_type=args.rnn_type,
-        bidirectional=args.bidirectional,
-        conv_channels=args.conv_channels,
-        dropout=args.dropout,
-    )
-
-
-def make_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
-    if args.optim == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0,
-                               weight_decay=args.weight_decay)
-    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
     """A LambdaLR over training batches, so its state is one integer and resume is exact."""
-    total = max(1, args.epochs * steps_per_epoch)
-    warmup = args.warmup_steps
-    if args.lr_schedule == "onecycle" and warmup == 0:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = cfg.warmup_steps
+    if cfg.lr_schedule == "onecycle" and warmup == 0:
         warmup = max(1, int(0.1 * total))
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
-        if args.lr_schedule == "anneal":
-            return args.learning_anneal ** -(step // max(1, steps_per_epoch))
+        if cfg.lr_schedule == "anneal":
+            return cfg.learning_anneal ** -(step // max(1, steps_per_epoch))
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def feature_stats(dataset: SpectrogramDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frequency mean and standard deviation of ``dataset``'s features over all frames
+    (its config must not normalise; no augmentation)."""
+    total = sq = None
+    n = 0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not isinstance(item, tuple):  # an utterance whose audio cannot be decoded
+            continue
+        spect = item[0].double()
+        total = spect.sum(1) if total is None else total + spect.sum(1)
+        sq = (spect**2).sum(1) if sq is None else sq + (spect**2).sum(1)
+        n += spect.shape[1]
+    if n == 0:
+        raise ManifestError(f"{dataset.manifest_path}: no decodable utterance to measure feature statistics on")
+    mean = total / n
+    std = (sq / n - mean**2).clamp_min(0).sqrt()
+    return mean.numpy(), std.numpy()
 
 
 def ctc_feasible(out_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
@@ -273,6 +289,7 @@ class Trainer:
         self.device = self._device()
         if self.distributed:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.optim_cfg = OptimConfig.from_args(args)
         self.save_folder = Path(args.save_folder)
         self.last_path = self.save_folder / "deepspeech_last.pth"
 
@@ -291,21 +308,27 @@ class Trainer:
     def setup(self) -> None:
         args = self.args
         seed_everything(args.seed)
-        resume_pkg = None
+        resume: Checkpoint | None = None
         if args.continue_from:
-            model, resume_pkg = load_model(args.continue_from, self.device)
-            if not args.finetune and "optimizer" not in resume_pkg:
+            model, resume = load_model(args.continue_from, self.device)
+            if not args.finetune and (resume.training is None or not resume.training.resumable):
                 raise CheckpointError(
                     f"{args.continue_from}: holds a model but no training state; "
                     "use --finetune to start a new run from its weights"
                 )
-            self.audio_cfg = package_audio_config(resume_pkg)
-            self.labels = list(resume_pkg["labels"])
-            self._warn_overridden(resume_pkg)
+            self.audio_cfg = resume.audio_config
+            self.labels = list(resume.labels)
+            self._warn_overridden(resume)
         else:
-            self.audio_cfg = audio_config_from_args(args)
+            self.audio_cfg = AudioConfig.from_args(args)
             self.labels = load_labels(args.labels_path)
-            model = build_model(model_config_from_args(args, self.audio_cfg, self.labels)).to(self.device)
+            if args.normalize == "global":
+                stats_set = SpectrogramDataset(args.train_manifest, self.audio_cfg, self.labels, on_error="skip",
+                                               cache_audio=False)
+                self.audio_cfg = with_feature_stats(self.audio_cfg, *feature_stats(stats_set))
+                self.info("feature statistics measured on %d training utterances", len(stats_set))
+            cfg = ModelConfig.from_args(args, self.audio_cfg.n_freq, len(self.labels))
+            model = build_model(cfg).to(self.device)
 
         augment = AugmentConfig(
             speed_volume_perturb=args.augment,
@@ -334,15 +357,16 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler)
 
         self.attach_model(model)
-        self.scheduler = make_scheduler(self.optimizer, args, self.steps_per_epoch)
+        self.scheduler = make_scheduler(self.optimizer, self.optim_cfg, self.steps_per_epoch)
         self.decoder = GreedyDecoder(self.labels)
 
         self.epoch = 0  # epochs completed
         self.step = 0
         self.history = empty_history()
         self.best_wer = math.inf
-        if resume_pkg is not None and not args.finetune:
-            self._restore(resume_pkg)
+        self.best_state_dict: dict | None = None
+        if resume is not None and not args.finetune:
+            self._restore(resume.training)
         if self.distributed:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
@@ -359,70 +383,75 @@ class Trainer:
         """Take ``model`` (on this trainer's device) with a fresh optimizer, gradient scaler and
         skip counters: everything :meth:`train_step` needs."""
         self.model = model
-        self.optimizer = make_optimizer(self.args, model.parameters())
+        self.optimizer = make_optimizer(self.optim_cfg, model.parameters())
         self.use_scaler = self.args.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        self.counters = {"skipped_nonfinite": 0, "skipped_too_short": 0}
+        self.counters = {"skipped_nonfinite": 0, "skipped_too_short": 0, "skipped_unreadable": 0}
 
-    def _warn_overridden(self, pkg: dict) -> None:
+    def _warn_overridden(self, ckpt: Checkpoint) -> None:
         given = {k: getattr(self.args, k) for k in ARCH_FLAGS + AUDIO_FLAGS}
-        stored = {**pkg["model_config"], **pkg["audio_config"]}
-        differ = [k for k, v in given.items() if k in stored and stored[k] != v]
+        stored = {**asdict(ckpt.model_config), **ckpt.audio_config.to_dict()}
         defaults = vars(build_parser().parse_args([]))
-        differ = [k for k in differ if given[k] != defaults[k]]
+        differ = [k for k, v in given.items() if k in stored and stored[k] != v and v != defaults[k]]
         if differ:
             log.warning("--continue-from: the architecture and audio come from %s; ignoring %s",
-                        self.args.continue_from, ", ".join("--" + k.replace("_", "-") for k in differ))
+                        self.args.continue_from, ", ".join(flag(k) for k in differ))
 
-    def _restore(self, pkg: dict) -> None:
-        self.optimizer.load_state_dict(pkg["optimizer"])
-        self.scheduler.load_state_dict(pkg["scheduler"])
-        if pkg.get("scaler") and self.use_scaler:
-            self.scaler.load_state_dict(pkg["scaler"])
+    def _restore(self, state: TrainingState) -> None:
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        if state.scaler and self.use_scaler:
+            self.scaler.load_state_dict(state.scaler)
         try:
-            self.sampler.load_state_dict(pkg["sampler"])
+            self.sampler.load_state_dict(state.sampler)
         except ValueError:
             # batch size or process count changed: the interrupted epoch restarts from its beginning
             log.warning("--continue-from: batches per epoch changed; epoch %d restarts from its first batch",
-                        pkg["sampler"]["epoch"] + 1)
-            self.sampler.load_state_dict({**pkg["sampler"], "batches_done": 0, "n_batches": len(self.sampler)})
-        self.epoch = pkg["epoch"]
-        self.step = pkg["step"]
-        self.history = {k: list(v) for k, v in pkg["history"].items()}
-        self.best_wer = pkg.get("best_wer", math.inf)
-        self.counters.update(pkg.get("counters", {}))
-        set_rng_state(pkg["rng"])
+                        state.sampler["epoch"] + 1)
+            self.sampler.load_state_dict({**state.sampler, "batches_done": 0, "n_batches": len(self.sampler)})
+        self.epoch = state.epoch
+        self.step = state.step
+        self.history = {k: list(v) for k, v in state.history.items()}
+        self.best_wer = state.best_wer if state.best_wer is not None else math.inf
+        self.best_state_dict = state.best_state_dict
+        self.counters.update(state.counters)
+        set_rng_state(state.rng)
         self.info("resumed from %s: %d epochs done, step %d", self.args.continue_from, self.epoch, self.step)
 
     # -- checkpoints ------------------------------------------------------------------
 
-    def _package_extra(self, with_training_state: bool) -> dict:
-        extra = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "history": self.history,
-            "best_wer": self.best_wer if math.isfinite(self.best_wer) else None,
-            "counters": dict(self.counters),
-            "args": {k: v for k, v in vars(self.args).items()},
-        }
-        if with_training_state:
-            extra.update(
-                optimizer=self.optimizer.state_dict(),
-                scheduler=self.scheduler.state_dict(),
-                scaler=self.scaler.state_dict() if self.use_scaler else None,
-                sampler=self.sampler.state_dict(),
-                rng=rng_state(),
-            )
-        return extra
+    def training_state(self, resumable: bool) -> TrainingState:
+        state = TrainingState(
+            epoch=self.epoch,
+            step=self.step,
+            history=self.history,
+            best_wer=self.best_wer if math.isfinite(self.best_wer) else None,
+            counters=dict(self.counters),
+            args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()},
+        )
+        if resumable:
+            state.optimizer = self.optimizer.state_dict()
+            state.scheduler = self.scheduler.state_dict()
+            state.scaler = self.scaler.state_dict() if self.use_scaler else None
+            state.sampler = self.sampler.state_dict()
+            state.rng = rng_state()
+            state.best_state_dict = self.best_state_dict
+        return state
 
-    def save(self, path: Path, with_training_state: bool = True) -> None:
+    def save(self, path: Path, resumable: bool = True) -> None:
         if not self.is_main:
             return
-        extra = self._package_extra(with_training_state)
-        if extra["best_wer"] is None:
-            extra.pop("best_wer")
-        save_checkpoint(path, self.model, self.audio_cfg, self.labels, **extra)
+        ckpt = Checkpoint.from_model(self.model, self.audio_cfg, self.labels, self.training_state(resumable))
+        save_checkpoint(path, ckpt)
+
+    def save_best_model(self) -> None:
+        """Write the best weights so far to --model-path (without the state to resume)."""
+        if not self.is_main or self.best_state_dict is None:
+            return
+        bare = unwrap_model(self.model)
+        ckpt = Checkpoint(bare.cfg, self.audio_cfg, self.labels, self.best_state_dict, self.training_state(False))
+        save_checkpoint(self.args.model_path, ckpt)
 
     # -- loop ---------------------------------------------------------------------------
 
@@ -433,6 +462,14 @@ class Trainer:
         non-finite loss or gradient skips the whole step and is counted. Under DDP every rank
         still runs backward (with a zero loss) so the gradient all-reduce never deadlocks.
         """
+        if not batch.paths:  # every utterance of the batch was unreadable
+            if not self.distributed:
+                return None
+            # DDP: take part in the gradient all-reduce with a zero loss on a dummy input
+            n_freq = unwrap_model(self.model).cfg.n_features
+            batch = batch._replace(inputs=torch.zeros(1, 1, n_freq, 64), input_lengths=torch.tensor([64]),
+                                   targets=torch.zeros(0, dtype=torch.long),
+                                   target_lengths=torch.zeros(1, dtype=torch.long))
         inputs = batch.inputs.to(self.device, non_blocking=True)
         input_lengths = batch.input_lengths.to(self.device)
         targets, target_lengths = batch.targets, batch.target_lengths
@@ -453,7 +490,7 @@ class Trainer:
             reduction="none",
             zero_infinity=True,
         )
-        n_ok = int(ok.sum())
+        n_ok = int(ok.sum()) if batch.paths else 0
         loss = (losses * ok.to(losses.device)).sum() / max(1, n_ok)
         usable = n_ok > 0 and bool(torch.isfinite(loss))
         if n_ok > 0 and not usable:
@@ -465,7 +502,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.max_norm)
         if usable and not torch.isfinite(grad_norm):
             self.counters["skipped_nonfinite"] += 1
             usable = False
@@ -499,6 +536,10 @@ class Trainer:
                 if args.stop_after_epoch is not None and self.epoch >= args.stop_after_epoch:
                     stopped_early = self.epoch < args.epochs
                     break
+        # --model-path may be new on this run (resumed with another path) and no epoch of this
+        # run may have improved: write the best model there from the state carried along.
+        if self.history["epoch"]:
+            self.save_best_model()
         if self.tb is not None:
             self.tb.close()
         if self.distributed:
@@ -513,16 +554,17 @@ class Trainer:
         }
 
     def _train_epoch(self, stop: GracefulStop) -> tuple[float, int]:
-        from tqdm import tqdm
-
         self.model.train()
         self.sampler.set_epoch(self.epoch)
         self.train_set.set_epoch(self.epoch)
         total, n_steps, utts, audio_s = 0.0, 0, 0, 0.0
         start = time.perf_counter()
-        bar = tqdm(total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {self.epoch + 1}",
-                   disable=self.args.silent or not self.is_main, unit="batch", leave=False, dynamic_ncols=True)
+        bar = Progress(total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {self.epoch + 1}",
+                       disable=self.args.silent or not self.is_main, unit="batches")
         for batch in self.train_loader:
+            for item in batch.skipped:
+                self.counters["skipped_unreadable"] += 1
+                log.warning("skipping %s", item.reason)
             loss = self.train_step(batch)
             self.scheduler.step()  # the schedule follows batches, skipped or not
             self.sampler.batches_done += 1
@@ -560,6 +602,8 @@ class Trainer:
             improved = result.wer < self.best_wer
             if improved:
                 self.best_wer = result.wer
+                self.best_state_dict = {k: v.detach().to("cpu", copy=True)
+                                        for k, v in unwrap_model(self.model).state_dict().items()}
             skipped = sum(self.counters.values())
             self.info(
                 "epoch %d/%d  train loss %.3f  val loss %.3f  WER %.2f  CER %.2f  lr %.2e  %.0fs (%.1fx realtime)%s%s",
@@ -568,7 +612,7 @@ class Trainer:
                 f"  skipped {self.counters}" if skipped else "",
             )
             if improved:
-                self.save(Path(args.model_path), with_training_state=False)
+                self.save_best_model()
             if args.checkpoint:
                 self.save(self.save_folder / f"deepspeech_{self.epoch}.pth")
             self.save(self.last_path)
@@ -583,7 +627,7 @@ class Trainer:
         return {
             "args": vars(self.args),
             "model": asdict(unwrap_model(self.model).cfg),
-            "audio": self.audio_cfg.to_dict(),
+            "audio": {k: v for k, v in self.audio_cfg.to_dict().items() if k not in ("feature_mean", "feature_std")},
             "labels": "".join(self.labels),
             "device": str(self.device),
             "world_size": self.world_size,
@@ -599,9 +643,17 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--cuda given but no CUDA device is available; drop --cuda to train on the CPU")
     if args.finetune and not args.continue_from:
         parser.error("--finetune needs --continue-from MODEL")
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    OptimConfig.check_args(parser, args)
+    ModelConfig.check_args(parser, args)
+    for name, needs in (("visdom_server", "visdom"), ("visdom_port", "visdom"), ("log_dir", "tensorboard")):
+        if getattr(args, name) != parser.get_default(name) and not getattr(args, needs):
+            parser.error(f"{flag(name)} applies with {flag(needs)} only")
+    if args.stop_after_epoch is not None and args.stop_after_epoch < 1:
+        parser.error("--stop-after-epoch must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     if args.num_workers < 0 or args.checkpoint_per_batch < 0:
         parser.error("--num-workers and --checkpoint-per-batch must be >= 0")
     if not (0.0 <= args.noise_prob <= 1.0) or args.noise_min > args.noise_max or args.noise_min < 0:
@@ -610,9 +662,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--noise-dir {args.noise_dir}: not a folder")
     if args.continue_from and not Path(args.continue_from).is_file():
         parser.error(f"--continue-from {args.continue_from}: file not found")
-    for flag in ("train_manifest", "val_manifest"):
-        if not Path(getattr(args, flag)).is_file():
-            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: manifest not found "
+    for name in ("train_manifest", "val_manifest"):
+        if not Path(getattr(args, name)).is_file():
+            parser.error(f"{flag(name)} {getattr(args, name)}: manifest not found "
                          "(run `python data/an4.py` to prepare AN4, or build one with `python data/utils.py create`)")
 
 
@@ -628,14 +680,18 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(args)
         trainer.setup()
         result = trainer.run()
-    except (CheckpointError, AudioError, ManifestError, TranscriptError, FileNotFoundError, ImportError) as e:
+    except (CheckpointError, AudioError, ManifestError, TranscriptError, FileNotFoundError, ImportError,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if trainer.is_main and not args.silent:
         best = result["best_wer"]
-        log.info("done: %d epochs, best val WER %s, model %s, curves %s", result["epochs_done"],
-                 f"{best:.2f}" if math.isfinite(best) else "n/a", args.model_path,
-                 Path(args.save_folder) / "curves.png")
+        if result["history"]["epoch"]:
+            log.info("done: %d epochs, best val WER %.2f, model %s, curves %s", result["epochs_done"], best,
+                     args.model_path, Path(args.save_folder) / "curves.png")
+        else:
+            log.info("done: no epoch finished, so no model was validated yet; resume with --continue-from %s",
+                     trainer.last_path)
     return 0
 
 

@@ -32,15 +32,10 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
+from data.audio import AudioConfig, load_audio, spectrogram  # noqa: E402
 from data.augment import AugmentConfig  # noqa: E402
-from data.data_loader import (  # noqa: E402
-    AudioConfig,
-    SpectrogramDataset,
-    collate,
-    load_audio,
-    spectrogram,
-    write_manifest,
-)
+from data.data_loader import SpectrogramDataset, collate  # noqa: E402
+from data.manifest import write_manifest  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import CheckpointError, load_model  # noqa: E402
+from checkpoint import CheckpointError, load_model  # noqa: E402
 
 
 def median_seconds(fn, runs: int) -> float:

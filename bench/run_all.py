@@ -66,36 +66,19 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import train  # noqa: E402
-from bench.bench_decode import render, synthetic_corpus, time_decoder  # noqa: E402
 from bench.bench_decode import build_parser as decode_parser  # noqa: E402
+from bench.bench_decode import render, synthetic_corpus, time_decoder  # noqa: E402
 from bench.bench_features import measure, synthetic  # noqa: E402
 from bench.bench_model import make_batch, matmul_gflops  # noqa: E402
+from checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model, save_checkpoint  # noqa: E402
+from data.audio import AudioConfig, AudioError, spectrogram  # noqa: E402
 from data.build_lm import KneserNeyModel, LMError, read_sentences  # noqa: E402
-from data.data_loader import (  # noqa: E402
-    AudioConfig,
-    AudioDataLoader,
-    AudioError,
-    Batch,
-    BucketingSampler,
-    ManifestError,
-    SpectrogramDataset,
-    TranscriptError,
-    collate,
-    load_labels,
-    read_manifest,
-    spectrogram,
-)
+from data.data_loader import AudioDataLoader, Batch, BucketingSampler, SpectrogramDataset, collate  # noqa: E402
+from data.manifest import ManifestError, read_manifest  # noqa: E402
+from data.text import TranscriptError, load_labels  # noqa: E402
 from decoder import BeamCTCDecoder, DecoderError, GreedyDecoder, lm_file_kind, load_lm_defaults  # noqa: E402
+from inference import TorchRecognizer, evaluate, transcribe_audio  # noqa: E402
 from model import AcousticModel, ModelConfig, build_model, count_parameters, forward_flops  # noqa: E402
-from transcribe import transcribe_audio  # noqa: E402
-from utils import (  # noqa: E402
-    CheckpointError,
-    evaluate,
-    load_checkpoint,
-    load_model,
-    package_audio_config,
-    save_checkpoint,
-)
 
 DEFAULT_VAL_MANIFEST = REPO / "data" / "an4_val_manifest.csv"
 DEFAULT_TRAIN_MANIFEST = REPO / "data" / "an4_train_manifest.csv"
@@ -263,7 +246,7 @@ def train_defaults() -> argparse.Namespace:
 def default_model_config() -> ModelConfig:
     """The model ``python train.py`` builds with its default flags."""
     a = train_defaults()
-    return train.model_config_from_args(a, train.audio_config_from_args(a), load_labels(a.labels_path))
+    return ModelConfig.from_args(a, AudioConfig.from_args(a).n_freq, len(load_labels(a.labels_path)))
 
 
 def an4_like_batch(batch_size: int, mean_seconds: float, n_features: int, seed: int = 0) -> Batch:
@@ -443,7 +426,7 @@ def transcribe_batches(model: nn.Module, decoder: GreedyDecoder, audio: Sequence
     texts: list[str] = []
     with torch.inference_mode():
         for start in range(0, len(audio), batch_size):
-            items = [(spectrogram(a, audio_cfg), [], "", "") for a in audio[start:start + batch_size]]
+            items = [(torch.from_numpy(spectrogram(a, audio_cfg)), [], "", "") for a in audio[start:start + batch_size]]
             batch = collate(items)
             log_probs, out_lengths = model(batch.inputs, batch.input_lengths)
             texts += [paths[0].text for paths in decoder.decode(log_probs, out_lengths)]
@@ -469,13 +452,13 @@ def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig,
     single_s = sum(len(a) for a in single) / audio_cfg.sample_rate
     decoder = GreedyDecoder(labels)
     int8 = quantize_int8(model)
-    device = torch.device("cpu")
+    recognizer = TorchRecognizer(model, audio_cfg, labels)
     with torch_threads(s.threads):
         log(f"infer: {len(audio)} utterances ({total:.0f} s) in batches of {s.batch_size}, fp32 and int8")
         fp32_t, int8_t, single_t = timed_in_turns([
             lambda: transcribe_batches(model, decoder, by_length, audio_cfg, s.batch_size),
             lambda: transcribe_batches(int8, decoder, by_length, audio_cfg, s.batch_size),
-            lambda: [transcribe_audio(model, decoder, a, audio_cfg, device) for a in single],
+            lambda: [transcribe_audio(recognizer, decoder, a) for a in single],
         ], s.runs, s.warmup)
         wers: dict[str, float | None] = {"fp32": None, "int8": None}
         manifest = s.val_manifest if s.model_path is not None else None
@@ -625,14 +608,14 @@ def run_benchmarks(s: Settings) -> Report:
     with tempfile.TemporaryDirectory(prefix="run_all_") as tmp_name:
         tmp = Path(tmp_name)
         if s.model_path is not None:
-            model, pkg = load_model(s.model_path)
-            audio_cfg, labels, model_path = package_audio_config(pkg), pkg["labels"], s.model_path
+            model, ckpt = load_model(s.model_path)
+            audio_cfg, labels, model_path = ckpt.audio_config, ckpt.labels, s.model_path
             info["infer_checkpoint"] = shown(s.model_path)
         else:
             torch.manual_seed(0)
             model = build_model(s.train_cfg or default_model_config()).eval()
             audio_cfg, labels = AudioConfig(), load_labels(None)
-            model_path = save_checkpoint(tmp / "random_default.pth", model, audio_cfg, labels)
+            model_path = save_checkpoint(tmp / "random_default.pth", Checkpoint.from_model(model, audio_cfg, labels))
             info["infer_checkpoint"] = None
         with phase("infer"):
             infer_figs, infer_info = infer_figures(s, model, audio_cfg, labels)

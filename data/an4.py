@@ -52,7 +52,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from data.data_loader import LABELS, AudioError, ManifestError, TranscriptError, resample, text_to_ids
+from data.audio import AudioError, resample
+from data.manifest import ManifestError
+from data.text import LABELS, TranscriptError, text_to_ids
 from data.utils import ManifestReport, check_duration_range, create_manifest
 
 URL = "http://www.speech.cs.cmu.edu/databases/an4/an4_raw.bigendian.tar.gz"

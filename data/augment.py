@@ -35,10 +35,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from data.data_loader import AudioError, load_audio, resample
+from data.audio import AudioError, load_audio, probe_audio, resample
 
 NOISE_EXTENSIONS = (".wav", ".flac", ".ogg")
 """Files under ``--noise-dir`` with these suffixes (any case) are used as noise."""
@@ -254,11 +253,9 @@ class NoiseBank:
             )
         for path in self.paths:
             try:
-                info = sf.info(str(path))
-            except (sf.LibsndfileError, RuntimeError) as e:
-                raise AudioError(f"{path}: cannot read noise audio ({e}); remove it from --noise-dir") from None
-            if info.frames == 0:
-                raise AudioError(f"{path}: noise file holds no samples; remove it from --noise-dir")
+                probe_audio(path)
+            except AudioError as e:
+                raise AudioError(f"{e} (a noise file: remove it from --noise-dir)") from None
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:

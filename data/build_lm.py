@@ -21,14 +21,12 @@ KenLM's lmplz makes:
   semantics every context's distribution sums to one.
 
 Transcripts are normalised like the training targets (whitespace collapsed, upper-cased
-when the labels have no lower-case letter; see ``data.data_loader.text_to_ids``).
-:class:`ArpaLM` reads ARPA files back and scores with backoff (used by the tests).
+when the labels have no lower-case letter; see ``data.text.normalize_text``).
 """
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -36,7 +34,9 @@ from typing import Iterable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.data_loader import load_labels, read_manifest, read_transcript, text_to_ids  # noqa: E402
+from data.manifest import read_manifest  # noqa: E402
+from data.text import load_labels, normalize_text, read_transcript, text_to_ids  # noqa: E402
+from utils import atomic_write  # noqa: E402
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
@@ -50,18 +50,13 @@ class LMError(ValueError):
 # ---------------------------------------------------------------------------- corpus
 
 
-def normalise(text: str, labels: Sequence[str]) -> str:
-    """Whitespace collapsed; upper-cased when ``labels`` have no lower-case letter."""
-    text = " ".join(text.split())
-    return text if any(c.islower() for c in labels) else text.upper()
-
-
 def read_sentences(manifests: Iterable[str | Path], labels: Sequence[str]) -> list[list[str]]:
     """Word lists of every transcript in the manifests, checked against ``labels``."""
     sentences: list[list[str]] = []
     for manifest in manifests:
-        for _, txt in read_manifest(manifest):
-            text = normalise(read_transcript(txt), labels)
+        for row in read_manifest(manifest):
+            txt = row.txt
+            text = normalize_text(read_transcript(txt), labels)
             text_to_ids(text, labels, source=txt)  # same character check as training
             sentences.append(text.split())
     return sentences
@@ -187,10 +182,7 @@ class KneserNeyModel:
 
     def write_arpa(self, path: str | Path) -> None:
         """Write the model as an ARPA file (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             f.write("\n\\data\\\n")
             for n in range(1, self.order + 1):
                 f.write(f"ngram {n}={len(self.probs[n - 1])}\n")
@@ -203,70 +195,6 @@ class KneserNeyModel:
                         line += f"\t{backoffs[g]:.7f}"
                     f.write(line + "\n")
             f.write("\n\\end\\\n")
-        os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------- reading ARPA
-
-
-class ArpaLM:
-    """An ARPA model read back, scored with standard backoff semantics (log10)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.probs: list[dict[NGram, float]] = []
-        self.backoffs: list[dict[NGram, float]] = []
-        section = 0
-        with open(self.path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                line = line.strip()
-                if not line or line.startswith("ngram ") or line == "\\data\\":
-                    continue
-                if line == "\\end\\":
-                    break
-                if line.startswith("\\") and line.endswith("-grams:"):
-                    section = int(line[1:-len("-grams:")])
-                    while len(self.probs) < section:
-                        self.probs.append({})
-                        self.backoffs.append({})
-                    continue
-                parts = line.split()
-                if section == 0 or len(parts) not in (section + 1, section + 2):
-                    raise LMError(f"{self.path}:{lineno}: not an ARPA n-gram line: {line!r}")
-                g = tuple(parts[1:section + 1])
-                self.probs[section - 1][g] = float(parts[0])
-                if len(parts) == section + 2:
-                    self.backoffs[section - 1][g] = float(parts[-1])
-        if not self.probs:
-            raise LMError(f"{self.path}: no n-grams found")
-        self.order = len(self.probs)
-        self.vocab = [g[0] for g in self.probs[0]]
-
-    def logprob(self, word: str, context: Sequence[str] = ()) -> float:
-        """log10 p(word | context); unknown words map to ``<unk>``."""
-        known = self.probs[0]
-        word = word if (word,) in known else UNK
-        context = tuple(w if (w,) in known else UNK for w in context)
-        context = context[len(context) - (self.order - 1):] if self.order > 1 else ()
-        backoff = 0.0
-        for start in range(len(context) + 1):
-            h = context[start:]
-            g = h + (word,)
-            p = self.probs[len(g) - 1].get(g)
-            if p is not None:
-                return backoff + p
-            if h:
-                backoff += self.backoffs[len(h) - 1].get(h, 0.0)
-        raise LMError(f"{self.path}: {word!r} has no unigram (and no <unk>)")
-
-    def sentence_logprob(self, words: Sequence[str]) -> float:
-        """log10 p(words </s> | <s>)."""
-        history = [BOS]
-        total = 0.0
-        for w in (*words, EOS):
-            total += self.logprob(w, history)
-            history.append(w)
-        return total
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -311,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["KneserNeyModel", "ArpaLM", "LMError", "read_sentences", "normalise",
+__all__ = ["KneserNeyModel", "LMError", "read_sentences",
            "count_ngrams", "adjusted_counts", "discounts"]
 
 if __name__ == "__main__":

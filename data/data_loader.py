@@ -1,322 +1,32 @@
-"""Audio front end: audio config, labels, audio loading, spectrograms and manifests.
+"""Training and evaluation data: a manifest as padded, length-bucketed batches.
 
-Everything that shapes the model's input features lives here, once:
-
-* :class:`AudioConfig` is the single source of truth for the features; ``n_fft``,
-  ``hop_length`` and ``n_freq`` are derived from it, never typed elsewhere.
-* :func:`load_audio` reads any soundfile format, sample rate and channel count and
-  returns 16 kHz (or the requested rate) mono float32 in [-1, 1].
-* :func:`spectrogram` computes deepspeech.pytorch's features with ``torch.stft``.
-* :func:`read_manifest` / :func:`write_manifest` read and write the CSV manifests
-  (``wav_path,transcript_path`` rows, no header) that deepspeech.pytorch v2 used.
-* :class:`SpectrogramDataset`, :func:`collate` / :class:`Batch`, :class:`AudioDataLoader`,
-  :class:`BucketingSampler` and :class:`DistributedBucketingSampler` turn a manifest
-  into padded, length-bucketed batches (SortaGrad, seeded shuffling, exact resume);
-  training-time augmentation lives in :mod:`data.augment`.
-
-Feature details (deepspeech.pytorch's pipeline, with its ambiguities fixed):
-|STFT| with n_fft = win_length = sample_rate * window_size (320), hop =
-sample_rate * window_stride (160), a **periodic** window (``torch.hamming_window``'s
-default, what ``scipy.signal.get_window('hamming', N)`` and deepspeech.pytorch V3
-give), ``center=True`` with **zero** padding of n_fft // 2 samples on both sides
-(librosa >= 0.9's default), then ``log1p`` and, with ``normalize``, one scalar mean
-and standard deviation over the whole utterance. Shape: (n_freq, 1 + n_samples // hop).
+* :class:`SpectrogramDataset` reads a manifest (:mod:`data.manifest`), checks every row
+  up front, and yields features (:func:`data.audio.spectrogram`) with label ids
+  (:mod:`data.text`); training-time augmentation lives in :mod:`data.augment`.
+* :func:`collate` / :class:`Batch` pad utterances into a batch.
+* :class:`BucketingSampler` and :class:`DistributedBucketingSampler` give SortaGrad,
+  seeded shuffling and exact resume; :class:`AudioDataLoader` ties them together.
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import operator
-import os
-from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence, Sized
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence, Sized
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from data.audio import AudioConfig, AudioError, load_audio, probe_audio, resampled_length, spectrogram
+from data.manifest import ManifestError, read_manifest
+from data.text import LABELS, TranscriptError, ids_to_text, read_transcript, text_to_ids
 
 if TYPE_CHECKING:
     from data.augment import AugmentConfig
 
 logger = logging.getLogger(__name__)
-
-LABELS: tuple[str, ...] = tuple("_'ABCDEFGHIJKLMNOPQRSTUVWXYZ ")
-"""Default character set. Index 0 is the CTC blank, always."""
-BLANK_INDEX = 0
-
-WINDOWS = {
-    "hamming": torch.hamming_window,
-    "hann": torch.hann_window,
-    "blackman": torch.blackman_window,
-    "bartlett": torch.bartlett_window,
-}
-
-
-class AudioError(ValueError):
-    """An audio file that cannot be used; the message names the file and the fix."""
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be used; the message names the file, the row and the fix."""
-
-
-class TranscriptError(ValueError):
-    """A transcript that cannot be encoded with the model's labels."""
-
-
-@dataclass(frozen=True)
-class AudioConfig:
-    """Everything that defines the features. Saved in every checkpoint."""
-
-    sample_rate: int = 16000
-    window_size: float = 0.02  # seconds
-    window_stride: float = 0.01  # seconds
-    window: str = "hamming"
-    normalize: bool = True  # per-utterance scalar mean/std
-
-    def __post_init__(self) -> None:
-        if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
-        if self.window not in WINDOWS:
-            raise ValueError(f"window must be one of {sorted(WINDOWS)}, got {self.window!r}")
-        if self.hop_length <= 0 or self.n_fft < 2 or self.hop_length > self.n_fft:
-            raise ValueError(
-                f"window_size {self.window_size} s and window_stride {self.window_stride} s "
-                f"give n_fft={self.n_fft}, hop={self.hop_length} at {self.sample_rate} Hz; "
-                "need 0 < hop <= n_fft"
-            )
-
-    @property
-    def n_fft(self) -> int:
-        """FFT size and window length in samples (320 at 16 kHz, 20 ms)."""
-        return int(self.sample_rate * self.window_size)
-
-    @property
-    def hop_length(self) -> int:
-        """Frame shift in samples (160 at 16 kHz, 10 ms)."""
-        return int(self.sample_rate * self.window_stride)
-
-    @property
-    def n_freq(self) -> int:
-        """Rows of the spectrogram, the model's input features (161)."""
-        return self.n_fft // 2 + 1
-
-    def n_frames(self, n_samples: int) -> int:
-        """Spectrogram frames for ``n_samples`` of audio (``center=True``)."""
-        return 1 + n_samples // self.hop_length
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AudioConfig":
-        return cls(**d)
-
-
-# ---------------------------------------------------------------------------- labels
-
-
-def load_labels(path: str | Path | None = None) -> list[str]:
-    """Labels from a JSON list of single characters (blank first), or the default set."""
-    if path is None:
-        return list(LABELS)
-    path = Path(path)
-    try:
-        labels = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: labels file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON list of labels ({e})") from None
-    if isinstance(labels, str):
-        labels = list(labels)
-    if not isinstance(labels, list) or not all(isinstance(c, str) and len(c) == 1 for c in labels):
-        raise ValueError(f"{path}: labels must be a JSON list of single characters")
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"{path}: labels contain duplicates")
-    if labels[:1] != ["_"]:
-        raise ValueError(f"{path}: the first label must be the CTC blank '_', got {labels[:1]}")
-    if " " not in labels:
-        raise ValueError(f"{path}: labels need a space ' ' to separate words")
-    return labels
-
-
-def text_to_ids(text: str, labels: Sequence[str], source: str | Path = "<text>") -> list[int]:
-    """Encode a transcript as label ids.
-
-    Normalisation (documented, deliberate): runs of whitespace collapse to one
-    space, and when the labels hold no lower-case letter the text is upper-cased.
-    Any other character outside ``labels`` is an error naming ``source`` and the
-    character; nothing is dropped silently.
-    """
-    index = {c: i for i, c in enumerate(labels)}
-    text = " ".join(text.split())
-    if not any(c.islower() for c in labels):
-        text = text.upper()
-    unknown = sorted({c for c in text if c not in index or index[c] == BLANK_INDEX})
-    if unknown:
-        shown = ", ".join(repr(c) for c in unknown)
-        raise TranscriptError(
-            f"{source}: transcript has characters outside the labels: {shown}. "
-            "Clean the transcript or train with a --labels-path that includes them."
-        )
-    return [index[c] for c in text]
-
-
-def ids_to_text(ids: Iterable[int], labels: Sequence[str]) -> str:
-    return "".join(labels[i] for i in ids)
-
-
-def read_transcript(path: str | Path) -> str:
-    path = Path(path)
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: transcript file not found") from None
-    except UnicodeDecodeError:
-        raise TranscriptError(f"{path}: transcript is not UTF-8 text") from None
-
-
-# ---------------------------------------------------------------------------- audio
-
-
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase resampling (scipy.signal.resample_poly) along the first axis."""
-    if orig_sr == target_sr:
-        return audio
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(target_sr, orig_sr)
-    return resample_poly(audio, ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
-
-
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Read an audio file as mono float32 at ``sample_rate``.
-
-    Any format soundfile reads (WAV, FLAC, OGG, ...; 8/16/24/32-bit integer or
-    float), any sample rate (resampled) and any channel count (averaged).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        AudioError: the file is empty, unreadable, not audio, or holds no samples.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: audio file not found")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: audio file is empty (0 bytes); re-create or remove it")
-    try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(
-            f"{path}: cannot read audio ({e}). Convert it to WAV, FLAC or OGG "
-            "(e.g. 16 kHz mono 16-bit WAV)."
-        ) from None
-    if audio.shape[0] == 0:
-        raise AudioError(f"{path}: audio file holds no samples")
-    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    audio = resample(audio, sr, sample_rate)
-    if not np.all(np.isfinite(audio)):
-        raise AudioError(f"{path}: audio holds NaN or infinite samples")
-    return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-def audio_duration(path: str | Path) -> float:
-    """Duration in seconds from the file header (no decoding)."""
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"{path}: cannot read audio header ({e})") from None
-    return info.frames / info.samplerate
-
-
-def spectrogram(audio: np.ndarray | torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
-    """Log-magnitude spectrogram, shape (cfg.n_freq, cfg.n_frames(len(audio))).
-
-    ``audio`` is mono float at ``cfg.sample_rate``. See the module docstring for the
-    exact definition (periodic window, zero padding, log1p, scalar normalisation).
-    """
-    x = torch.as_tensor(audio, dtype=torch.float32)
-    if x.dim() != 1:
-        raise ValueError(f"spectrogram expects mono audio of shape (n_samples,), got {tuple(x.shape)}")
-    window = WINDOWS[cfg.window](cfg.n_fft, periodic=True)
-    stft = torch.stft(
-        x,
-        n_fft=cfg.n_fft,
-        hop_length=cfg.hop_length,
-        win_length=cfg.n_fft,
-        window=window,
-        center=True,
-        pad_mode="constant",
-        return_complex=True,
-    )
-    spect = stft.abs().log1p()  # (F, T)
-    if cfg.normalize:
-        mean = spect.mean()
-        std = spect.std() if spect.numel() > 1 else spect.new_tensor(0.0)
-        spect = (spect - mean) / (std + 1e-10) if std > 0 else spect - mean
-    return spect
-
-
-# ---------------------------------------------------------------------------- manifests
-
-
-def read_manifest(path: str | Path) -> list[tuple[Path, Path]]:
-    """Rows of a CSV manifest as absolute (wav_path, transcript_path) pairs.
-
-    Relative paths are relative to the manifest's folder; absolute paths (what
-    deepspeech.pytorch v2 wrote) are kept. Blank lines are ignored; any other row
-    that is not exactly two non-empty fields is an error naming the line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: manifest not found. Create one with data/an4.py or "
-            "`python data/utils.py create`."
-        )
-    base = path.resolve().parent
-    rows: list[tuple[Path, Path]] = []
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for lineno, row in enumerate(csv.reader(f), start=1):
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                    raise ManifestError(
-                        f"{path}:{lineno}: expected 'wav_path,transcript_path', got {','.join(row)!r}"
-                    )
-                wav, txt = (Path(p.strip()).expanduser() for p in row)
-                rows.append((wav if wav.is_absolute() else base / wav, txt if txt.is_absolute() else base / txt))
-    except UnicodeDecodeError:
-        raise ManifestError(f"{path}: not a UTF-8 text manifest") from None
-    except csv.Error as e:
-        raise ManifestError(f"{path}: not a CSV manifest ({e})") from None
-    return rows
-
-
-def write_manifest(path: str | Path, rows: Iterable[tuple[str | Path, str | Path]], relative: bool = True) -> None:
-    """Write a manifest atomically; with ``relative`` paths are written relative to
-    the manifest's folder (so the dataset and its manifests can move together)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    base = path.resolve().parent
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        for wav, txt in rows:
-            wav, txt = Path(wav).resolve(), Path(txt).resolve()
-            if relative:
-                wav, txt = Path(os.path.relpath(wav, base)), Path(os.path.relpath(txt, base))
-            writer.writerow([wav.as_posix(), txt.as_posix()])
-    os.replace(tmp, path)
-
-
-def frames_to_seconds(n_frames: int, cfg: AudioConfig) -> float:
-    return n_frames * cfg.hop_length / cfg.sample_rate
 
 
 # ---------------------------------------------------------------------------- dataset
@@ -368,6 +78,7 @@ class SpectrogramDataset(Dataset):
         self.labels = list(labels)
         self.cache_audio = cache_audio
         self.seed = int(seed)
+        self.on_error = on_error
         self.augment = augment if augment is not None and augment.enabled else None
         self._augmentor = None
         if self.augment is not None:
@@ -383,16 +94,16 @@ class SpectrogramDataset(Dataset):
         self.n_samples: list[int] = []
         self.durations: list[float] = []
         self.skipped: list[tuple[str, str]] = []
-        for wav, txt in rows:
+        for row in rows:
             try:
-                ids, n_samples, duration = self._check_row(wav, txt)
+                ids, n_samples, duration = self._check_row(row.wav, row.txt, row.duration)
             except (FileNotFoundError, AudioError, TranscriptError) as e:
                 if on_error == "raise":
                     raise
-                self.skipped.append((str(wav), str(e)))
+                self.skipped.append((str(row.wav), str(e)))
                 continue
-            self.wav_paths.append(wav)
-            self.transcript_paths.append(txt)
+            self.wav_paths.append(row.wav)
+            self.transcript_paths.append(row.txt)
             self.ids.append(ids)
             self.texts.append(ids_to_text(ids, self.labels))
             self.n_samples.append(n_samples)
@@ -410,29 +121,21 @@ class SpectrogramDataset(Dataset):
         # Shared memory, so that set_epoch() in the main process reaches running workers.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
 
-    def _check_row(self, wav: Path, txt: Path) -> tuple[list[int], int, float]:
-        """(label ids, samples at the model rate, seconds) for one row, or the row's error."""
+    def _check_row(self, wav: Path, txt: Path, duration: float | None) -> tuple[list[int], int, float]:
+        """(label ids, samples at the model rate, seconds) for one row, or the row's error.
+        A duration from the manifest saves opening the audio file; otherwise its header is read."""
         try:
             text = read_transcript(txt)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e} (listed in {self.manifest_path})") from None
         ids = text_to_ids(text, self.labels, source=txt)
-        if not wav.is_file():
-            raise FileNotFoundError(f"{wav}: audio file not found (listed in {self.manifest_path})")
-        if wav.stat().st_size == 0:
-            raise AudioError(f"{wav}: audio file is empty (0 bytes); re-create or remove it")
+        if duration is not None:
+            return ids, max(1, round(duration * self.audio_cfg.sample_rate)), duration
         try:
-            info = sf.info(str(wav))
-        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-            raise AudioError(
-                f"{wav}: cannot read audio ({e}). Convert it to WAV, FLAC or OGG "
-                "(e.g. 16 kHz mono 16-bit WAV)."
-            ) from None
-        if info.frames <= 0:
-            raise AudioError(f"{wav}: audio file holds no samples")
-        # resample_poly gives ceil(n * target / source) samples.
-        n_samples = -(-info.frames * self.audio_cfg.sample_rate // info.samplerate)
-        return ids, n_samples, info.frames / info.samplerate
+            info = probe_audio(wav)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{wav}: audio file not found (listed in {self.manifest_path})") from None
+        return ids, resampled_length(info.frames, info.sample_rate, self.audio_cfg.sample_rate), info.duration
 
     def __len__(self) -> int:
         return len(self.wav_paths)
@@ -466,25 +169,38 @@ class SpectrogramDataset(Dataset):
         for i in range(len(self)):
             self.load(i)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[int], str, str]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[int], str, str] | Unusable:
         """Returns (spectrogram (n_freq, T) float32, label ids, wav path, normalised text).
 
-        Raises:
-            AudioError / FileNotFoundError: the audio cannot be decoded (names the file).
+        Audio that passed the header check but fails to decode (or holds NaN/inf samples)
+        raises with ``on_error="raise"``; with ``"skip"`` it is returned as an
+        :class:`Unusable` that :func:`collate` leaves out of the batch and reports.
         """
         index = operator.index(index)
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} utterances")
-        audio = self.load(index)
+        try:
+            audio = self.load(index)
+        except (AudioError, FileNotFoundError) as e:
+            if self.on_error == "raise":
+                raise
+            return Unusable(str(self.wav_paths[index]), str(e))
         if self._augmentor is None:
-            spect = spectrogram(audio, self.audio_cfg)
+            spect = torch.from_numpy(spectrogram(audio, self.audio_cfg))
         else:
             rngs = self._augmentor.rngs_for(self.seed, self.epoch, index)
-            spect = spectrogram(self._augmentor.waveform(audio, rngs), self.audio_cfg)
+            spect = torch.from_numpy(spectrogram(self._augmentor.waveform(audio, rngs), self.audio_cfg))
             spect = self._augmentor.spectrogram(spect, rngs)
         return spect, list(self.ids[index]), str(self.wav_paths[index]), self.texts[index]
+
+
+class Unusable(NamedTuple):
+    """A dataset item whose audio could not be decoded (``on_error="skip"``)."""
+
+    path: str
+    reason: str
 
 
 class Batch(NamedTuple):
@@ -496,6 +212,7 @@ class Batch(NamedTuple):
     target_lengths: (B,) int64.
     paths: wav path per utterance (for error messages).
     texts: normalised reference transcript per utterance.
+    skipped: items left out because their audio could not be decoded.
     """
 
     inputs: torch.Tensor
@@ -504,6 +221,7 @@ class Batch(NamedTuple):
     target_lengths: torch.Tensor
     paths: list[str]
     texts: list[str]
+    skipped: tuple[Unusable, ...] = ()
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         """The same batch with its tensors on ``device``."""
@@ -515,18 +233,21 @@ class Batch(NamedTuple):
         )
 
 
-def collate(samples: Sequence[tuple[torch.Tensor, Sequence[int], str, str]]) -> Batch:
+def collate(samples: Sequence[tuple[torch.Tensor, Sequence[int], str, str] | Unusable]) -> Batch:
     """Pad dataset items into a :class:`Batch`, keeping their order (no sorting).
 
     Args:
-        samples: B items ``(spect (F, T_i), ids, wav_path, text)`` as returned by
-            :class:`SpectrogramDataset`.
+        samples: items ``(spect (F, T_i), ids, wav_path, text)`` as returned by
+            :class:`SpectrogramDataset`; :class:`Unusable` items go to ``Batch.skipped``
+            (a batch may then hold no utterance at all: ``len(batch.paths) == 0``).
     """
-    if not samples:
+    skipped = tuple(s for s in samples if isinstance(s, Unusable))
+    samples = [s for s in samples if not isinstance(s, Unusable)]
+    if not samples and not skipped:
         raise ValueError("cannot collate an empty batch")
-    n_freq = samples[0][0].shape[0]
+    n_freq = samples[0][0].shape[0] if samples else 1
     lengths = [s[0].shape[1] for s in samples]
-    inputs = torch.zeros(len(samples), 1, n_freq, max(lengths), dtype=torch.float32)
+    inputs = torch.zeros(len(samples), 1, n_freq, max(lengths, default=1), dtype=torch.float32)
     for i, (spect, _, path, _) in enumerate(samples):
         if spect.dim() != 2 or spect.shape[0] != n_freq:
             raise ValueError(f"{path}: spectrogram shape {tuple(spect.shape)} does not match ({n_freq}, T)")
@@ -539,6 +260,7 @@ def collate(samples: Sequence[tuple[torch.Tensor, Sequence[int], str, str]]) -> 
         target_lengths=torch.tensor([len(s[1]) for s in samples], dtype=torch.long),
         paths=[s[2] for s in samples],
         texts=[s[3] for s in samples],
+        skipped=skipped,
     )
 
 
@@ -781,26 +503,10 @@ class AudioDataLoader(DataLoader):
 
 
 __all__ = [
-    "LABELS",
-    "BLANK_INDEX",
-    "AudioConfig",
-    "AudioError",
-    "ManifestError",
-    "TranscriptError",
-    "load_labels",
-    "text_to_ids",
-    "ids_to_text",
-    "read_transcript",
-    "resample",
-    "load_audio",
-    "audio_duration",
-    "spectrogram",
-    "read_manifest",
-    "write_manifest",
-    "frames_to_seconds",
     "SpectrogramDataset",
     "Batch",
     "collate",
+    "Unusable",
     "BucketingSampler",
     "DistributedBucketingSampler",
     "AudioDataLoader",

@@ -8,7 +8,7 @@ Library functions (used by ``data/an4.py``) and a CLI with two subcommands::
 Pairing rule (deepspeech.pytorch's layout): ``.../wav/x.wav`` goes with ``.../txt/x.txt``
 (the last ``wav`` folder in the path becomes ``txt``); a ``.wav`` with no ``wav`` folder
 above it is paired with the ``.txt`` of the same name next to it. Durations come from
-the audio headers (:func:`data.data_loader.audio_duration`); rows are sorted by
+the audio headers (:func:`data.audio.probe_audio`); rows are sorted by
 duration, ties by path, so the output is deterministic. Paths are written relative
 to the manifest's folder unless ``--absolute`` is given. deepspeech.pytorch v2
 manifests (absolute paths) are read as they are.
@@ -24,16 +24,9 @@ from typing import Iterable, Sequence
 if __name__ == "__main__":  # run as `python data/utils.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.data_loader import AudioError, ManifestError, audio_duration, read_manifest, write_manifest
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One manifest row with its duration in seconds."""
-
-    wav: Path
-    txt: Path
-    duration: float
+from data.audio import AudioError, probe_audio
+from data.manifest import ManifestError, Utterance, read_manifest, write_manifest
+from utils import make_parser
 
 
 @dataclass
@@ -89,7 +82,7 @@ def with_durations(pairs: Iterable[tuple[Path, Path]]) -> list[Utterance]:
     for wav, txt in pairs:
         if not Path(wav).is_file():
             raise FileNotFoundError(f"{wav}: audio file not found")
-        out.append(Utterance(Path(wav), Path(txt), audio_duration(wav)))
+        out.append(Utterance(Path(wav), Path(txt), probe_audio(wav).duration))
     return out
 
 
@@ -132,7 +125,7 @@ def _kept_or_raise(
 
 
 def _write(output_path: Path, utterances: list[Utterance], relative: bool) -> None:
-    write_manifest(output_path, [(u.wav, u.txt) for u in utterances], relative=relative)
+    write_manifest(output_path, utterances, relative=relative)
 
 
 def create_manifest(
@@ -177,7 +170,8 @@ def merge_manifests(
     pairs: list[tuple[Path, Path]] = []
     duplicates = 0
     for manifest in manifests:
-        for wav, txt in read_manifest(manifest):
+        for row in read_manifest(manifest):
+            wav, txt = row.wav, row.txt
             key = wav.resolve()
             if key in seen:
                 duplicates += 1
@@ -211,10 +205,7 @@ def describe(report: ManifestReport, output_path: str | Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Create a manifest from a folder of wav/ + txt/ files, or merge manifests.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -225,13 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     create = sub.add_parser(
         "create",
-        help="manifest of every *.wav under a folder with its .../txt/x.txt transcript",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="manifest of every *.wav under a folder with its .../txt/x.txt transcript"
     )
     create.add_argument("--data-dir", type=Path, required=True, help="folder searched recursively for *.wav")
     common(create)
     merge = sub.add_parser(
-        "merge", help="merge manifests, re-sorted by duration", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        "merge", help="merge manifests, re-sorted by duration"
     )
     merge.add_argument("--manifests", type=Path, nargs="+", required=True, help="manifest CSVs to merge")
     common(merge)

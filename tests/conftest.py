@@ -30,7 +30,7 @@ def tiny_dataset(tmp_path: Path) -> Path:
 
     Returns the manifest path.
     """
-    from data.data_loader import write_manifest
+    from data.manifest import write_manifest
 
     texts = ["A", "AB", "YES", "NO", "HELLO", "GO UP"]
     rows = []

@@ -17,7 +17,9 @@ import pytest
 import soundfile as sf
 
 from data import an4
-from data.data_loader import LABELS, audio_duration, read_manifest, read_transcript, text_to_ids
+from data.audio import probe_audio
+from data.manifest import read_manifest
+from data.text import LABELS, read_transcript, text_to_ids
 
 # speaker -> [(utterance id, transcription line body, seconds)], as in CMU's files:
 # train lines are wrapped in <s> ... </s>, test lines are not.
@@ -106,20 +108,20 @@ def check_target(target: Path, manifest_dir: Path | None = None, sample_rate: in
     assert len(rows["train"]) + len(rows["val"]) == N_TRAIN
     assert len(rows["test"]) == N_TEST
     assert rows["val"], "val must not be empty"
-    train_spk = {speaker_of(w) for w, _ in rows["train"]}
-    val_spk = {speaker_of(w) for w, _ in rows["val"]}
+    train_spk = {speaker_of(w) for w, *_ in rows["train"]}
+    val_spk = {speaker_of(w) for w, *_ in rows["val"]}
     assert train_spk.isdisjoint(val_spk)
     assert train_spk | val_spk == set(TRAIN)
-    assert {speaker_of(w) for w, _ in rows["test"]} == set(TEST)
+    assert {speaker_of(w) for w, *_ in rows["test"]} == set(TEST)
     expected_text = {u: clean_text(b) for spk in (TRAIN, TEST) for v in spk.values() for u, b, _ in v}
     for split, split_rows in rows.items():
         lines = (manifest_dir / f"an4_{split}_manifest.csv").read_text().splitlines()
         for line in lines:  # relative to the manifest's folder, posix separators
             assert not os.path.isabs(line.split(",")[0]) and not os.path.isabs(line.split(",")[1])
-        durations = [audio_duration(w) for w, _ in split_rows]
-        keys = [(d, w.as_posix()) for d, (w, _) in zip(durations, split_rows)]
+        durations = [probe_audio(w).duration for w, *_ in split_rows]
+        keys = [(d, w.as_posix()) for d, (w, *_) in zip(durations, split_rows)]
         assert keys == sorted(keys), f"{split} manifest not sorted by duration"
-        for wav, txt in split_rows:
+        for wav, txt, _ in split_rows:
             assert wav.resolve().parent == target.resolve() / split / "wav"
             assert txt.resolve() == target.resolve() / split / "txt" / (wav.stem + ".txt")
             info = sf.info(str(wav))
@@ -148,7 +150,7 @@ def test_prepares_synthetic_archive(archive: Path, tmp_path: Path, capsys: pytes
         assert f"{split:<5} {len(rows[split]):5d} utterances" in out
     assert "h " in out
     # ties broken by path: the two 0.55 s test utterances
-    test_names = [w.stem for w, _ in rows["test"]]
+    test_names = [w.stem for w, *_ in rows["test"]]
     assert test_names.index("an441-mmxg-b") + 1 == test_names.index("an442-mmxg-b")
     marker = json.loads((target / an4.MARKER).read_text())
     assert marker["counts"] == {s: len(rows[s]) for s in an4.SPLITS}
@@ -190,7 +192,7 @@ def test_val_speakers_seeded_fraction_and_flags(archive: Path, tmp_path: Path, c
         assert rc == 0, err
         rows = check_target(target)
         expected = an4.choose_val_speakers(corpus, fraction, seed)
-        assert sorted({speaker_of(w) for w, _ in rows["val"]}) == expected
+        assert sorted({speaker_of(w) for w, *_ in rows["val"]}) == expected
         assert json.loads((target / an4.MARKER).read_text())["val_speakers"] == expected
     sizes = {f: len(manifest_rows(tmp_path / f"an4_7_{f}" / "an4_val_manifest.csv")) for f in (0.3, 0.6)}
     assert sizes[0.6] > sizes[0.3]
@@ -201,7 +203,7 @@ def test_sample_rate_8000(archive: Path, tmp_path: Path, capsys: pytest.CaptureF
     rc, _, err = run(capsys, "--archive", archive, "--target-dir", target, "--sample-rate", "8000")
     assert rc == 0, err
     rows = check_target(target, sample_rate=8000)
-    for wav, _ in rows["train"] + rows["test"]:
+    for wav, *_ in rows["train"] + rows["test"]:
         audio, sr = sf.read(str(wav), dtype="float32")
         original = AUDIO[wav.stem].astype(np.float32) / 32768
         assert sr == 8000 and len(audio) == len(original) // 2
@@ -231,9 +233,9 @@ def test_min_max_duration_prunes_train_only(archive: Path, tmp_path: Path, capsy
                        "--val-fraction", "0.3", "--min-duration", "0.4", "--max-duration", "0.9")
     assert rc == 0, err
     rows = {s: manifest_rows(target / f"an4_{s}_manifest.csv") for s in an4.SPLITS}
-    train_d = [audio_duration(w) for w, _ in rows["train"]]
+    train_d = [probe_audio(w).duration for w, *_ in rows["train"]]
     assert train_d and all(0.4 <= d <= 0.9 for d in train_d)
-    val_spk = {speaker_of(w) for w, _ in rows["val"]}
+    val_spk = {speaker_of(w) for w, *_ in rows["val"]}
     all_train_durations = [s for spk, v in TRAIN.items() if spk not in val_spk for _, _, s in v]
     assert len(train_d) == sum(0.4 <= s <= 0.9 for s in all_train_durations) < len(all_train_durations)
     val_expected = [s for spk in val_spk for _, _, s in TRAIN[spk]]
@@ -585,13 +587,13 @@ def test_real_an4(an4_dir: Path) -> None:
     assert len(rows["train"]) + len(rows["val"]) == 948
     assert len(rows["test"]) == 130
     assert 0.08 <= len(rows["val"]) / 948 <= 0.12
-    speakers = {s: {w.stem.split("-")[1] for w, _ in r} for s, r in rows.items()}
+    speakers = {s: {w.stem.split("-")[1] for w, *_ in r} for s, r in rows.items()}
     assert speakers["train"].isdisjoint(speakers["val"])
     assert len(speakers["train"] | speakers["val"]) == 74 and len(speakers["test"]) == 10
     seconds = {}
     for split, split_rows in rows.items():
         durations = []
-        for wav, txt in split_rows:
+        for wav, txt, _ in split_rows:
             info = sf.info(str(wav))
             assert (info.samplerate, info.channels) == (16000, 1)
             durations.append(info.frames / info.samplerate)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import write_tone
+
+from data.audio import AudioError, load_audio, spectrogram
 from data.augment import (
     AugmentConfig,
     Augmentor,
@@ -25,7 +26,7 @@ from data.augment import (
     spec_augment,
     speed_perturb,
 )
-from data.data_loader import AudioError, SpectrogramDataset, load_audio, spectrogram
+from data.data_loader import SpectrogramDataset
 
 SR = 16000
 
@@ -309,7 +310,7 @@ def test_dataset_without_augment_gives_plain_features(tiny_dataset: Path) -> Non
     off = SpectrogramDataset(tiny_dataset, augment=AugmentConfig())  # nothing enabled
     masked = SpectrogramDataset(tiny_dataset, augment=AugmentConfig(spec_augment=True))
     for i in range(len(plain)):
-        ref = spectrogram(load_audio(plain.wav_paths[i]))
+        ref = torch.from_numpy(spectrogram(load_audio(plain.wav_paths[i])))
         plain.set_epoch(i)
         assert torch.equal(plain[i][0], ref)
         assert torch.equal(off[i][0], ref)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_tone
 
 from bench import run_all
-from conftest import write_tone
-from data.data_loader import AudioConfig, LABELS, write_manifest
+from checkpoint import Checkpoint, save_checkpoint
+from data.audio import AudioConfig
+from data.manifest import write_manifest
+from data.text import LABELS
 from model import ModelConfig, build_model
-from utils import save_checkpoint
 
 TINY = ModelConfig(hidden_size=8, hidden_layers=1, conv_channels=4, rnn_type="gru")
 TINY_PRESET = dict(runs=1, warmup=0, infer_utterances=3, single_utterances=1, decode_utterances=2,
@@ -38,7 +40,7 @@ def tiny_run(monkeypatch, tmp_path: Path) -> dict:
     manifest = tmp_path / "manifest.csv"
     write_manifest(manifest, rows)
     torch.manual_seed(0)
-    model_path = save_checkpoint(tmp_path / "tiny.pth", build_model(TINY), AudioConfig(), list(LABELS))
+    model_path = save_checkpoint(tmp_path / "tiny.pth", Checkpoint.from_model(build_model(TINY), AudioConfig(), LABELS))
     for mode in ("quick", "full"):
         monkeypatch.setitem(run_all.PRESETS, mode, TINY_PRESET)
     monkeypatch.setattr(run_all, "default_model_config", lambda: TINY)

@@ -1,6 +1,7 @@
-"""utils.py checkpoints: round trip, weights_only, atomic save, wrapped models, errors, fp16, model.py info tool."""
+"""checkpoint.py: round trip, weights_only, atomic save, wrapped models, errors, fp16, model.py info tool."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -13,19 +14,27 @@ import torch
 from torch import nn
 
 import model as model_module
-from data.data_loader import LABELS, AudioConfig
-from model import ModelConfig, build_model, count_parameters
-from utils import (
+from checkpoint import (
+    Checkpoint,
     CheckpointError,
+    TrainingState,
     load_checkpoint,
     load_model,
-    package_audio_config,
     save_checkpoint,
     to_plain_data,
     unwrap_model,
 )
+from data.audio import AudioConfig
+from data.text import LABELS
+from model import ModelConfig, build_model, count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def save(path: Path, model: nn.Module, audio: AudioConfig = AudioConfig(), labels=LABELS, fp16_weights: bool = False,
+         **training) -> Path:
+    state = TrainingState(**training) if training else None
+    return save_checkpoint(path, Checkpoint.from_model(model, audio, labels, state), fp16_weights=fp16_weights)
 
 
 def tiny_model(arch: str = "ds2", bidirectional: bool = True, seed: int = 0, **kw) -> nn.Module:
@@ -51,7 +60,7 @@ def outputs(model: nn.Module, n_features: int = 161) -> torch.Tensor:
 @pytest.fixture
 def saved(tmp_path: Path) -> tuple[Path, nn.Module]:
     model = tiny_model()
-    path = save_checkpoint(tmp_path / "model.pth", model, AudioConfig(), LABELS)
+    path = save(tmp_path / "model.pth", model, AudioConfig(), LABELS)
     return path, model
 
 
@@ -61,33 +70,33 @@ def saved(tmp_path: Path) -> tuple[Path, nn.Module]:
 @pytest.mark.parametrize("arch,bidirectional", [("ds2", True), ("ds2", False), ("ds1", True)])
 def test_round_trip_gives_identical_outputs(tmp_path: Path, arch: str, bidirectional: bool) -> None:
     model = tiny_model(arch, bidirectional)
-    path = save_checkpoint(tmp_path / "deep" / "er" / "model.pth", model, AudioConfig(), LABELS, epoch=3)
+    path = save(tmp_path / "deep" / "er" / "model.pth", model, AudioConfig(), LABELS, epoch=3)
     loaded, pkg = load_model(path)
     assert not loaded.training
     assert loaded.cfg == model.cfg
-    assert pkg["labels"] == list(LABELS) and pkg["epoch"] == 3
-    assert package_audio_config(pkg) == AudioConfig()
+    assert pkg.labels == list(LABELS) and pkg.training.epoch == 3
+    assert pkg.audio_config == AudioConfig()
     assert torch.equal(outputs(loaded), outputs(model))
     for key, value in model.state_dict().items():
-        assert torch.equal(pkg["state_dict"][key], value), key
+        assert torch.equal(pkg.state_dict[key], value), key
 
 
 def test_audio_config_and_labels_are_stored(tmp_path: Path) -> None:
-    audio = AudioConfig(sample_rate=8000, window="hann", normalize=False)  # 81 features
+    audio = AudioConfig(sample_rate=8000, window="hann", normalize="none")  # 81 features
     labels = list("_abc ")
     model = tiny_model(n_features=audio.n_freq, n_classes=len(labels))
-    path = save_checkpoint(tmp_path / "m.pth", model, audio, labels)
+    path = save(tmp_path / "m.pth", model, audio, labels)
     loaded, pkg = load_model(path)
-    assert package_audio_config(pkg) == audio
-    assert pkg["labels"] == labels
+    assert pkg.audio_config == audio
+    assert pkg.labels == labels
     assert torch.equal(outputs(loaded, 81), outputs(model, 81))
 
 
 def test_file_is_plain_data_for_weights_only_load(saved: tuple[Path, nn.Module]) -> None:
     path, model = saved
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == "deepspeech-ctc" and raw["format_version"] == 1
-    assert raw["model_config"] == model.cfg.to_dict()
+    assert raw["format"] == "deepspeech-ctc" and raw["format_version"] == 2
+    assert raw["model_config"] == dataclasses.asdict(model.cfg)
     assert raw["audio_config"] == AudioConfig().to_dict()
     assert set(raw["state_dict"]) == set(model.state_dict())
     assert all(v.device.type == "cpu" for v in raw["state_dict"].values())
@@ -106,19 +115,19 @@ def test_training_state_round_trips(tmp_path: Path) -> None:
                          "numpy": np.random.get_state()})
     history = {"epoch": [1], "train_loss": [50.0], "val_loss": [40.0], "wer": [80.0], "cer": [40.0]}
     args = to_plain_data({"save_folder": Path("models"), "lr": np.float64(1e-3), "labels_path": None})
-    path = save_checkpoint(tmp_path / "m.pth", model, AudioConfig(), LABELS, optimizer=optimizer.state_dict(),
+    path = save(tmp_path / "m.pth", model, AudioConfig(), LABELS, optimizer=optimizer.state_dict(),
                            scheduler=scheduler.state_dict(), rng=rng, epoch=1, step=7, history=history, args=args)
-    pkg = load_checkpoint(path)
-    assert pkg["args"] == {"save_folder": "models", "lr": 1e-3, "labels_path": None}
-    assert pkg["history"] == history and pkg["step"] == 7
+    pkg = load_checkpoint(path).training
+    assert pkg.args == {"save_folder": "models", "lr": 1e-3, "labels_path": None}
+    assert pkg.history == history and pkg.step == 7
     restored = torch.optim.AdamW(tiny_model().parameters(), lr=1e-3)
-    restored.load_state_dict(pkg["optimizer"])
+    restored.load_state_dict(pkg.optimizer)
     for a, b in zip(optimizer.state_dict()["state"].values(), restored.state_dict()["state"].values()):
         assert torch.equal(a["exp_avg"], b["exp_avg"])
-    np_state = pkg["rng"]["numpy"]
+    np_state = pkg.rng["numpy"]
     np.random.set_state((np_state[0], np_state[1].numpy(), *np_state[2:]))
-    random.setstate(pkg["rng"]["python"])
-    torch.set_rng_state(pkg["rng"]["torch"])
+    random.setstate(pkg.rng["python"])
+    torch.set_rng_state(pkg.rng["torch"])
 
 
 # ---------------------------------------------------------------------------- atomic save
@@ -127,7 +136,7 @@ def test_training_state_round_trips(tmp_path: Path) -> None:
 def test_crash_mid_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "model.pth"
     old_model = tiny_model(seed=0)
-    save_checkpoint(path, old_model, AudioConfig(), LABELS, epoch=1)
+    save(path, old_model, AudioConfig(), LABELS, epoch=1)
     before = path.read_bytes()
 
     def crash(obj, f, *args, **kwargs) -> None:
@@ -136,20 +145,20 @@ def test_crash_mid_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, tiny_model(seed=1), AudioConfig(), LABELS, epoch=2)
+        save(path, tiny_model(seed=1), AudioConfig(), LABELS, epoch=2)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["model.pth"]  # no temp file left behind
     loaded, pkg = load_model(path)
-    assert pkg["epoch"] == 1 and torch.equal(outputs(loaded), outputs(old_model))
+    assert pkg.training.epoch == 1 and torch.equal(outputs(loaded), outputs(old_model))
 
 
 def test_save_overwrites_atomically_and_leaves_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "model.pth"
-    save_checkpoint(path, tiny_model(seed=0), AudioConfig(), LABELS, epoch=1)
-    save_checkpoint(path, tiny_model(seed=1), AudioConfig(), LABELS, epoch=2)
+    save(path, tiny_model(seed=0), AudioConfig(), LABELS, epoch=1)
+    save(path, tiny_model(seed=1), AudioConfig(), LABELS, epoch=2)
     assert os.listdir(tmp_path) == ["model.pth"]
-    assert load_checkpoint(path)["epoch"] == 2
+    assert load_checkpoint(path).training.epoch == 2
 
 
 # ---------------------------------------------------------------------------- wrapped models
@@ -169,7 +178,7 @@ def test_wrapped_models_save_the_same_clean_keys(tmp_path: Path) -> None:
         wrapped["compiled ddp"] = torch.compile(nn.parallel.DistributedDataParallel(model))
         for name, wrapper in wrapped.items():
             assert unwrap_model(wrapper) is model, name
-            path = save_checkpoint(tmp_path / f"{name}.pth", wrapper, AudioConfig(), LABELS)
+            path = save(tmp_path / f"{name}.pth", wrapper, AudioConfig(), LABELS)
             keys = list(torch.load(path, weights_only=True)["state_dict"])
             assert keys == bare_keys, name
             assert torch.equal(outputs(load_model(path)[0]), outputs(model)), name
@@ -230,8 +239,8 @@ def _edited(saved_path: Path, tmp_path: Path, name: str, edit) -> Path:
 
 def test_wrong_version_and_missing_keys(tmp_path: Path, saved: tuple[Path, nn.Module]) -> None:
     path = saved[0]
-    _assert_error(_edited(path, tmp_path, "v2.pth", lambda p: p.update(format_version=2)),
-                  "format_version 2 is newer")
+    _assert_error(_edited(path, tmp_path, "v3.pth", lambda p: p.update(format_version=3)),
+                  "format_version 3 is newer")
     _assert_error(_edited(path, tmp_path, "v0.pth", lambda p: p.update(format_version="1")), "unknown")
     _assert_error(_edited(path, tmp_path, "other.pth", lambda p: p.update(format="nemo")), "'nemo'")
     _assert_error(_edited(path, tmp_path, "nolabels.pth", lambda p: p.pop("labels")), "lacks ['labels']")
@@ -255,25 +264,24 @@ def test_inconsistent_contents(tmp_path: Path, saved: tuple[Path, nn.Module]) ->
                   "81 features")
 
 
-def test_non_plain_extra_is_refused_before_writing(tmp_path: Path) -> None:
+def test_non_plain_training_state_is_refused_before_writing(tmp_path: Path) -> None:
     model = tiny_model()
     path = tmp_path / "model.pth"
     bad_extras = [
-        ({"args": {"save_folder": Path("models")}}, "extra['args']['save_folder'] is a pathlib"),
+        ({"args": {"save_folder": Path("models")}}, "training['args']['save_folder'] is a pathlib"),
         ({"rng": np.random.get_state()}, "numpy.ndarray"),
         ({"epoch": np.int64(3)}, "numpy.int64"),
-        ({"hook": lambda: None}, "function"),
+        ({"counters": {"hook": lambda: None}}, "function"),
         ({"history": {1, 2}}, "set"),
-        ({"state_dict": {}}, "reserved"),
     ]
     for extra, fragment in bad_extras:
         with pytest.raises(CheckpointError) as info:
-            save_checkpoint(path, model, AudioConfig(), LABELS, **extra)
+            save(path, model, AudioConfig(), LABELS, **extra)
         assert str(path) in str(info.value) and fragment in str(info.value), str(info.value)
     with pytest.raises(CheckpointError, match="3 labels"):
-        save_checkpoint(path, model, AudioConfig(), list("_a "))
+        save(path, model, AudioConfig(), list("_a "))
     with pytest.raises(CheckpointError, match="build_model"):
-        save_checkpoint(path, nn.Linear(2, 2), AudioConfig(), LABELS)
+        save(path, nn.Linear(2, 2), AudioConfig(), LABELS)
     assert not tmp_path.exists() or os.listdir(tmp_path) == []
 
 
@@ -283,13 +291,13 @@ def test_non_plain_extra_is_refused_before_writing(tmp_path: Path) -> None:
 def test_half_precision_save_is_smaller_and_loads_as_fp32(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(hidden_size=64, hidden_layers=2, conv_channels=8)).eval()
-    full = save_checkpoint(tmp_path / "full.pth", model, AudioConfig(), LABELS)
-    half = save_checkpoint(tmp_path / "half.pth", model, AudioConfig(), LABELS, half=True)
+    full = save(tmp_path / "full.pth", model, AudioConfig(), LABELS)
+    half = save(tmp_path / "half.pth", model, AudioConfig(), LABELS, fp16_weights=True)
     assert half.stat().st_size < 0.6 * full.stat().st_size
     raw = torch.load(half, weights_only=True)
     assert raw["weights_dtype"] == "float16" and raw["state_dict"]["head.weight"].dtype == torch.float16
     assert raw["state_dict"]["head_norm.num_batches_tracked"].dtype == torch.long
-    loaded, pkg = load_model(half)
+    loaded, _ = load_model(half)
     assert all(v.dtype == torch.float32 for v in loaded.state_dict().values() if v.is_floating_point())
     torch.testing.assert_close(outputs(loaded), outputs(model), atol=2e-2, rtol=0)
 
@@ -301,11 +309,10 @@ def test_info_tool_prints_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureF
     model = tiny_model(bidirectional=False)
     history = {"epoch": [1, 2, 3], "train_loss": [9.0, 7.0, 6.0], "val_loss": [8.0, 6.5, 6.6],
                "wer": [60.0, 40.5, 45.0], "cer": [30.0, 20.25, 22.0], "lr": [1e-3, 1e-3, 1e-3]}
-    path = save_checkpoint(tmp_path / "m.pth", model, AudioConfig(), LABELS, epoch=3, step=30, history=history,
-                           optimizer={"state": {}, "param_groups": []}, half=True)
+    path = save(tmp_path / "m.pth", model, AudioConfig(), LABELS, epoch=3, step=30, history=history,
+                           optimizer={"state": {}, "param_groups": []}, fp16_weights=True)
     assert model_module.main(["--model-path", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "deepspeech-ctc version 1" in out
     assert "DeepSpeech 2 (ds2): 2 x 8 unidirectional GRU, conv channels 4, lookahead context 3" in out
     assert f"parameters:    {count_parameters(model):,}" in out
     assert repr("".join(LABELS)) in out and "sample_rate=16000" in out
@@ -317,10 +324,10 @@ def test_info_tool_prints_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_info_tool_reads_a_list_of_epochs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     history = [{"epoch": 1, "wer": 50.0, "cer": 25.0}, {"epoch": 2, "wer": 30.0, "cer": 15.0}]
-    path = save_checkpoint(tmp_path / "m.pth", tiny_model(), AudioConfig(), LABELS, history=history)
+    path = save(tmp_path / "m.pth", tiny_model(), AudioConfig(), LABELS, epoch=2, history=history)
     assert model_module.main(["--model-path", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "epochs:        2\n" in out and "last:          WER 30.000  CER 15.000  (epoch 2)" in out
+    assert "epochs:        2 (step 0)\n" in out and "last:          WER 30.000  CER 15.000  (epoch 2)" in out
     assert "training state: none (inference only)" in out
 
 
@@ -349,20 +356,18 @@ def test_info_tool_runs_as_a_script(saved: tuple[Path, nn.Module]) -> None:
 
 def test_export_strips_training_state_and_halves_weights(tmp_path, capsys):
     import model as model_cli
-    from data.data_loader import AudioConfig, LABELS
-    from model import ModelConfig, build_model
-    from utils import load_checkpoint, load_model, save_checkpoint
 
     cfg = ModelConfig(hidden_size=16, hidden_layers=1, conv_channels=4)
     net = build_model(cfg).eval()
     opt = torch.optim.AdamW(net.parameters())
     src = tmp_path / "last.pth"
-    save_checkpoint(src, net, AudioConfig(), list(LABELS), optimizer=opt.state_dict(), epoch=3,
+    save(src, net, AudioConfig(), list(LABELS), optimizer=opt.state_dict(), epoch=3,
                     history={"epoch": [1, 2, 3], "wer": [90.0, 80.0, 70.0]})
     out = tmp_path / "release.pth"
-    assert model_cli.main(["--model-path", str(src), "--export", str(out), "--half"]) == 0
+    assert model_cli.main(["--model-path", str(src), "--export", str(out), "--fp16-weights"]) == 0
     pkg = load_checkpoint(out)
-    assert "optimizer" not in pkg and pkg["epoch"] == 3 and pkg["history"]["wer"][-1] == 70.0
+    assert pkg.training.optimizer is None and pkg.training.epoch == 3 and pkg.training.history["wer"][-1] == 70.0
+    assert pkg.weights_dtype == "float16"
     assert out.stat().st_size < src.stat().st_size
     exported, _ = load_model(out)
     x, lengths = torch.randn(2, 1, 161, 50), torch.tensor([50, 30])
@@ -370,5 +375,24 @@ def test_export_strips_training_state_and_halves_weights(tmp_path, capsys):
         a, _ = net(x, lengths)
         b, _ = exported(x, lengths)
     assert torch.allclose(a, b, atol=0.05)
-    assert model_cli.main(["--model-path", str(src), "--half"]) == 2
-    assert "--half applies to --export" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        model_cli.main(["--model-path", str(src), "--fp16-weights"])
+    assert "--fp16-weights applies to --export" in capsys.readouterr().err
+
+
+def test_format_1_files_still_load(tmp_path: Path) -> None:
+    """Format 1 kept the training keys at the top level and normalize as a bool."""
+    model = tiny_model()
+    path = save(tmp_path / "v2.pth", model, epoch=4, step=40, history={"epoch": [4], "wer": [33.0]},
+                optimizer={"state": {}, "param_groups": []})
+    raw = torch.load(path, weights_only=True)
+    training = raw.pop("training")
+    raw.update(format_version=1, **training)
+    raw["audio_config"]["normalize"] = True
+    del raw["audio_config"]["feature_mean"], raw["audio_config"]["feature_std"]
+    torch.save(raw, tmp_path / "v1.pth")
+    loaded, ckpt = load_model(tmp_path / "v1.pth")
+    assert ckpt.training.epoch == 4 and ckpt.training.history["wer"] == [33.0]
+    assert ckpt.training.optimizer == {"state": {}, "param_groups": []}
+    assert ckpt.audio_config == AudioConfig()
+    assert torch.equal(outputs(loaded), outputs(model))

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import write_tone
 
+import inference
 import test as evaluate_cli  # the project's test.py, not the standard library's test package
 import train
 import transcribe
-from conftest import write_tone
-from data.data_loader import AudioConfig, read_manifest, write_manifest
+from data.audio import AudioConfig
+from data.manifest import read_manifest, write_manifest
 from decoder import load_outputs
 
 
@@ -57,19 +59,19 @@ def test_test_py_greedy_numbers_match_a_manual_evaluation(trained, capsys):
     """The reported WER is corpus-level: total word edits over total reference words."""
     import Levenshtein
 
-    from utils import load_model
-    from data.data_loader import load_audio, spectrogram
+    from checkpoint import load_model
+    from data.audio import load_audio, spectrogram
     from decoder import GreedyDecoder
 
     model_path, manifest = trained
     model, pkg = load_model(model_path)
-    cfg = AudioConfig.from_dict(pkg["audio_config"])
+    cfg = pkg.audio_config
     edits = words = 0
-    for wav, txt in read_manifest(manifest):
-        spect = spectrogram(load_audio(wav, cfg.sample_rate), cfg)
+    for wav, txt, _ in read_manifest(manifest):
+        spect = torch.from_numpy(spectrogram(load_audio(wav, cfg.sample_rate), cfg))
         with torch.no_grad():
             lp, lens = model(spect[None, None], torch.tensor([spect.shape[1]]))
-        hyp = GreedyDecoder(pkg["labels"]).decode(lp, lens)[0][0].text
+        hyp = GreedyDecoder(pkg.labels).decode(lp, lens)[0][0].text
         ref = txt.read_text().strip()
         edits += Levenshtein.distance(ref.split(), hyp.split())
         words += len(ref.split())
@@ -179,21 +181,21 @@ def test_chunk_bounds_cut_at_silence_and_cover_the_audio():
     rng = np.random.default_rng(0)
     audio = rng.standard_normal(16000 * 70).astype(np.float32)
     audio[16000 * 27: 16000 * 27 + 800] = 0.0  # a silent 50 ms inside the first chunk's last quarter
-    bounds = transcribe.chunk_bounds(audio, cfg, 30.0)
+    bounds = inference.chunk_bounds(audio, cfg.sample_rate, 30.0)
     assert bounds[0][0] == 0 and bounds[-1][1] == len(audio)
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert 16000 * 27 <= bounds[0][1] <= 16000 * 27 + 800
     assert all(e - s <= 30 * 16000 for s, e in bounds)
-    assert transcribe.chunk_bounds(audio[:16000], cfg, 30.0) == [(0, 16000)]
-    assert transcribe.chunk_bounds(audio, cfg, 0) == [(0, len(audio))]
+    assert inference.chunk_bounds(audio[:16000], cfg.sample_rate, 30.0) == [(0, 16000)]
+    assert inference.chunk_bounds(audio, cfg.sample_rate, 0) == [(0, len(audio))]
 
 
 def test_long_audio_is_transcribed_in_chunks_with_bounded_memory(trained, monkeypatch):
-    from utils import load_model
+    from checkpoint import load_model
     from decoder import GreedyDecoder
 
     model, pkg = load_model(trained[0])
-    cfg = AudioConfig.from_dict(pkg["audio_config"])
+    cfg = pkg.audio_config
     audio = np.tile(sf.read(read_manifest(trained[1])[5][0], dtype="float32")[0], 70)  # ~77 s
     seen = []
     real_forward = model.forward
@@ -203,8 +205,8 @@ def test_long_audio_is_transcribed_in_chunks_with_bounded_memory(trained, monkey
         return real_forward(x, lengths)
 
     monkeypatch.setattr(model, "forward", spy)
-    result = transcribe.transcribe_audio(model, GreedyDecoder(pkg["labels"]), audio, cfg, torch.device("cpu"),
-                                         chunk_seconds=20.0)
+    recognizer = inference.TorchRecognizer(model, cfg, pkg.labels)
+    result = inference.transcribe_audio(recognizer, GreedyDecoder(pkg.labels), audio, chunk_seconds=20.0)
     # chunks end in the last quarter of each 20 s window: 15-20 s each
     assert max(seen) <= 20 * 100 + 1 and min(seen[:-1]) >= 15 * 100
     assert sum(seen) == pytest.approx(len(audio) / 160, abs=len(seen))
@@ -218,7 +220,7 @@ def test_real_an4_clips_including_8khz_stereo(trained, an4_dir, tmp_path, capsys
     from scipy.signal import resample_poly
 
     model, _ = trained
-    clips = [wav for wav, _ in read_manifest(an4_dir / "an4_test_manifest.csv")[:3]]
+    clips = [wav for wav, *_ in read_manifest(an4_dir / "an4_test_manifest.csv")[:3]]
     audio, sr = sf.read(clips[0])
     assert sr == 16000
     stereo = tmp_path / "an4_8k_stereo.wav"

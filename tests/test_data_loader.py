@@ -12,29 +12,13 @@ import pytest
 import scipy.signal
 import soundfile as sf
 import torch
-
 from conftest import write_tone
+
+from data.audio import AudioConfig, AudioError, load_audio, spectrogram
 from data.augment import AugmentConfig
-from data.data_loader import (
-    LABELS,
-    AudioConfig,
-    AudioDataLoader,
-    AudioError,
-    Batch,
-    BucketingSampler,
-    DistributedBucketingSampler,
-    ManifestError,
-    SpectrogramDataset,
-    TranscriptError,
-    collate,
-    ids_to_text,
-    load_audio,
-    load_labels,
-    read_manifest,
-    spectrogram,
-    text_to_ids,
-    write_manifest,
-)
+from data.data_loader import AudioDataLoader, Batch, BucketingSampler, DistributedBucketingSampler, SpectrogramDataset, collate
+from data.manifest import ManifestError, read_manifest, write_manifest
+from data.text import LABELS, TranscriptError, ids_to_text, load_labels, text_to_ids
 
 SR = 16000
 
@@ -72,20 +56,45 @@ def test_spectrogram_shape(n_samples: int) -> None:
     cfg = AudioConfig()
     spect = spectrogram(np.random.default_rng(0).standard_normal(n_samples).astype(np.float32), cfg)
     assert spect.shape == (161, 1 + n_samples // 160) == (cfg.n_freq, cfg.n_frames(n_samples))
-    assert spect.dtype == torch.float32
+    assert spect.dtype == np.float32
 
 
 @pytest.mark.parametrize("normalize", [True, False])
 def test_spectrogram_values_match_numpy_reference(normalize: bool) -> None:
     x = (0.3 * np.random.default_rng(1).standard_normal(12345)).astype(np.float32)
     x[:2000] += 0.5 * np.sin(2 * np.pi * 440 * np.arange(2000) / SR).astype(np.float32)
-    spect = spectrogram(x, AudioConfig(normalize=normalize)).double().numpy()
+    spect = spectrogram(x, AudioConfig(normalize='utterance' if normalize else 'none')).astype(np.float64)
     np.testing.assert_allclose(spect, reference_spectrogram(x, normalize=normalize), atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("window", ["hamming", "hann", "blackman", "bartlett"])
+def test_windows_are_torch_periodic_windows(window: str) -> None:
+    from data.audio import _window
+
+    expected = getattr(torch, f"{window}_window")(320, periodic=True, dtype=torch.float64).numpy()
+    np.testing.assert_allclose(_window(AudioConfig(window=window)), expected, atol=1e-6)
+
+
+def test_global_normalisation_and_old_bool_field() -> None:
+    from data.audio import with_feature_stats
+
+    x = np.random.default_rng(3).standard_normal(4000).astype(np.float32)
+    raw = spectrogram(x, AudioConfig(normalize="none"))
+    mean, std = raw.mean(axis=1), raw.std(axis=1)
+    cfg = with_feature_stats(AudioConfig(normalize="none"), mean, std)
+    assert cfg.normalize == "global" and len(cfg.feature_mean) == 161
+    np.testing.assert_allclose(spectrogram(x, cfg), (raw - mean[:, None]) / std[:, None], atol=1e-5)
+    assert AudioConfig.from_dict(cfg.to_dict()) == cfg  # survives a checkpoint round trip
+    assert AudioConfig(normalize=True).normalize == "utterance" and AudioConfig(normalize=False).normalize == "none"
+    with pytest.raises(ValueError, match="feature_mean"):
+        AudioConfig(normalize="global")
+    with pytest.raises(ValueError, match="only used"):
+        AudioConfig(feature_mean=(0.0,) * 161, feature_std=(1.0,) * 161)
 
 
 def test_spectrogram_pads_with_zeros_not_reflection() -> None:
     x = np.ones(3200, dtype=np.float32)
-    spect = spectrogram(x, AudioConfig(normalize=False))
+    spect = spectrogram(x, AudioConfig(normalize='none'))
     window = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(320) / 320)
     # Frame 0 sees 160 zeros then 160 ones: its DC bin is the sum of the window's second half.
     assert spect[0, 0].item() == pytest.approx(math.log1p(window[160:].sum()), rel=1e-5)
@@ -96,7 +105,7 @@ def test_spectrogram_normalisation_and_other_configs() -> None:
     x = np.random.default_rng(2).standard_normal(8000).astype(np.float32)
     spect = spectrogram(x)
     assert spect.mean().item() == pytest.approx(0.0, abs=1e-5)
-    assert spect.std().item() == pytest.approx(1.0, abs=1e-5)
+    assert spect.std(ddof=1) == pytest.approx(1.0, abs=1e-5)
     cfg = AudioConfig(sample_rate=8000, window_size=0.025, window_stride=0.01, window="hann")
     assert (cfg.n_fft, cfg.hop_length, cfg.n_freq) == (200, 80, 101)
     assert spectrogram(x, cfg).shape == (101, 1 + 8000 // 80)
@@ -190,7 +199,7 @@ def test_bad_audio_raises_naming_the_file(tmp_path: Path, kind: str) -> None:
 
 def test_manifest_round_trip_and_moving_the_folder(tiny_dataset: Path, tmp_path: Path) -> None:
     rows = read_manifest(tiny_dataset)
-    assert len(rows) == 6 and all(w.is_absolute() and w.is_file() and t.is_file() for w, t in rows)
+    assert len(rows) == 6 and all(w.is_absolute() and w.is_file() and t.is_file() and d is None for w, t, d in rows)
     text = tiny_dataset.read_text()
     assert str(tmp_path) not in text and text.splitlines()[0] == "wav/u0.wav,txt/u0.txt"
     copy = tmp_path / "again.csv"
@@ -200,8 +209,8 @@ def test_manifest_round_trip_and_moving_the_folder(tiny_dataset: Path, tmp_path:
     shutil.copytree(tmp_path, moved)
     try:
         moved_rows = read_manifest(moved / "manifest.csv")
-        assert [w.name for w, _ in moved_rows] == [w.name for w, _ in rows]
-        assert all(w.is_relative_to(moved) and w.is_file() for w, _ in moved_rows)
+        assert [w.name for w, *_ in moved_rows] == [w.name for w, *_ in rows]
+        assert all(w.is_relative_to(moved) and w.is_file() for w, *_ in moved_rows)
         assert len(SpectrogramDataset(moved / "manifest.csv")) == 6
     finally:
         shutil.rmtree(moved)
@@ -211,20 +220,36 @@ def test_absolute_path_manifest_from_deepspeech_pytorch_v2(tiny_dataset: Path, t
     rows = read_manifest(tiny_dataset)
     legacy = tmp_path / "elsewhere" / "legacy.csv"
     legacy.parent.mkdir()
-    legacy.write_text("".join(f"{w},{t}\n" for w, t in rows) + "\n")  # trailing blank line is fine
+    legacy.write_text("".join(f"{w},{t}\n" for w, t, _ in rows) + "\n")  # trailing blank line is fine
     assert read_manifest(legacy) == rows
     assert SpectrogramDataset(legacy).texts == ["A", "AB", "YES", "NO", "HELLO", "GO UP"]
 
 
-@pytest.mark.parametrize("bad_row", ["wav/u0.wav", "wav/u0.wav,txt/u0.txt,extra", "wav/u0.wav,", ",txt/u0.txt"])
-def test_bad_manifest_rows_raise_with_file_and_line(tiny_dataset: Path, bad_row: str) -> None:
+@pytest.mark.parametrize("bad_row, message", [
+    ("wav/u0.wav", "expected"), ("wav/u0.wav,txt/u0.txt,2.0,extra", "expected"), ("wav/u0.wav,", "expected"),
+    (",txt/u0.txt", "expected"), ("wav/u0.wav,txt/u0.txt,soon", "duration"), ("wav/u0.wav,txt/u0.txt,-1", "duration"),
+    ("wav/u0.wav,txt/u0.txt,nan", "duration"),
+])
+def test_bad_manifest_rows_raise_with_file_and_line(tiny_dataset: Path, bad_row: str, message: str) -> None:
     lines = tiny_dataset.read_text().splitlines()
     lines.insert(2, bad_row)
     tiny_dataset.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ManifestError, match=f"{tiny_dataset}:3: expected"):
+    with pytest.raises(ManifestError, match=f"{tiny_dataset}:3: {message}"):
         read_manifest(tiny_dataset)
     with pytest.raises(ManifestError):
         SpectrogramDataset(tiny_dataset, on_error="skip")  # a broken manifest is never skipped
+
+
+def test_duration_column_is_used_without_opening_the_audio(tiny_dataset: Path, tmp_path: Path) -> None:
+    rows = read_manifest(tiny_dataset)
+    with_durations = tmp_path / "with_durations.csv"
+    write_manifest(with_durations, [(w, t, 1.25) for w, t, _ in rows])
+    assert tiny_dataset.read_text().splitlines()[0].count(",") == 1
+    assert with_durations.read_text().splitlines()[0].endswith(",1.2500")
+    for w, _, _ in rows:
+        w.unlink()  # nothing reads the audio at construction when the manifest has durations
+    ds = SpectrogramDataset(with_durations)
+    assert ds.durations == [1.25] * 6 and ds.n_samples == [20000] * 6
 
 
 def test_missing_manifest(tmp_path: Path) -> None:
@@ -279,7 +304,7 @@ def test_dataset_items(tiny_dataset: Path) -> None:
     spect, ids, path, text = ds[5]
     assert spect.shape == (161, ds.n_frames[5]) and spect.dtype == torch.float32
     assert ids == text_to_ids("GO UP", LABELS) and text == "GO UP" and path.endswith("u5.wav")
-    assert torch.equal(spect, spectrogram(load_audio(path)))
+    assert torch.equal(spect, torch.from_numpy(spectrogram(load_audio(path))))
     assert torch.equal(ds[-1][0], spect)
     with pytest.raises(IndexError):
         ds[6]

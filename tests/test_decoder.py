@@ -14,14 +14,14 @@ import torch
 
 import decoder as dec
 from data.build_lm import KneserNeyModel
-from data.data_loader import LABELS
+from data.text import LABELS
 from decoder import (
     BeamCTCDecoder,
+    DecoderConfig,
     DecoderError,
     ErrorRate,
     GreedyDecoder,
     Hypothesis,
-    add_decoder_args,
     char_errors,
     load_outputs,
     make_decoder,
@@ -265,7 +265,9 @@ def test_error_rate_with_empty_references() -> None:
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    return add_decoder_args(argparse.ArgumentParser()).parse_args(list(argv))
+    parser = argparse.ArgumentParser()
+    DecoderConfig.add_args(parser)
+    return DecoderConfig.from_args(parser.parse_args(list(argv)))
 
 
 @requires_flashlight

@@ -1,6 +1,7 @@
 """data/build_lm.py (Kneser-Ney ARPA LMs) and search_lm_params.py (alpha/beta tuning)."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from arpa_oracle import ArpaLM
 
 import search_lm_params
 from data import build_lm
-from data.build_lm import ArpaLM, KneserNeyModel, adjusted_counts, count_ngrams, discounts
-from data.data_loader import LABELS, write_manifest
+from data.build_lm import KneserNeyModel, adjusted_counts, count_ngrams, discounts
+from data.manifest import write_manifest
+from data.text import LABELS
 from decoder import save_outputs
 
 L = list(LABELS)
@@ -218,15 +221,13 @@ def test_search_lm_params_finds_the_known_best(tmp_path: Path, capsys: pytest.Ca
     assert report["n_utterances"] == 2
     assert f"Best: alpha {1.6 / delta:.4g}  beta 0" in capsys.readouterr().out
     # --save-defaults: the tuned pair becomes the LM's default in make_decoder
-    import argparse
-
-    from decoder import add_decoder_args, make_decoder
+    from decoder import make_decoder
 
     assert json.loads((tmp_path / "lm.json").read_text())["alpha"] == pytest.approx(1.6 / delta)
-    args = add_decoder_args(argparse.ArgumentParser()).parse_args(["--decoder", "beam", "--lm-path", str(lm_path)])
+    args = parse_decoder_args(["--decoder", "beam", "--lm-path", str(lm_path)])
     with make_decoder(args, L) as decoder:
         assert decoder.alpha == pytest.approx(1.6 / delta) and decoder.beta == 0.0
-    args = add_decoder_args(argparse.ArgumentParser()).parse_args(
+    args = parse_decoder_args(
         ["--decoder", "beam", "--lm-path", str(lm_path), "--alpha", "0.3"])
     with make_decoder(args, L) as decoder:
         assert decoder.alpha == 0.3  # a flag given on the command line wins
@@ -271,3 +272,11 @@ def test_search_lm_params_lexicon_and_pruning_flags(tmp_path: Path) -> None:
     assert search_lm_params.main(argv + ["--lexicon", str(lexicon)]) == 0
     report = json.loads(out.read_text())
     assert report["best"]["wer"] == pytest.approx(100 / 6) and report["lexicon"] == str(lexicon)
+
+
+def parse_decoder_args(argv: list[str]):
+    from decoder import DecoderConfig
+
+    parser = argparse.ArgumentParser()
+    DecoderConfig.add_args(parser)
+    return DecoderConfig.from_args(parser.parse_args(argv))

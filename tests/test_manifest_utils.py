@@ -8,7 +8,9 @@ import pytest
 from conftest import write_tone
 
 from data import utils
-from data.data_loader import audio_duration, read_manifest, read_transcript
+from data.audio import probe_audio
+from data.manifest import read_manifest
+from data.text import read_transcript
 
 
 def make_corpus(root: Path, items: dict[str, float], with_txt: bool = True) -> dict[str, Path]:
@@ -51,9 +53,9 @@ def test_create_sorted_relative_and_skips_missing_transcripts(tmp_path: Path, ca
     assert "1 wav files without a transcript" in err and "orphan.wav" in err
     assert "5 utterances" in out and "1 without transcript" in out
     rows = lines(out_path)
-    assert [Path(w).stem for w, _ in rows] == ["e", "a", "b", "d", "c"]  # by duration, ties by path
-    assert rows[0] == ["../corpus/wav/e.wav", "../corpus/txt/e.txt"]
-    for wav, txt in read_manifest(out_path):
+    assert [Path(w).stem for w, *_ in rows] == ["e", "a", "b", "d", "c"]  # by duration, ties by path
+    assert rows[0] == ["../corpus/wav/e.wav", "../corpus/txt/e.txt", "0.3000"]  # duration column
+    for wav, txt, _ in read_manifest(out_path):
         assert read_transcript(txt) == wav.stem.upper()
 
 
@@ -77,7 +79,7 @@ def test_create_flat_folder_and_nested_speakers(tmp_path: Path, capsys: pytest.C
     for folder, name in ((flat, "a"), (nested, "b")):
         rc, _, err = cli(capsys, "create", "--data-dir", folder, "--output-path", folder / "m.csv")
         assert rc == 0, err
-        [(wav, txt)] = read_manifest(folder / "m.csv")
+        [(wav, txt, _)] = read_manifest(folder / "m.csv")
         assert wav.stem == txt.stem == name and txt.is_file()
 
 
@@ -86,7 +88,7 @@ def test_create_absolute(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rc, _, _ = cli(capsys, "create", "--data-dir", tmp_path / "d", "--output-path", tmp_path / "m.csv", "--absolute")
     assert rc == 0
     rows = lines(tmp_path / "m.csv")
-    assert rows[0] == [str((tmp_path / "d/wav/a.wav").resolve()), str((tmp_path / "d/txt/a.txt").resolve())]
+    assert rows[0] == [str((tmp_path / "d/wav/a.wav").resolve()), str((tmp_path / "d/txt/a.txt").resolve()), "0.2000"]
     assert all(os.path.isabs(p) for row in rows for p in row)
 
 
@@ -95,7 +97,7 @@ def test_create_duration_bounds(tmp_path: Path, capsys: pytest.CaptureFixture) -
     rc, out, _ = cli(capsys, "create", "--data-dir", tmp_path / "d", "--output-path", tmp_path / "m.csv",
                      "--min-duration", "0.3", "--max-duration", "0.6")
     assert rc == 0 and "2 outside the duration range" in out
-    assert [w.stem for w, _ in read_manifest(tmp_path / "m.csv")] == ["b", "c"]
+    assert [w.stem for w, *_ in read_manifest(tmp_path / "m.csv")] == ["b", "c"]
     rc, _, err = cli(capsys, "create", "--data-dir", tmp_path / "d", "--output-path", tmp_path / "n.csv",
                      "--min-duration", "5")
     assert rc == 2 and "outside the duration range" in err and not (tmp_path / "n.csv").exists()
@@ -141,11 +143,11 @@ def test_merge_mixed_relative_and_v2_absolute(tmp_path: Path, capsys: pytest.Cap
     assert rc == 0, err
     assert "4 utterances" in out
     rows = lines(out_path)
-    assert [Path(w).stem for w, _ in rows] == ["a2", "b1", "a1", "b2"]
-    assert rows[0] == ["../../a/wav/a2.wav", "../../a/txt/a2.txt"]  # rewritten relative to the new manifest
+    assert [Path(w).stem for w, *_ in rows] == ["a2", "b1", "a1", "b2"]
+    assert rows[0] == ["../../a/wav/a2.wav", "../../a/txt/a2.txt", "0.2000"]  # rewritten relative to the new manifest
     merged = read_manifest(out_path)
-    assert {w.resolve() for w, _ in merged} == {p.resolve() for p in [*a.values(), *b.values()]}
-    durations = [audio_duration(w) for w, _ in merged]
+    assert {w.resolve() for w, *_ in merged} == {p.resolve() for p in [*a.values(), *b.values()]}
+    durations = [probe_audio(w).duration for w, *_ in merged]
     assert durations == sorted(durations)
 
     rc, _, _ = cli(capsys, "merge", "--manifests", tmp_path / "a" / "a.csv", tmp_path / "b" / "b.csv",
@@ -153,7 +155,7 @@ def test_merge_mixed_relative_and_v2_absolute(tmp_path: Path, capsys: pytest.Cap
                    "--max-duration", "0.7")
     assert rc == 0
     rows = lines(tmp_path / "abs.csv")
-    assert [Path(w).stem for w, _ in rows] == ["b1", "a1"]
+    assert [Path(w).stem for w, *_ in rows] == ["b1", "a1"]
     assert all(os.path.isabs(p) for row in rows for p in row)
 
 
@@ -162,7 +164,7 @@ def test_merge_drops_duplicates(tiny_dataset: Path, tmp_path: Path, capsys: pyte
     utils.merge_manifests([tiny_dataset], copy, relative=False)  # same rows, absolute, other folder
     rc, out, _ = cli(capsys, "merge", "--manifests", tiny_dataset, copy, "--output-path", tmp_path / "m.csv")
     assert rc == 0 and "6 utterances" in out and "6 duplicates" in out
-    assert read_manifest(tmp_path / "m.csv") == read_manifest(tiny_dataset)
+    assert [r[:2] for r in read_manifest(tmp_path / "m.csv")] == [r[:2] for r in read_manifest(tiny_dataset)]
 
 
 @pytest.mark.parametrize("case", ["missing_manifest", "missing_wav", "bad_row", "all_pruned"])
@@ -198,4 +200,4 @@ def test_cli_runs_as_a_script(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert lines(tmp_path / "m.csv") == [["d/wav/a.wav", "d/txt/a.txt"]]
+    assert lines(tmp_path / "m.csv") == [["d/wav/a.wav", "d/txt/a.txt", "0.2000"]]

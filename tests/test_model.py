@@ -23,6 +23,7 @@ from model import (
     forward_flops,
     reverse_index,
 )
+from utils import dataclass_from_dict
 
 COMBOS = list(itertools.product(["ds2", "ds1"], [True, False], ["rnn", "gru", "lstm"]))
 COMBO_IDS = [f"{a}-{'bi' if b else 'uni'}-{r}" for a, b, r in COMBOS]
@@ -106,14 +107,11 @@ def test_ds2_sizes_follow_the_conv_constants() -> None:
 
 
 def test_frame_shift() -> None:
-    from data.data_loader import AudioConfig
-
-    audio = AudioConfig()
-    assert build_model(tiny_cfg("ds2")).frame_shift(audio) == pytest.approx(0.02)
-    assert build_model(tiny_cfg("ds1")).frame_shift(audio) == pytest.approx(0.01)
-    assert build_model(tiny_cfg("ds1", ds1_stride=2)).frame_shift(audio) == pytest.approx(0.02)
-    assert build_model(tiny_cfg("ds2")).frame_shift(AudioConfig(window_stride=0.02, window_size=0.04)) \
-        == pytest.approx(0.04)
+    hop = 0.01  # seconds between input frames
+    assert build_model(tiny_cfg("ds2")).frame_shift(hop) == pytest.approx(0.02)
+    assert build_model(tiny_cfg("ds1")).frame_shift(hop) == pytest.approx(0.01)
+    assert build_model(tiny_cfg("ds1", ds1_stride=2)).frame_shift(hop) == pytest.approx(0.02)
+    assert build_model(tiny_cfg("ds2")).frame_shift(0.02) == pytest.approx(0.04)
 
 
 def test_build_model_picks_the_architecture() -> None:
@@ -131,7 +129,7 @@ def test_config_is_plain_data_and_round_trips() -> None:
     cfg = tiny_cfg("ds1", dropout=0.1)
     d = asdict(cfg)
     assert json.loads(json.dumps(d)) == d
-    assert ModelConfig.from_dict(d) == cfg
+    assert dataclass_from_dict(ModelConfig, d) == cfg
     assert ModelConfig(dropout=0).dropout == 0.0
 
 
@@ -147,7 +145,7 @@ def test_config_rejects_bad_values(field: str, value: object) -> None:
 
 def test_config_from_dict_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError, match="unknown ModelConfig fields.*nb_layers"):
-        ModelConfig.from_dict({**asdict(ModelConfig()), "nb_layers": 5})
+        dataclass_from_dict(ModelConfig, {**asdict(ModelConfig()), "nb_layers": 5})
 
 
 # ---------------------------------------------------------------------------- padding
@@ -229,7 +227,7 @@ def test_masked_batch_norm_1d_uses_valid_frames_only(momentum: float | None) -> 
     plain.load_state_dict(masked.state_dict())
     lengths = torch.tensor([7, 3, 5])
     mask = (torch.arange(7)[:, None] < lengths[None, :])  # (T, B)
-    for step in range(2):
+    for _ in range(2):
         x = (torch.randn(7, 3, 6) * 3 + 1).requires_grad_()
         x.data[~mask] = 1e3  # padding garbage that would wreck the statistics
         y = masked(x, mask)
@@ -475,17 +473,17 @@ def test_channels_last_input_gives_the_same_output():
 
 
 def test_bench_inference_runs(tmp_path, capsys):
+    import importlib
     import json
 
-    from data.data_loader import LABELS, AudioConfig
+    from checkpoint import Checkpoint, save_checkpoint
+    from data.audio import AudioConfig
+    from data.text import LABELS
     from model import ModelConfig, build_model
-    from utils import save_checkpoint
-
-    import importlib
 
     path = tmp_path / "m.pth"
-    save_checkpoint(path, build_model(ModelConfig(hidden_size=8, hidden_layers=1, conv_channels=4)), AudioConfig(),
-                    list(LABELS))
+    model = build_model(ModelConfig(hidden_size=8, hidden_layers=1, conv_channels=4))
+    save_checkpoint(path, Checkpoint.from_model(model, AudioConfig(), LABELS))
     bench = importlib.import_module("bench.bench_inference")
     assert bench.main(["--model-path", str(path), "--runs", "1", "--frames", "50", "--threads", "1"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
+from conftest import REPO
 
 import transcribe
-from conftest import REPO
 
 MODEL = REPO / "models" / "an4.pth"
 LM = REPO / "models" / "an4_3gram.arpa"

@@ -1,6 +1,7 @@
 """train.py end to end on tiny generated data: every flag, exact resume, checkpoints, DDP, plots."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,38 +13,50 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from conftest import REPO, write_tone
 
 import train
-from conftest import REPO, write_tone
-from utils import load_checkpoint
+from checkpoint import load_checkpoint
 
 TINY = ["--hidden-size", "8", "--hidden-layers", "1", "--conv-channels", "4", "--batch-size", "3", "--silent"]
 
 
 def run_train(manifest: Path, out: Path, *extra: str) -> int:
+    tiny = [a for a in TINY if a not in ("--conv-channels", "4")] if "ds1" in extra else TINY
     argv = [
         "--train-manifest", str(manifest), "--val-manifest", str(manifest),
-        "--save-folder", str(out), "--model-path", str(out / "best.pth"), *TINY, *extra,
+        "--save-folder", str(out), "--model-path", str(out / "best.pth"), *tiny, *extra,
     ]
     return train.main(argv)
 
 
+def load_flat(path: Path) -> dict:
+    """A checkpoint as one dict: its configs, labels and weights beside its training-state fields."""
+    ckpt = load_checkpoint(path)
+    flat = {"model_config": dataclasses.asdict(ckpt.model_config), "audio_config": ckpt.audio_config.to_dict(),
+            "labels": ckpt.labels, "state_dict": ckpt.state_dict}
+    if ckpt.training is not None:
+        flat.update(ckpt.training.to_dict())
+    return flat
+
+
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["state_dict"]
+    return load_flat(path)["state_dict"]
 
 
 def test_trains_writes_best_model_checkpoints_and_curves(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     assert run_train(tiny_dataset, out, "--epochs", "2", "--checkpoint") == 0
-    best = load_checkpoint(out / "best.pth")
+    best = load_flat(out / "best.pth")
     assert best["labels"] == list("_'ABCDEFGHIJKLMNOPQRSTUVWXYZ ")
     assert best["model_config"]["hidden_size"] == 8
     assert "optimizer" not in best  # the best model holds no training state
     for name in ("deepspeech_1.pth", "deepspeech_2.pth", "deepspeech_last.pth"):
         pkg = torch.load(out / name, weights_only=True)
-        assert {"optimizer", "scheduler", "sampler", "rng", "history", "args"} <= pkg.keys()
-    last = load_checkpoint(out / "deepspeech_last.pth")
+        assert {"optimizer", "scheduler", "sampler", "rng", "history", "args"} <= pkg["training"].keys()
+    last = load_flat(out / "deepspeech_last.pth")
     assert last["epoch"] == 2 and last["history"]["epoch"] == [1, 2]
     assert all(np.isfinite(last["history"]["train_loss"]))
     assert last["args"]["epochs"] == 2  # the effective configuration is stored
@@ -70,11 +83,11 @@ def test_resume_is_exact(tiny_dataset, tmp_path):
              str(noise.parent), "--noise-prob", "1.0", "--lr-schedule", "onecycle"]
     assert run_train(tiny_dataset, tmp_path / "a", *flags) == 0
     assert run_train(tiny_dataset, tmp_path / "b", *flags, "--stop-after-epoch", "1") == 0
-    assert load_checkpoint(tmp_path / "b" / "deepspeech_last.pth")["epoch"] == 1
+    assert load_flat(tmp_path / "b" / "deepspeech_last.pth")["epoch"] == 1
     assert run_train(tiny_dataset, tmp_path / "b", *flags,
                      "--continue-from", str(tmp_path / "b" / "deepspeech_last.pth")) == 0
-    a = load_checkpoint(tmp_path / "a" / "deepspeech_last.pth")
-    b = load_checkpoint(tmp_path / "b" / "deepspeech_last.pth")
+    a = load_flat(tmp_path / "a" / "deepspeech_last.pth")
+    b = load_flat(tmp_path / "b" / "deepspeech_last.pth")
     assert a["history"] == b["history"]
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
@@ -88,7 +101,7 @@ def test_resume_mid_epoch_from_per_batch_checkpoint(tiny_dataset, tmp_path):
     assert run_train(tiny_dataset, tmp_path / "b", *flags, "--checkpoint-per-batch", "2") == 0
     mid = tmp_path / "b" / "deepspeech_checkpoint_epoch_2_iter_2.pth"
     assert mid.exists()
-    assert load_checkpoint(mid)["sampler"]["batches_done"] == 2
+    assert load_flat(mid)["sampler"]["batches_done"] == 2
     assert run_train(tiny_dataset, tmp_path / "c", *flags, "--continue-from", str(mid)) == 0
     a, c = weights(tmp_path / "a" / "deepspeech_last.pth"), weights(tmp_path / "c" / "deepspeech_last.pth")
     assert all(torch.equal(v, c[k]) for k, v in a.items())
@@ -98,7 +111,7 @@ def test_finetune_takes_weights_only(tiny_dataset, tmp_path):
     assert run_train(tiny_dataset, tmp_path / "a", "--epochs", "1") == 0
     assert run_train(tiny_dataset, tmp_path / "b", "--epochs", "1", "--finetune",
                      "--continue-from", str(tmp_path / "a" / "best.pth")) == 0
-    pkg = load_checkpoint(tmp_path / "b" / "deepspeech_last.pth")
+    pkg = load_flat(tmp_path / "b" / "deepspeech_last.pth")
     assert pkg["epoch"] == 1 and pkg["history"]["epoch"] == [1]
 
 
@@ -113,13 +126,13 @@ def test_continue_from_a_model_without_training_state_says_use_finetune(tiny_dat
     ["--arch", "ds1"],
     ["--rnn-type", "lstm"],
     ["--rnn-type", "rnn", "--no-bidirectional"],
-    ["--optim", "sgd", "--momentum", "0.5", "--learning-anneal", "1.1"],
+    ["--optim", "sgd", "--momentum", "0.5", "--lr-schedule", "anneal", "--learning-anneal", "1.1"],
     ["--amp"],
     ["--no-shuffle", "--no-sortaGrad", "--num-workers", "2"],
 ])
 def test_architectures_optimisers_and_modes_train(tiny_dataset, tmp_path, extra):
     assert run_train(tiny_dataset, tmp_path, "--epochs", "1", *extra) == 0
-    pkg = load_checkpoint(tmp_path / "deepspeech_last.pth")
+    pkg = load_flat(tmp_path / "deepspeech_last.pth")
     assert np.isfinite(pkg["history"]["train_loss"][0])
     for flag, key in (("--arch", "arch"), ("--rnn-type", "rnn_type")):
         if flag in extra:
@@ -131,10 +144,10 @@ def test_architectures_optimisers_and_modes_train(tiny_dataset, tmp_path, extra)
 def test_learning_rate_schedules(tiny_dataset, tmp_path):
     assert run_train(tiny_dataset, tmp_path / "a", "--epochs", "3", "--lr", "0.01",
                      "--lr-schedule", "anneal", "--learning-anneal", "2") == 0
-    lrs = load_checkpoint(tmp_path / "a" / "deepspeech_last.pth")["history"]["lr"]
+    lrs = load_flat(tmp_path / "a" / "deepspeech_last.pth")["history"]["lr"]
     assert lrs == pytest.approx([0.005, 0.0025, 0.00125])  # lr after each epoch's annealing
     assert run_train(tiny_dataset, tmp_path / "b", "--epochs", "2", "--lr", "0.01", "--lr-schedule", "cosine") == 0
-    lrs = load_checkpoint(tmp_path / "b" / "deepspeech_last.pth")["history"]["lr"]
+    lrs = load_flat(tmp_path / "b" / "deepspeech_last.pth")["history"]["lr"]
     assert lrs[0] == pytest.approx(0.01 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * 0.5))), rel=1e-6)
     assert lrs[1] == pytest.approx(0.0001)
 
@@ -160,7 +173,7 @@ def test_custom_labels(tiny_dataset, tmp_path):
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps(list("_ ABCDEFGHIJKLMNOPQRSTUVWXYZ'")))
     assert run_train(tiny_dataset, tmp_path, "--epochs", "1", "--labels-path", str(labels)) == 0
-    assert load_checkpoint(tmp_path / "best.pth")["labels"] == list("_ ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
+    assert load_flat(tmp_path / "best.pth")["labels"] == list("_ ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
 
 
 def test_transcript_outside_labels_is_skipped_and_counted(tiny_dataset, tmp_path, caplog):
@@ -172,7 +185,7 @@ def test_transcript_outside_labels_is_skipped_and_counted(tiny_dataset, tmp_path
 def test_utterance_too_short_for_transcript_is_skipped_and_counted(tiny_dataset, tmp_path):
     (tiny_dataset.parent / "txt" / "u0.txt").write_text("THIS IS FAR TOO LONG FOR FOUR TENTHS OF A SECOND\n")
     assert run_train(tiny_dataset, tmp_path, "--epochs", "1") == 0
-    counters = load_checkpoint(tmp_path / "deepspeech_last.pth")["counters"]
+    counters = load_flat(tmp_path / "deepspeech_last.pth")["counters"]
     assert counters["skipped_too_short"] >= 1
 
 
@@ -326,7 +339,7 @@ def test_sigterm_stops_cleanly_with_a_resumable_checkpoint(tiny_dataset, tmp_pat
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
-    pkg = load_checkpoint(out / "deepspeech_last.pth")
+    pkg = load_flat(out / "deepspeech_last.pth")
     assert pkg["epoch"] < 500 and "optimizer" in pkg
 
 
@@ -338,7 +351,7 @@ def test_ddp_two_processes_gloo(tiny_dataset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    pkg = load_checkpoint(out / "deepspeech_last.pth")
+    pkg = load_flat(out / "deepspeech_last.pth")
     assert pkg["epoch"] == 2
     assert pkg["sampler"]["epoch"] >= 1
     assert not any(k.startswith("module.") for k in pkg["state_dict"])
@@ -349,7 +362,7 @@ def test_ddp_two_processes_gloo(tiny_dataset, tmp_path):
 @pytest.mark.slow
 def test_tiny_model_overfits_real_an4_utterances(an4_dir, tmp_path):
     """The loop really learns: a small model memorises four real AN4 utterances."""
-    from data.data_loader import read_manifest, write_manifest
+    from data.manifest import read_manifest, write_manifest
 
     rows = read_manifest(an4_dir / "an4_train_manifest.csv")[:4]
     manifest = tmp_path / "four.csv"
@@ -359,16 +372,17 @@ def test_tiny_model_overfits_real_an4_utterances(an4_dir, tmp_path):
             "--hidden-layers", "2", "--conv-channels", "8", "--batch-size", "4", "--epochs", "120",
             "--lr", "3e-3", "--silent"]
     assert train.main(argv) == 0
-    pkg = load_checkpoint(tmp_path / "deepspeech_last.pth")
+    pkg = load_flat(tmp_path / "deepspeech_last.pth")
     assert min(pkg["history"]["cer"]) < 5.0, pkg["history"]["cer"][-5:]
 
 
 def test_audio_flags_are_stored_in_the_model(tiny_dataset, tmp_path):
     assert run_train(tiny_dataset, tmp_path, "--epochs", "1", "--sample-rate", "8000", "--window-size", "0.025",
                      "--window-stride", "0.0125", "--window", "hann") == 0
-    pkg = load_checkpoint(tmp_path / "best.pth")
+    pkg = load_flat(tmp_path / "best.pth")
     assert pkg["audio_config"] == {"sample_rate": 8000, "window_size": 0.025, "window_stride": 0.0125,
-                                   "window": "hann", "normalize": True}
+                                   "window": "hann", "normalize": "utterance", "feature_mean": None,
+                                   "feature_std": None}
     assert pkg["model_config"]["n_features"] == 101  # int(8000 * 0.025) // 2 + 1
 
 
@@ -380,14 +394,15 @@ def test_seed_weight_decay_and_max_norm(tiny_dataset, tmp_path):
     assert all(torch.equal(v, b[k]) for k, v in a.items())  # same seed: same run
     assert not all(torch.equal(v, c[k]) for k, v in a.items())
     assert run_train(tiny_dataset, tmp_path / "d", "--epochs", "1", "--weight-decay", "0.25") == 0
-    groups = load_checkpoint(tmp_path / "d" / "deepspeech_last.pth")["optimizer"]["param_groups"]
+    groups = load_flat(tmp_path / "d" / "deepspeech_last.pth")["optimizer"]["param_groups"]
     assert all(g["weight_decay"] == 0.25 for g in groups)
 
 
 def test_max_norm_clips_the_gradient(tiny_dataset, tmp_path):
     args = train.build_parser().parse_args(["--train-manifest", str(tiny_dataset), "--val-manifest",
                                             str(tiny_dataset), "--save-folder", str(tmp_path), "--max-norm",
-                                            "0.001", "--optim", "sgd", "--momentum", "0", "--lr", "1.0", "--lr-schedule", "anneal",
+                                            "0.001", "--optim", "sgd", "--momentum", "0", "--lr", "1.0",
+                                            "--lr-schedule", "anneal",
                                             "--weight-decay", "0", *TINY])
     trainer = train.Trainer(args)
     trainer.setup()
@@ -407,4 +422,85 @@ def test_warmup_steps_and_threads(tiny_dataset, tmp_path):
     finally:
         torch.set_num_threads(threads)
     # 2 batches in the epoch: after them the warm-up factor is (2 + 1) / 4
-    assert load_checkpoint(tmp_path / "deepspeech_last.pth")["history"]["lr"] == pytest.approx([0.0075])
+    assert load_flat(tmp_path / "deepspeech_last.pth")["history"]["lr"] == pytest.approx([0.0075])
+
+
+def test_resume_with_a_new_model_path_writes_the_best_model_there(tiny_dataset, tmp_path, caplog):
+    """No epoch after the resume beats the stored best: the best model must still be written to the
+    new --model-path, and every path the final log line names must exist."""
+    assert run_train(tiny_dataset, tmp_path / "a", "--epochs", "2", "--lr", "1e-3") == 0
+    first_best = load_flat(tmp_path / "a" / "best.pth")
+    new_path = tmp_path / "elsewhere" / "resumed_best.pth"
+    caplog.set_level("INFO", logger="deepspeech.train")
+    argv = ["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), "--save-folder",
+            str(tmp_path / "a"), "--model-path", str(new_path), *[a for a in TINY if a != "--silent"],
+            "--epochs", "3", "--lr", "1e-12", "--continue-from", str(tmp_path / "a" / "deepspeech_last.pth")]
+    assert train.main(argv) == 0
+    assert new_path.is_file()
+    best = load_flat(new_path)
+    assert best["best_wer"] == min(best["history"]["wer"])
+    if min(best["history"]["wer"]) == min(first_best["history"]["wer"]):  # no new best: the stored one
+        for k, v in first_best["state_dict"].items():
+            assert torch.equal(best["state_dict"][k], v), k
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("done:")]
+    assert done and str(new_path) in done[-1]
+    for token in done[-1].split():
+        if token.endswith(".pth") or token.endswith(".png"):
+            assert Path(token).exists(), token
+
+
+def test_undecodable_training_audio_is_skipped_and_counted(tiny_dataset, tmp_path, capsys):
+    """A WAV whose header is fine but whose samples cannot be decoded (or are NaN) does not stop training."""
+    from data.manifest import read_manifest
+
+    rows = read_manifest(tiny_dataset)
+    bad_nan = rows[1].wav
+    sf.write(bad_nan, np.full(8000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    truncated = rows[2].wav
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[:44] + b"\x00")  # header claims more samples than the file holds
+    assert run_train(tiny_dataset, tmp_path, "--epochs", "1", "--no-augment", "--no-spec-augment") == 0
+    counters = load_flat(tmp_path / "deepspeech_last.pth")["counters"]
+    assert counters["skipped_unreadable"] >= 1
+    assert np.isfinite(load_flat(tmp_path / "deepspeech_last.pth")["history"]["train_loss"][0])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--momentum", "0.5"], "--momentum applies to --optim sgd"),
+    (["--learning-anneal", "1.1"], "--learning-anneal applies to --lr-schedule anneal"),
+    (["--arch", "ds1", "--conv-channels", "8"], "--conv-channels applies to --arch ds2"),
+    (["--lookahead-context", "5"], "--lookahead-context applies to unidirectional"),
+    (["--ds1-context", "3"], "--ds1-context applies to --arch ds1"),
+    (["--visdom-port", "9000"], "--visdom-port applies with --visdom"),
+    (["--visdom-server", "http://x"], "--visdom-server applies with --visdom"),
+    (["--log-dir", "runs/tb"], "--log-dir applies with --tensorboard"),
+    (["--threads", "0"], "--threads"),
+    (["--stop-after-epoch", "0"], "--stop-after-epoch"),
+])
+def test_flags_that_would_do_nothing_are_refused(tiny_dataset, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        train.main(["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_help_keeps_examples_and_prints_each_default_once():
+    text = train.build_parser().format_help()
+    assert "    python train.py --cuda --amp" in text  # the description keeps its line breaks
+    import re
+
+    assert text.count("(default: onecycle)") == 1
+    assert not re.search(r"\(default: [^)]*\)\s*\(default:", text)
+
+
+def test_progress_is_plain_lines_when_not_a_terminal(tiny_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "train.py", "--train-manifest", str(tiny_dataset), "--val-manifest",
+                             str(tiny_dataset), "--save-folder", str(tmp_path), "--model-path",
+                             str(tmp_path / "m.pth"), *[a for a in TINY if a != "--silent"], "--epochs", "1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and "epoch 1/1" in result.stderr

@@ -1,0 +1,231 @@
+"""Running a trained model: the inference flags, loading a recognizer, transcribing audio
+and evaluating on a manifest.
+
+This module imports no PyTorch at load time: :class:`TorchRecognizer` and :func:`evaluate`
+import it when used, so a deployment that runs an exported model needs no torch.
+
+* :class:`InferenceConfig` owns the flags test.py, transcribe.py and the server share.
+* :func:`load_recognizer` returns a :class:`Recognizer`: audio config, labels, frame
+  shift, and ``log_probs(features)`` from spectrograms.
+* :func:`transcribe_audio` turns a waveform into text and word times (long audio in
+  chunks cut at quiet points).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from data.audio import AudioConfig, spectrogram
+
+DEFAULT_MODEL = "models/an4.pth"
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Which model and how to run it."""
+
+    model_path: Path = Path(DEFAULT_MODEL)
+    cuda: bool = False
+    amp: bool = False  # autocast: fp16 on CUDA, bf16 on CPU
+    threads: int | None = None  # torch CPU threads
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
+        g = parser.add_argument_group("model")
+        g.add_argument("--model-path", type=Path, default=Path(default_model), help="checkpoint written by train.py")
+        g.add_argument("--cuda", action="store_true", help="run on the GPU")
+        g.add_argument("--amp", "--half", dest="amp", action="store_true",
+                       help="reduced-precision compute: fp16 autocast on CUDA, bf16 autocast on CPU "
+                            "(--half is deepspeech.pytorch's name for it)")
+        g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "InferenceConfig":
+        if args.threads is not None and args.threads < 1:
+            raise ValueError("--threads must be >= 1")
+        return cls(Path(args.model_path), args.cuda, args.amp, args.threads)
+
+
+class Recognizer:
+    """An acoustic model ready for inference, whatever runs it."""
+
+    audio_config: AudioConfig
+    labels: list[str]
+    frame_shift: float  # seconds per output frame
+    info: dict  # plain data about the model, for ``_meta`` in outputs
+
+    def log_probs(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(F, T_i) spectrograms -> (T_i', C) float32 log-probabilities, one per input."""
+        raise NotImplementedError
+
+
+class TorchRecognizer(Recognizer):
+    """A PyTorch acoustic model (:meth:`load` reads a checkpoint)."""
+
+    def __init__(self, model: Any, audio_config: AudioConfig, labels: Sequence[str], device: Any = "cpu",
+                 amp: bool = False, info: dict | None = None) -> None:
+        import torch
+
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.amp = amp
+        self.audio_config = audio_config
+        self.labels = list(labels)
+        self.frame_shift = model.frame_shift(audio_config.hop_length / audio_config.sample_rate)
+        self.info = info or {"architecture": model.cfg.arch}
+
+    @classmethod
+    def load(cls, cfg: InferenceConfig) -> "TorchRecognizer":
+        import torch
+
+        from checkpoint import load_model
+
+        if cfg.cuda and not torch.cuda.is_available():
+            raise ValueError("--cuda given but no CUDA device is available; drop --cuda to run on the CPU")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = torch.device("cuda" if cfg.cuda else "cpu")
+        model, ckpt = load_model(cfg.model_path, device)
+        info = {"path": str(cfg.model_path), "name": cfg.model_path.name,
+                "epochs": ckpt.training.epoch if ckpt.training else None, "architecture": model.cfg.arch}
+        return cls(model, ckpt.audio_config, ckpt.labels, device, cfg.amp, info)
+
+    def log_probs(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        lengths = [f.shape[1] for f in features]
+        x = torch.zeros(len(features), 1, features[0].shape[0], max(lengths))
+        for i, f in enumerate(features):
+            x[i, 0, :, : f.shape[1]] = torch.from_numpy(f)
+        amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=amp_dtype, enabled=self.amp):
+            out, out_lengths = self.model(x.to(self.device), torch.tensor(lengths, device=self.device))
+        out = out.float().cpu().numpy()
+        return [out[i, : int(n)] for i, n in enumerate(out_lengths.tolist())]
+
+
+def load_recognizer(cfg: InferenceConfig) -> Recognizer:
+    """The recognizer for ``cfg.model_path``."""
+    return TorchRecognizer.load(cfg)
+
+
+# ---------------------------------------------------------------------------- transcription
+
+
+def chunk_bounds(audio: np.ndarray, sample_rate: int, chunk_seconds: float) -> list[tuple[int, int]]:
+    """Sample ranges covering ``audio``, each about ``chunk_seconds`` long, cut at the
+    quietest 20 ms window within the last quarter of each chunk."""
+    n = len(audio)
+    size = int(chunk_seconds * sample_rate)
+    if chunk_seconds <= 0 or n <= size:
+        return [(0, n)]
+    win = max(1, int(0.02 * sample_rate))
+    bounds, start = [], 0
+    while n - start > size:
+        lo, hi = start + (3 * size) // 4, start + size
+        frames = audio[lo:hi][: (hi - lo) // win * win].reshape(-1, win)
+        cut = lo + int(np.argmin((frames**2).sum(axis=1))) * win + win // 2
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, n))
+    return bounds
+
+
+def transcribe_audio(recognizer: Recognizer, decoder: Any, audio: np.ndarray, chunk_seconds: float = 30.0) -> dict:
+    """Transcribe one waveform (mono, at the recognizer's sample rate).
+
+    Returns ``{"transcription", "words": [{"word", "start", "end"}], "alternatives": [...]}``
+    with times in seconds from the start of the audio.
+    """
+    cfg = recognizer.audio_config
+    texts, words, alternatives = [], [], []
+    for start, end in chunk_bounds(audio, cfg.sample_rate, chunk_seconds):
+        log_probs = recognizer.log_probs([spectrogram(audio[start:end], cfg)])[0]
+        paths = decoder.decode(log_probs[None])[0]
+        best = paths[0]
+        offset = start / cfg.sample_rate
+        if best.text:
+            texts.append(best.text)
+        words.extend({"word": w["word"], "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)}
+                     for w in best.words(recognizer.frame_shift))
+        alternatives.append([h.text for h in paths[1:]])
+    result = {"transcription": " ".join(texts), "words": words}
+    if any(alternatives):
+        # alternatives of a single-chunk file; for long audio each chunk's list in order
+        result["alternatives"] = alternatives[0] if len(alternatives) == 1 else alternatives
+    return result
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalResult:
+    """Corpus-level results of :func:`evaluate`. ``wer``/``cer`` are percentages."""
+
+    loss: float
+    wer: float
+    cer: float
+    n_utterances: int
+    utterances: list[dict] = field(default_factory=list)
+    outputs: list[Any] = field(default_factory=list)
+
+
+def evaluate(model: Any, loader: Any, decoder: Any, device: Any = "cpu", amp: bool = False,
+             keep_outputs: bool = False, progress: bool = False) -> EvalResult:
+    """Run a PyTorch ``model`` over ``loader``: mean CTC loss per utterance, corpus-level WER/CER.
+
+    Args:
+        loader: yields ``data.data_loader.Batch`` objects.
+        decoder: anything with ``decode(log_probs, lengths) -> list[list[Hypothesis]]``.
+        amp: autocast (fp16 on CUDA, bf16 on CPU).
+        keep_outputs: also return each utterance's log-probs, (T_i, C) fp16 tensors on CPU.
+        progress: report progress (a bar on a terminal, lines in a log).
+
+    Returns:
+        EvalResult with per-utterance ``{"path", "reference", "hypothesis", "wer", "cer"}``.
+    """
+    import torch
+
+    from decoder import ErrorRate, char_errors, word_errors
+    from utils import Progress
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total = ErrorRate()
+    loss_sum, n = 0.0, 0
+    utterances: list[dict] = []
+    outputs: list[torch.Tensor] = []
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    with torch.no_grad():
+        for batch in Progress(loader, desc="evaluating", unit="batch", disable=not progress):
+            if not batch.paths:
+                continue
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                log_probs, out_lengths = model(batch.inputs.to(device), batch.input_lengths.to(device))
+            log_probs = log_probs.float()
+            losses = torch.nn.functional.ctc_loss(
+                log_probs.transpose(0, 1), batch.targets.to(device), out_lengths, batch.target_lengths.to(device),
+                blank=0, reduction="none", zero_infinity=True,
+            )
+            loss_sum += float(losses.sum())
+            n += len(batch.texts)
+            hyps = decoder.decode(log_probs.cpu(), out_lengths.cpu())
+            for i, (ref, paths) in enumerate(zip(batch.texts, hyps)):
+                hyp = paths[0].text
+                total.update([ref], [hyp])
+                w_edits, w_n = word_errors(ref, hyp)
+                c_edits, c_n = char_errors(ref, hyp)
+                utterances.append({
+                    "path": batch.paths[i], "reference": ref, "hypothesis": hyp,
+                    "wer": 100.0 * w_edits / max(1, w_n), "cer": 100.0 * c_edits / max(1, c_n),
+                })
+                if keep_outputs:
+                    outputs.append(log_probs[i, : int(out_lengths[i])].to(torch.float16).cpu())
+    model.train(was_training)
+    return EvalResult(loss_sum / max(1, n), total.wer, total.cer, n, utterances, outputs)
