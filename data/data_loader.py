@@ -8,7 +8,8 @@ Everything that shapes the model's input features lives here, once:
   returns 16 kHz (or the requested rate) mono float32 in [-1, 1].
 * :func:`spectrogram` computes deepspeech.pytorch's features with ``torch.stft``.
 * :func:`read_manifest` / :func:`write_manifest` read and write the CSV manifests
-  (``wav_path,transcript_path`` rows, no header) that deepspeech.pytorch v2 used.
+  (``wav_path,transcript_path`` rows, no header) that deepspeech.pytorch v2 used, with
+  an optional third column, the duration in seconds.
 * :class:`SpectrogramDataset`, :func:`collate` / :class:`Batch`, :class:`AudioDataLoader`,
   :class:`BucketingSampler` and :class:`DistributedBucketingSampler` turn a manifest
   into padded, length-bucketed batches (SortaGrad, seeded shuffling, exact resume);
@@ -265,12 +266,15 @@ def spectrogram(audio: np.ndarray | torch.Tensor, cfg: AudioConfig = AudioConfig
 # ---------------------------------------------------------------------------- manifests
 
 
-def read_manifest(path: str | Path) -> list[tuple[Path, Path]]:
+def read_manifest(path: str | Path, with_duration: bool = False) -> list[tuple[Path, Path]] | list[tuple[Path, Path, float | None]]:
     """Rows of a CSV manifest as absolute (wav_path, transcript_path) pairs.
 
     Relative paths are relative to the manifest's folder; absolute paths (what
-    deepspeech.pytorch v2 wrote) are kept. Blank lines are ignored; any other row
-    that is not exactly two non-empty fields is an error naming the line.
+    deepspeech.pytorch v2 wrote) are kept. A row may carry a third field, the
+    duration in seconds (``wav,txt,2.345``); with ``with_duration`` the rows are
+    (wav_path, transcript_path, seconds or None). Blank lines are ignored; any other
+    row that is not two non-empty fields plus an optional non-negative number is an
+    error naming the line.
     """
     path = Path(path)
     if not path.is_file():
@@ -279,18 +283,23 @@ def read_manifest(path: str | Path) -> list[tuple[Path, Path]]:
             "`python data/utils.py create`."
         )
     base = path.resolve().parent
-    rows: list[tuple[Path, Path]] = []
+    rows: list = []
     try:
         with open(path, newline="", encoding="utf-8") as f:
             for lineno, row in enumerate(csv.reader(f), start=1):
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
-                if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                duration = _manifest_duration(row[2]) if len(row) == 3 else None
+                if len(row) not in (2, 3) or not row[0].strip() or not row[1].strip() or (
+                    len(row) == 3 and duration is None
+                ):
                     raise ManifestError(
-                        f"{path}:{lineno}: expected 'wav_path,transcript_path', got {','.join(row)!r}"
+                        f"{path}:{lineno}: expected 'wav_path,transcript_path[,duration_seconds]', "
+                        f"got {','.join(row)!r}"
                     )
-                wav, txt = (Path(p.strip()).expanduser() for p in row)
-                rows.append((wav if wav.is_absolute() else base / wav, txt if txt.is_absolute() else base / txt))
+                wav, txt = (Path(p.strip()).expanduser() for p in row[:2])
+                wav, txt = (wav if wav.is_absolute() else base / wav, txt if txt.is_absolute() else base / txt)
+                rows.append((wav, txt, duration) if with_duration else (wav, txt))
     except UnicodeDecodeError:
         raise ManifestError(f"{path}: not a UTF-8 text manifest") from None
     except csv.Error as e:
@@ -298,20 +307,36 @@ def read_manifest(path: str | Path) -> list[tuple[Path, Path]]:
     return rows
 
 
-def write_manifest(path: str | Path, rows: Iterable[tuple[str | Path, str | Path]], relative: bool = True) -> None:
+def _manifest_duration(field: str) -> float | None:
+    """The optional third manifest field as seconds; None when it is not a finite number >= 0."""
+    try:
+        value = float(field)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def write_manifest(
+    path: str | Path, rows: Iterable[Sequence[str | Path | float | None]], relative: bool = True
+) -> None:
     """Write a manifest atomically; with ``relative`` paths are written relative to
-    the manifest's folder (so the dataset and its manifests can move together)."""
+    the manifest's folder (so the dataset and its manifests can move together).
+
+    Rows are ``(wav, txt)`` or ``(wav, txt, seconds)``; a duration (not None) is
+    written as a third column with millisecond precision (``wav,txt,2.345``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        for wav, txt in rows:
-            wav, txt = Path(wav).resolve(), Path(txt).resolve()
+        for row in rows:
+            wav, txt = Path(row[0]).resolve(), Path(row[1]).resolve()
             if relative:
                 wav, txt = Path(os.path.relpath(wav, base)), Path(os.path.relpath(txt, base))
-            writer.writerow([wav.as_posix(), txt.as_posix()])
+            duration = row[2] if len(row) > 2 else None
+            writer.writerow([wav.as_posix(), txt.as_posix()] + ([] if duration is None else [f"{float(duration):.3f}"]))
     os.replace(tmp, path)
 
 
