@@ -131,8 +131,9 @@ def _kept_or_raise(
     return kept
 
 
-def _write(output_path: Path, utterances: list[Utterance], relative: bool) -> None:
-    write_manifest(output_path, [(u.wav, u.txt) for u in utterances], relative=relative)
+def _write(output_path: Path, utterances: list[Utterance], relative: bool, durations: bool = False) -> None:
+    rows = [(u.wav, u.txt, u.duration) if durations else (u.wav, u.txt) for u in utterances]
+    write_manifest(output_path, rows, relative=relative)
 
 
 def create_manifest(
@@ -141,9 +142,11 @@ def create_manifest(
     min_duration: float | None = None,
     max_duration: float | None = None,
     relative: bool = True,
+    durations: bool = False,
 ) -> ManifestReport:
     """Write a duration-sorted manifest of every ``*.wav`` under ``data_dir`` that has a transcript.
 
+    With ``durations`` each row carries its duration in seconds as a third column.
     Wavs without a transcript are skipped and listed in the report. Raises
     FileNotFoundError / AudioError naming the file on a missing folder or bad audio,
     ValueError when no utterance is left to write (nothing is written then).
@@ -156,7 +159,7 @@ def create_manifest(
         )
     utterances = with_durations(pairs)
     kept = _kept_or_raise(utterances, min_duration, max_duration, data_dir)
-    _write(Path(output_path), kept, relative)
+    _write(Path(output_path), kept, relative, durations)
     return ManifestReport(kept, missing, pruned=len(utterances) - len(kept))
 
 
