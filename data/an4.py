@@ -47,8 +47,6 @@ from tqdm import tqdm
 
 from data.data_loader import (
     LABELS,
-    AudioError,
-    ManifestError,
     TranscriptError,
     resample,
     text_to_ids,
@@ -60,6 +58,7 @@ from data.prep import (
     file_digest,
     iter_archive,
     relative_dir,
+    run_cli,
     write_text,
     write_wav,
 )
@@ -439,15 +438,7 @@ def prepare(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return prepare(args)
-    except (PrepError, TranscriptError, AudioError, ManifestError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted: {args.target_dir} is unfinished and will be redone by the next run", file=sys.stderr)
-        return 130
+    return run_cli(prepare, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import bz2
 import gzip
 import hashlib
@@ -27,6 +28,7 @@ import json
 import lzma
 import os
 import re
+import sys
 import tarfile
 import unicodedata
 import urllib.error
@@ -40,7 +42,14 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from data.data_loader import LABELS, AudioError, resample, write_manifest
+from data.data_loader import (
+    LABELS,
+    AudioError,
+    ManifestError,
+    TranscriptError,
+    resample,
+    write_manifest,
+)
 
 
 class PrepError(Exception):
@@ -369,12 +378,71 @@ def print_summary(title: str, rows: Sequence[tuple[str, int, float, Path]], drop
     print(title)
     width = max(len(r[0]) for r in rows) if rows else 5
     for name, n, seconds, path in rows:
-        print(f"  {name:<{width}} {n:6d} utterances {seconds / 3600:8.3f} h  {path}")
+        print(f"  {name:<{width}} {n:7d} utterances {seconds / 3600:8.3f} h  {path}")
     total = sum(d.total for d in drops.values())
-    print(f"dropped {total} in all" + (":" if total else ""))
+    print(f"dropped {total} in all" + (", by split and reason:" if total else ""))
     for where, d in drops.items():
         for line in d.lines(where):
             print(line)
+
+
+def drops_from_dict(data: object) -> Drops:
+    """A :class:`Drops` back from the ``{"counts": ..., "examples": ...}`` a marker stores."""
+    drops = Drops()
+    if isinstance(data, dict):
+        counts, examples = data.get("counts", {}), data.get("examples", {})
+        if isinstance(counts, dict) and isinstance(examples, dict):
+            drops.counts = {str(k): int(v) for k, v in counts.items()}
+            drops.examples = {str(k): str(examples.get(k, "")) for k in counts}
+    return drops
+
+
+def drops_to_dict(drops: Drops) -> dict:
+    return {"counts": drops.to_dict(), "examples": dict(sorted(drops.examples.items()))}
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def add_common_args(parser: argparse.ArgumentParser, target_default: str) -> None:
+    """--target-dir, --manifest-dir, --min-duration, --max-duration."""
+    parser.add_argument("--target-dir", type=Path, default=Path(target_default),
+                        help="where the audio/txt folders (and by default the manifests) go")
+    parser.add_argument("--manifest-dir", type=Path, default=None,
+                        help="where the manifests go (None: the target dir); paths in them are relative to it")
+    parser.add_argument("--min-duration", type=float, default=None,
+                        help="drop training utterances shorter than this many seconds (dev/test are never pruned)")
+    parser.add_argument("--max-duration", type=float, default=None,
+                        help="drop training utterances longer than this many seconds (dev/test are never pruned)")
+
+
+def check_common_args(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Validate the common flags; returns the resolved (target, manifest_dir)."""
+    for name in ("min_duration", "max_duration"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise PrepError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.min_duration is not None and args.max_duration is not None and args.min_duration > args.max_duration:
+        raise PrepError(f"--min-duration {args.min_duration} is larger than --max-duration {args.max_duration}")
+    if getattr(args, "sample_rate", None) is not None and args.sample_rate <= 0:
+        raise PrepError(f"--sample-rate must be a positive number of Hz, got {args.sample_rate}")
+    if args.target_dir.exists() and not args.target_dir.is_dir():
+        raise PrepError(f"{args.target_dir}: --target-dir exists and is not a folder")
+    target = args.target_dir.resolve()
+    return target, (args.manifest_dir or args.target_dir).resolve()
+
+
+def run_cli(prepare: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run ``prepare(args)``: a user error is one ``error: ...`` line on stderr and exit
+    status 2; Ctrl-C says the target will be redone and exits with 130."""
+    try:
+        return prepare(args)
+    except (PrepError, TranscriptError, AudioError, ManifestError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.target_dir} is unfinished and will be redone by the next run", file=sys.stderr)
+        return 130
 
 
 # ---------------------------------------------------------------------------- text
