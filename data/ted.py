@@ -9,8 +9,8 @@ Input layout: ``<root>/{train,dev,test}/sph/<talk>.sph`` and ``<root>/{train,dev
 (release 2: ``TEDLIUM_release2/``; release 3: ``TEDLIUM_release-3/legacy/``, whose
 ``speaker-adaptation/`` copy of the same layout is ignored). Without ``--archive`` the
 release is downloaded into the target folder (resumable ``.part``) and its sha256 checked
-against :data:`RELEASES`; OpenSLR publishes no checksum for these archives, the values are
-the ones torchaudio's TEDLIUM dataset checks (``--sha256`` replaces them, e.g. for a mirror).
+against :data:`RELEASES`: no checksum published by OpenSLR was found for these archives, so
+the values are the ones torchaudio's TEDLIUM dataset checks (``--sha256`` replaces them).
 
 Audio: soundfile reads NIST SPHERE files holding uncompressed PCM (libsndfile's NIST
 format), so no sox or sph2pipe is needed. A shorten-compressed file (``sample_coding``
