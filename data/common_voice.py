@@ -20,7 +20,8 @@ its TSV files come after the clips, a second pass reads the clips it needs.
 Transcripts: each sentence goes through one documented rule,
 :func:`data.prep.normalize_transcript`: Unicode NFC (with ``--strip-accents`` NFKD and
 combining marks removed: ``café`` -> ``CAFE``), curly apostrophes -> ``'``, upper case,
-punctuation and symbols -> space (apostrophes are kept), whitespace collapsed. A sentence
+punctuation and symbols -> space (apostrophes are kept), invisible format characters
+removed, whitespace collapsed. A sentence
 with any other character outside the labels (a digit, a letter such as ``é`` without
 --strip-accents) cannot be mapped and its row is dropped; so is a sentence that ends up empty.
 

@@ -386,9 +386,11 @@ def prepare(args: argparse.Namespace) -> int:
         rows = read_manifest(path, with_duration=True)
         summary.append((subset, len(rows), sum(d or 0.0 for *_, d in rows), path))
     old_groups = (top or {}).get("groups", [])
+    old_dir = (top or {}).get("settings", {}).get("manifest_dir")
+    old_manifest_dir = (target / old_dir).resolve() if isinstance(old_dir, str) else manifest_dir
     for group in old_groups if isinstance(old_groups, list) else []:
-        if group in GROUPS and group not in groups:
-            group_manifest(manifest_dir, group).unlink(missing_ok=True)
+        if group in GROUPS and (group not in groups or old_manifest_dir != manifest_dir):
+            group_manifest(old_manifest_dir, group).unlink(missing_ok=True)
     for group in groups:
         rows = []
         for subset in GROUPS[group]:

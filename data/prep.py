@@ -462,7 +462,8 @@ def normalize_transcript(text: str, labels: Sequence[str] = LABELS, strip_accent
     3. Upper case, when the labels hold no lower-case letter.
     4. Characters in the labels are kept (the blank, index 0, never is); whitespace,
        punctuation (Unicode P*) and symbols (S*) become a space, so ``well-known``
-       becomes ``WELL KNOWN``; a word made only of apostrophes is removed.
+       becomes ``WELL KNOWN``; format and control characters (C*: a soft hyphen, a
+       zero-width space) are removed; a word made only of apostrophes is removed.
     5. Runs of whitespace collapse to one space, ends are stripped.
 
     Anything else (a digit, a letter outside the labels) cannot be mapped: ValueError
@@ -483,6 +484,8 @@ def normalize_transcript(text: str, labels: Sequence[str] = LABELS, strip_accent
             out.append(c)
         elif c.isspace() or unicodedata.category(c)[0] in "PS":
             out.append(" ")
+        elif unicodedata.category(c)[0] == "C":
+            continue
         else:
             bad.add(c)
     if bad:

@@ -255,6 +255,7 @@ def test_text_rule() -> None:
     assert rule("Hello,   world!") == "HELLO WORLD"
     assert rule("It\u2019s \u2018fine\u2019 \u2014 isn\u02bct it?") == "IT'S 'FINE' ISN'T IT"
     assert rule("well-known") == "WELL KNOWN"
+    assert rule("co\u00adoperate\u200b now") == "COOPERATE NOW"  # soft hyphen, zero-width space
     assert rule("' ''  quoted '") == "QUOTED"
     assert rule("  ...  ") == ""
     assert rule("Caf\u00e9", strip_accents=True) == "CAFE"

@@ -222,6 +222,17 @@ def test_subset_added_later_and_killed_run(archives: Path, tmp_path: Path, capsy
     check_manifests(target)
 
 
+def test_manifest_dir_moves_every_manifest(archives: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    target, first, second = tmp_path / "libri", tmp_path / "m1", tmp_path / "m2"
+    assert run(capsys, *base_args(archives, target, "--manifest-dir", first))[0] == 0
+    assert len(list(first.glob("*.csv"))) == 6 and not list(target.glob("*.csv"))
+    assert (first / "libri_val_manifest.csv").read_text().startswith("../libri/dev-clean/flac/")
+    rc, _, err = run(capsys, *base_args(archives, target, "--manifest-dir", second))
+    assert rc == 0, err
+    assert not list(first.glob("*.csv")) and len(list(second.glob("*.csv"))) == 6
+    assert len(SpectrogramDataset(second / "libri_train_manifest.csv")) == KEPT["train-clean-100"]
+
+
 def test_convert_wav(archives: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "libri"
     rc, _, err = run(capsys, *base_args(archives, target, "--convert-wav"))
