@@ -266,7 +266,9 @@ def spectrogram(audio: np.ndarray | torch.Tensor, cfg: AudioConfig = AudioConfig
 # ---------------------------------------------------------------------------- manifests
 
 
-def read_manifest(path: str | Path, with_duration: bool = False) -> list[tuple[Path, Path]] | list[tuple[Path, Path, float | None]]:
+def read_manifest(
+    path: str | Path, with_duration: bool = False
+) -> list[tuple[Path, Path]] | list[tuple[Path, Path, float | None]]:
     """Rows of a CSV manifest as absolute (wav_path, transcript_path) pairs.
 
     Relative paths are relative to the manifest's folder; absolute paths (what
