@@ -14,7 +14,10 @@ Output under ``--target-dir`` (deepspeech.pytorch's layout)::
     val/wav/...          val/txt/...             whole training speakers held out (seeded)
     test/wav/...         test/txt/...            AN4's own test set (never used for selection)
     an4_{train,val,test}_manifest.csv            (in --manifest-dir, default the target folder)
+                                                 rows: wav_path,transcript_path,seconds
     .an4_complete.json                           completion marker, written last
+
+The sha256 of the archive used is printed (one line) and kept in the marker.
 
 The archive is read completely and checked (gzip integrity, layout, every transcription
 line's id against its fileids line, every transcript against the labels) before anything
@@ -26,24 +29,14 @@ manifests and the marker.
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import http.client
 import io
-import json
-import os
 import random
 import re
 import sys
-import tarfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 if __name__ == "__main__":  # run as `python data/an4.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -52,8 +45,18 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from data.audio import AudioError, resample
-from data.manifest import ManifestError
+from data.audio import resample
+from data.prep import (
+    Layout,
+    PrepError,
+    download,
+    file_digest,
+    iter_archive,
+    relative_dir,
+    run_cli,
+    write_text,
+    write_wav,
+)
 from data.text import LABELS, TranscriptError, text_to_ids
 from data.utils import ManifestReport, check_duration_range, create_manifest
 
@@ -70,7 +73,7 @@ _UTT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SENTENCE_MARKS = {"<s>", "</s>"}
 
 
-class An4Error(Exception):
+class An4Error(PrepError):
     """A problem with the user's input (archive, flags, download); the message names the file."""
 
 
@@ -92,31 +95,15 @@ class Utterance:
 # ---------------------------------------------------------------------------- archive
 
 
-def _archive_error(archive: Path, err: BaseException) -> An4Error:
-    if isinstance(err, gzip.BadGzipFile):
-        what = "is not a gzip-compressed tar archive"
-    elif isinstance(err, EOFError):
-        what = "is truncated (the gzip stream ends early; the download or copy is incomplete)"
-    else:
-        what = f"is corrupt or not a tar archive ({type(err).__name__}: {err})"
-    return An4Error(
-        f"{archive} {what}. Download a fresh an4_raw.bigendian.tar.gz (run without --archive) "
-        "or pass a complete copy with --archive."
-    )
+ARCHIVE_HINT = (
+    "Download a fresh an4_raw.bigendian.tar.gz (run without --archive) or pass a complete copy with --archive."
+)
 
 
-_READ_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, tarfile.TarError, OSError)
-
-
-def _iter_members(archive: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
-    """Stream the tar members of ``archive`` once, then read the gzip stream to its end
-    (so a truncated or corrupt file fails here, with its CRC checked)."""
-    with open(archive, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-        with tarfile.open(fileobj=gz, mode="r|") as tar:
-            for member in tar:
-                yield member, tar
-        while gz.read(1 << 20):
-            pass
+def _members(archive: Path, desc: str):
+    """The archive's regular files, streamed once and read to the end of the gzip stream
+    (a truncated or corrupt file fails here, with its CRC checked)."""
+    return iter_archive(archive, hint=ARCHIVE_HINT, compression="gzip", desc=desc)
 
 
 def numbered_lines(text: str) -> list[tuple[int, str]]:
@@ -214,20 +201,14 @@ def read_corpus(archive: str | Path) -> dict[str, list[Utterance]]:
     wanted = {name for pair in ETC_FILES.values() for name in pair}
     etc: dict[str, str] = {}
     raw_sizes: dict[str, int] = {}
-    try:
-        for member, tar in _iter_members(archive):
-            if not member.isfile():
-                continue
-            if member.name in wanted:
-                data = tar.extractfile(member).read()
-                try:
-                    etc[member.name] = data.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise An4Error(f"{archive}: {member.name} is not a text file") from None
-            elif member.name.startswith("an4/wav/") and member.name.endswith(".raw"):
-                raw_sizes[member.name] = member.size
-    except _READ_ERRORS as e:
-        raise _archive_error(archive, e) from None
+    for member in _members(archive, "checking the archive"):
+        if member.name in wanted:
+            try:
+                etc[member.name] = member.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise An4Error(f"{archive}: {member.name} is not a text file") from None
+        elif member.name.startswith("an4/wav/") and member.name.endswith(".raw"):
+            raw_sizes[member.name] = member.size
     missing = sorted(wanted - etc.keys())
     if missing:
         raise An4Error(
@@ -237,8 +218,7 @@ def read_corpus(archive: str | Path) -> dict[str, list[Utterance]]:
 
 
 def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return file_digest(path, "sha256")
 
 
 # ---------------------------------------------------------------------------- split
@@ -286,10 +266,6 @@ def convert_audio(data: bytes, sample_rate: int) -> np.ndarray:
     return np.clip(np.round(resampled * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text + "\n", encoding="utf-8")
-
-
 def write_dataset(
     archive: Path, target: Path, assignment: dict[str, list[Utterance]], sample_rate: int
 ) -> None:
@@ -299,172 +275,34 @@ def write_dataset(
         (target / split / "wav").mkdir(parents=True, exist_ok=True)
         (target / split / "txt").mkdir(parents=True, exist_ok=True)
         for u in utterances:
-            _write_text(target / split / "txt" / f"{u.utt_id}.txt", u.text)
+            write_text(target / split / "txt" / f"{u.utt_id}.txt", u.text)
             jobs[u.member] = target / split / "wav" / f"{u.utt_id}.wav"
     done = 0
     with tqdm(total=len(jobs), unit="file", desc="converting", disable=None, leave=False) as bar:
-        try:
-            for member, tar in _iter_members(archive):
-                out = jobs.get(member.name)
-                if out is None or not member.isfile():
-                    continue
-                audio = convert_audio(tar.extractfile(member).read(), sample_rate)
-                try:
-                    sf.write(str(out), audio, sample_rate, subtype="PCM_16", format="WAV")
-                except (sf.LibsndfileError, OSError) as e:
-                    raise An4Error(f"{out}: cannot write the WAV file ({e})") from None
-                done += 1
-                bar.update()
-        except _READ_ERRORS as e:
-            raise _archive_error(archive, e) from None
+        for member in _members(archive, "reading the archive"):
+            out = jobs.get(member.name)
+            if out is None:
+                continue
+            write_wav(out, convert_audio(member.read(), sample_rate), sample_rate)
+            done += 1
+            bar.update()
     if done != len(jobs):
         raise An4Error(f"{archive}: changed while it was being read ({done} of {len(jobs)} audio files found)")
 
 
-# ---------------------------------------------------------------------------- marker and cleaning
+# ---------------------------------------------------------------------------- output layout
 
 
-def _manifest_paths(manifest_dir: Path) -> dict[str, Path]:
-    return {split: manifest_dir / f"an4_{split}_manifest.csv" for split in SPLITS}
+def layout(target: Path, manifest_dir: Path) -> Layout:
+    """The files this script writes: ``{train,val,test}/{wav,txt}``, three manifests, the marker."""
+    return Layout(
+        target, manifest_dir, SPLITS, MARKER, {split: f"an4_{split}_manifest.csv" for split in SPLITS}
+    )
 
 
-def _read_marker(target: Path) -> dict | None:
-    try:
-        marker = json.loads((target / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
-
-
-def _files_summary(target: Path) -> dict[str, dict[str, int]]:
-    summary = {}
-    for split in SPLITS:
-        wavs = list((target / split / "wav").glob("*.wav"))
-        summary[split] = {
-            "wav": len(wavs),
-            "wav_bytes": sum(p.stat().st_size for p in wavs),
-            "txt": len(list((target / split / "txt").glob("*.txt"))),
-        }
-    return summary
-
-
-def is_complete(target: Path, manifest_dir: Path, settings: dict, archive_sha: str | None) -> bool:
-    """True when ``target`` holds a finished preparation made with ``settings`` (and, when
-    given, from the archive with ``archive_sha``), and its files are still all there."""
-    marker = _read_marker(target)
-    if marker is None or marker.get("settings") != settings:
-        return False
-    if archive_sha is not None and marker.get("archive", {}).get("sha256") != archive_sha:
-        return False
-    if not all(p.is_file() for p in _manifest_paths(manifest_dir).values()):
-        return False
-    return marker.get("files") == _files_summary(target)
-
-
-def clean_target(target: Path, manifest_dir: Path) -> None:
-    """Remove everything an earlier (possibly killed) run of this script wrote; nothing else."""
-    manifest_dirs = {manifest_dir}
-    old = _read_marker(target)
-    if old is not None and isinstance(old.get("settings", {}).get("manifest_dir"), str):
-        manifest_dirs.add(target / old["settings"]["manifest_dir"])
-    (target / MARKER).unlink(missing_ok=True)
-    (target / (MARKER + ".tmp")).unlink(missing_ok=True)
-    for d in manifest_dirs:
-        for path in _manifest_paths(d).values():
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-    for split in SPLITS:
-        for sub, pattern in (("wav", "*.wav"), ("txt", "*.txt")):
-            folder = target / split / sub
-            if folder.is_dir():
-                for path in folder.glob(pattern):
-                    path.unlink()
-                _rmdir_if_empty(folder)
-        _rmdir_if_empty(target / split)
-
-
-def _rmdir_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------- download
-
-
-def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` through ``dest.part``, resuming a partial ``.part`` with
-    an HTTP Range request (a server that ignores Range restarts it). ``dest`` appears only
-    once the download is complete. Raises An4Error naming the URL on failure."""
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    start = part.stat().st_size if part.is_file() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "deepspeech-ctc data/an4.py"})
-    if start:
-        request.add_header("Range", f"bytes={start}-")
-    hint = f"check the network, or download {url} by hand and pass --archive PATH"
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and start:  # the .part may already hold everything
-            total = _content_range_total(e.headers.get("Content-Range"))
-            if total == start:
-                os.replace(part, dest)
-                return dest
-            part.unlink()
-            return download(url, dest, timeout)
-        raise An4Error(f"cannot download {url}: HTTP {e.code} {e.reason}; {hint}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise An4Error(f"cannot download {url} ({reason}); {hint}") from None
-    with response:
-        if start and response.status == 206:
-            first = _content_range_start(response.headers.get("Content-Range"))
-            if first != start:
-                raise An4Error(f"cannot resume {url}: the server sent bytes from {first}, not {start}; delete {part}")
-            total = _content_range_total(response.headers.get("Content-Range"))
-            mode = "ab"
-        else:
-            start, mode = 0, "wb"
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-        received = start
-        try:
-            with open(part, mode) as f, tqdm(
-                total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"downloading {dest.name}", disable=None, leave=False,
-            ) as bar:
-                while chunk := response.read(1 << 16):
-                    f.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        except (OSError, http.client.HTTPException) as e:
-            raise An4Error(
-                f"download of {url} interrupted after {received} bytes ({e}); run again to resume from {part}"
-            ) from None
-    if total is not None and received != total:
-        raise An4Error(
-            f"download of {url} incomplete ({received} of {total} bytes); run again to resume from {part}"
-        )
-    os.replace(part, dest)
-    return dest
-
-
-def _content_range_start(value: str | None) -> int | None:
-    m = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*", value or "")
-    return int(m.group(1)) if m else None
-
-
-def _content_range_total(value: str | None) -> int | None:
-    m = re.fullmatch(r"\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*", value or "")
-    return int(m.group(1)) if m else None
+def download_archive(url: str, dest: Path) -> Path:
+    """Download the archive (resumable; CMU publishes no checksum, so none is checked)."""
+    return download(url, dest, hint=f"check the network, or download {url} by hand and pass --archive PATH")
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -522,10 +360,13 @@ def prepare(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "min_duration": args.min_duration,
         "max_duration": args.max_duration,
-        "manifest_dir": Path(os.path.relpath(manifest_dir, target)).as_posix(),
+        "manifest_dir": relative_dir(manifest_dir, target),
     }
+    out = layout(target, manifest_dir)
     archive_sha = sha256_of(args.archive) if args.archive is not None else None
-    if is_complete(target, manifest_dir, settings, archive_sha):
+    if archive_sha is not None:
+        print(f"archive sha256: {archive_sha}  {args.archive.resolve()}")
+    if out.is_complete(settings, {"sha256": archive_sha} if archive_sha else None):
         print(f"AN4 is already prepared in {target} with these settings; nothing to do "
               f"(delete {target / MARKER} to force a rebuild)")
         return 0
@@ -536,14 +377,15 @@ def prepare(args: argparse.Namespace) -> int:
         archive = target / name
         if not archive.is_file():
             print(f"downloading {args.url} -> {archive}")
-            download(args.url, archive)
+            download_archive(args.url, archive)
         archive_sha = sha256_of(archive)
+        print(f"archive sha256: {archive_sha}  {archive}")
     else:
         archive = args.archive.resolve()
 
     try:
         corpus = read_corpus(archive)
-    except An4Error as e:
+    except PrepError as e:
         if downloaded:
             archive.unlink(missing_ok=True)
             raise An4Error(f"{e} (the downloaded copy was deleted; run again to download it afresh)") from None
@@ -560,30 +402,30 @@ def prepare(args: argparse.Namespace) -> int:
     if not any((lo is None or u.duration >= lo) and (hi is None or u.duration <= hi) for u in assignment["train"]):
         raise An4Error(f"no training utterance lasts between {lo} and {hi} s; widen --min-duration/--max-duration")
 
-    if (target / MARKER).exists() or any((target / s).exists() for s in SPLITS):
+    if out.started():
         print(f"{target} holds an unfinished preparation or one made with other settings; redoing it")
-    clean_target(target, manifest_dir)
+    out.clean()
     target.mkdir(parents=True, exist_ok=True)
     write_dataset(archive, target, assignment, args.sample_rate)
 
     reports: dict[str, ManifestReport] = {}
-    for split, path in _manifest_paths(manifest_dir).items():
+    for split, path in out.manifest_paths().items():
         prune = split == "train"
-        reports[split] = create_manifest(target / split, path, lo if prune else None, hi if prune else None)
+        reports[split] = create_manifest(
+            target / split, path, lo if prune else None, hi if prune else None
+        )
 
-    marker = {
-        "settings": settings,
-        "archive": {"path": str(archive), "size": archive.stat().st_size, "sha256": archive_sha},
-        "counts": {split: len(assignment[split]) for split in SPLITS},
-        "manifest_rows": {split: len(r.utterances) for split, r in reports.items()},
-        "hours": {split: round(r.seconds / 3600, 6) for split, r in reports.items()},
-        "val_speakers": val_speakers,
-        "files": _files_summary(target),
-    }
-    _write_json_atomic(target / MARKER, marker)
+    out.write_marker(
+        settings,
+        archive={"path": str(archive), "size": archive.stat().st_size, "sha256": archive_sha},
+        counts={split: len(assignment[split]) for split in SPLITS},
+        manifest_rows={split: len(r.utterances) for split, r in reports.items()},
+        hours={split: round(r.seconds / 3600, 6) for split, r in reports.items()},
+        val_speakers=val_speakers,
+    )
 
     print(f"AN4 prepared in {target} ({time.perf_counter() - t0:.1f} s, {args.sample_rate} Hz):")
-    for split, path in _manifest_paths(manifest_dir).items():
+    for split, path in out.manifest_paths().items():
         r = reports[split]
         note = f" ({r.pruned} outside the duration range left out)" if r.pruned else ""
         note += f" ({len(val_speakers)} held-out training speakers)" if split == "val" else ""
@@ -592,15 +434,7 @@ def prepare(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return prepare(args)
-    except (An4Error, TranscriptError, AudioError, ManifestError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted: {args.target_dir} is unfinished and will be redone by the next run", file=sys.stderr)
-        return 130
+    return run_cli(prepare, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def read_manifest(path: str | Path) -> list[Utterance]:
                     except ValueError:
                         duration = -1.0
                     if not (math.isfinite(duration) and duration >= 0):
-                        raise ManifestError(f"{path}:{lineno}: duration {row[2]!r} is not a number of seconds >= 0")
+                        raise ManifestError(f"{path}:{lineno}: expected 'wav_path,transcript_path[,duration]' with a "
+                                            f"duration in seconds >= 0, got {row[2]!r}")
                 wav, txt = (Path(p.strip()).expanduser() for p in row[:2])
                 rows.append(Utterance(wav if wav.is_absolute() else base / wav,
                                       txt if txt.is_absolute() else base / txt, duration))
@@ -87,6 +88,6 @@ def write_manifest(path: str | Path, rows: Iterable[Utterance | tuple], relative
                 wav, txt = Path(os.path.relpath(wav, base)), Path(os.path.relpath(txt, base))
             fields = [wav.as_posix(), txt.as_posix()]
             if utt.duration is not None:
-                fields.append(f"{utt.duration:.4f}")
+                fields.append(f"{utt.duration:.3f}")
             writer.writerow(fields)
     return path

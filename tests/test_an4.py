@@ -157,6 +157,25 @@ def test_prepares_synthetic_archive(archive: Path, tmp_path: Path, capsys: pytes
     assert marker["archive"]["size"] == archive.stat().st_size
 
 
+def test_prints_archive_sha256_and_writes_durations(archive: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    import hashlib
+
+    target = tmp_path / "an4"
+    rc, out, err = run(capsys, "--archive", archive, "--target-dir", target)
+    assert rc == 0, err
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    lines = [line for line in out.splitlines() if line.startswith("archive sha256:")]
+    assert lines == [f"archive sha256: {sha}  {archive.resolve()}"]
+    assert json.loads((target / an4.MARKER).read_text())["archive"]["sha256"] == sha
+    for split in an4.SPLITS:
+        rows = read_manifest(target / f"an4_{split}_manifest.csv")
+        assert rows and all(d == pytest.approx(probe_audio(w).duration, abs=5e-4) for w, _, d in rows)
+    # the no-op re-run names the archive it checked too
+    rc, out, _ = run(capsys, "--archive", archive, "--target-dir", target)
+    assert rc == 0 and f"archive sha256: {sha}" in out and "already prepared" in out
+
+
 def test_etc_files_after_audio_in_the_tar(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     archive = write_archive(tmp_path / "a.tar.gz", an4_members(), etc_last=True)
     rc, _, err = run(capsys, "--archive", archive, "--target-dir", tmp_path / "an4")

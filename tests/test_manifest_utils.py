@@ -54,7 +54,7 @@ def test_create_sorted_relative_and_skips_missing_transcripts(tmp_path: Path, ca
     assert "5 utterances" in out and "1 without transcript" in out
     rows = lines(out_path)
     assert [Path(w).stem for w, *_ in rows] == ["e", "a", "b", "d", "c"]  # by duration, ties by path
-    assert rows[0] == ["../corpus/wav/e.wav", "../corpus/txt/e.txt", "0.3000"]  # duration column
+    assert rows[0] == ["../corpus/wav/e.wav", "../corpus/txt/e.txt", "0.300"]  # duration column
     for wav, txt, _ in read_manifest(out_path):
         assert read_transcript(txt) == wav.stem.upper()
 
@@ -88,8 +88,8 @@ def test_create_absolute(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rc, _, _ = cli(capsys, "create", "--data-dir", tmp_path / "d", "--output-path", tmp_path / "m.csv", "--absolute")
     assert rc == 0
     rows = lines(tmp_path / "m.csv")
-    assert rows[0] == [str((tmp_path / "d/wav/a.wav").resolve()), str((tmp_path / "d/txt/a.txt").resolve()), "0.2000"]
-    assert all(os.path.isabs(p) for row in rows for p in row)
+    assert rows[0] == [str((tmp_path / "d/wav/a.wav").resolve()), str((tmp_path / "d/txt/a.txt").resolve()), "0.200"]
+    assert all(os.path.isabs(p) for row in rows for p in row[:2])
 
 
 def test_create_duration_bounds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -144,7 +144,7 @@ def test_merge_mixed_relative_and_v2_absolute(tmp_path: Path, capsys: pytest.Cap
     assert "4 utterances" in out
     rows = lines(out_path)
     assert [Path(w).stem for w, *_ in rows] == ["a2", "b1", "a1", "b2"]
-    assert rows[0] == ["../../a/wav/a2.wav", "../../a/txt/a2.txt", "0.2000"]  # rewritten relative to the new manifest
+    assert rows[0] == ["../../a/wav/a2.wav", "../../a/txt/a2.txt", "0.200"]  # rewritten relative to the new manifest
     merged = read_manifest(out_path)
     assert {w.resolve() for w, *_ in merged} == {p.resolve() for p in [*a.values(), *b.values()]}
     durations = [probe_audio(w).duration for w, *_ in merged]
@@ -156,7 +156,7 @@ def test_merge_mixed_relative_and_v2_absolute(tmp_path: Path, capsys: pytest.Cap
     assert rc == 0
     rows = lines(tmp_path / "abs.csv")
     assert [Path(w).stem for w, *_ in rows] == ["b1", "a1"]
-    assert all(os.path.isabs(p) for row in rows for p in row)
+    assert all(os.path.isabs(p) for row in rows for p in row[:2])
 
 
 def test_merge_drops_duplicates(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -200,4 +200,4 @@ def test_cli_runs_as_a_script(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert lines(tmp_path / "m.csv") == [["d/wav/a.wav", "d/txt/a.txt", "0.2000"]]
+    assert lines(tmp_path / "m.csv") == [["d/wav/a.wav", "d/txt/a.txt", "0.200"]]
