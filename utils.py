@@ -174,8 +174,3 @@ def make_parser(doc: str | None, **kwargs: Any) -> argparse.ArgumentParser:
 def flag(name: str) -> str:
     """``"lm_path"`` -> ``"--lm-path"``."""
     return "--" + name.replace("_", "-")
-
-
-def explicit_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, names: Iterable[str]) -> list[str]:
-    """Which of ``names`` differ from the parser's defaults (i.e. were given)."""
-    return [n for n in names if getattr(args, n) != parser.get_default(n)]

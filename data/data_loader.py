@@ -141,11 +141,6 @@ class SpectrogramDataset(Dataset):
         return len(self.wav_paths)
 
     @property
-    def total_duration(self) -> float:
-        """Seconds of audio in the dataset."""
-        return float(sum(self.durations))
-
-    @property
     def epoch(self) -> int:
         return int(self._epoch)
 
@@ -287,8 +282,7 @@ class BucketingSampler(Sampler[list[int]]):
     position). :meth:`state_dict` is ``{"epoch", "batches_done", "n_batches"}`` (plain
     ints); after :meth:`load_state_dict` the next iteration skips the batches done.
 
-    ``len()`` is the number of batches in a full epoch; :meth:`remaining` is
-    ``len() - batches_done``.
+    ``len()`` is the number of batches in a full epoch.
     """
 
     def __init__(
@@ -357,10 +351,6 @@ class BucketingSampler(Sampler[list[int]]):
     def start_batch(self) -> int:
         """Batches the next iteration skips (non-zero only after :meth:`load_state_dict`)."""
         return self.batches_done if self._resume else 0
-
-    def remaining(self) -> int:
-        """Batches of this epoch the training loop has not finished."""
-        return len(self) - self.batches_done
 
     def set_epoch(self, epoch: int) -> None:
         """Move to ``epoch``; a different epoch starts from its first batch, the same
