@@ -13,18 +13,16 @@ import logging
 import math
 import operator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence, Sized
+from typing import Any, Iterator, NamedTuple, Sequence, Sized
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data.audio import AudioConfig, AudioError, load_audio, probe_audio, resampled_length, spectrogram
+from data.augment import AugmentConfig, Augmentor
 from data.manifest import ManifestError, read_manifest
 from data.text import LABELS, TranscriptError, ids_to_text, read_transcript, text_to_ids
-
-if TYPE_CHECKING:
-    from data.augment import AugmentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +80,6 @@ class SpectrogramDataset(Dataset):
         self.augment = augment if augment is not None and augment.enabled else None
         self._augmentor = None
         if self.augment is not None:
-            from data.augment import Augmentor
-
             self._augmentor = Augmentor(self.augment, audio_cfg.sample_rate)
 
         rows = read_manifest(self.manifest_path)
