@@ -1,0 +1,474 @@
+"""Streaming recognition with a unidirectional DeepSpeech 2 model.
+
+:class:`StreamingRecognizer` takes audio in chunks of any size and returns the text so far;
+:meth:`~StreamingRecognizer.finish` returns the final text and word times. The final
+log-probabilities equal the offline forward pass over the whole utterance
+(``model(spectrogram(audio))``) up to float rounding, whatever the chunking, because every
+stage keeps exactly the state the offline computation would use:
+
+* **STFT** (``center=True``): the signal is zero-padded by ``n_fft // 2`` on the left before
+  the first sample; a frame is computed once its ``n_fft`` samples have arrived, and the
+  last frames, which reach into the right zero padding, only at :meth:`finish`.
+* **Features**: ``normalize="global"`` (per-frequency statistics stored in the model) or
+  ``"none"``; per-utterance normalisation needs the whole utterance and is refused.
+* **Convolutions** (time kernel 11, stride 2 then 1, padding 5): each layer keeps the left
+  context of its input and emits an output only when its right context has arrived; at
+  :meth:`finish` the right side is zero-padded as the offline forward pads it. BatchNorm
+  in eval mode is a per-channel affine map, so it runs frame by frame.
+* **RNNs**: the model's own unidirectional RNN modules run on each new run of frames with
+  their hidden state (``h`` or ``(h, c)``) carried over. A single utterance has no padding,
+  so the offline masks change nothing.
+* **Lookahead**: the row convolution waits for ``context - 1`` future frames; at
+  :meth:`finish` the missing ones are zeros, as offline.
+
+:func:`algorithmic_latency` says how much audio after a moment must arrive before the output
+frame for that moment is final. :class:`StreamResampler` resamples a stream in chunks with
+exactly the result of :func:`data.audio.resample` on the whole signal.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from data.audio import AudioConfig, normalize_features, stft_magnitude
+from decoder import GreedyDecoder, _make_hypothesis, _space_index
+from model import CLIP, DeepSpeech2
+
+
+class StreamingError(ValueError):
+    """A model or input that cannot be streamed; the message says why and what to do."""
+
+
+def check_streamable(model_cfg: Any, audio_config: AudioConfig) -> None:
+    """Raise :class:`StreamingError` unless a model with this ModelConfig and AudioConfig can stream."""
+    if model_cfg.arch != "ds2":
+        raise StreamingError(f"streaming needs a DeepSpeech 2 model (arch 'ds2'); this one is {model_cfg.arch!r}")
+    if model_cfg.bidirectional:
+        raise StreamingError(
+            "this model is bidirectional: its backward RNNs read the utterance from the end, so it cannot "
+            "stream. Train a streamable model with train.py --no-bidirectional --normalize global")
+    if audio_config.normalize == "utterance":
+        raise StreamingError(
+            "this model normalises features per utterance (normalize='utterance'), which needs the whole "
+            "utterance before the first frame; train with --normalize global to stream")
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Algorithmic latency: audio that must follow a moment before its output frame is final.
+
+    ``stft_s``: the right half of the analysis window; ``conv_s``: the right context of the
+    convolutions; ``lookahead_s``: the lookahead convolution's ``context - 1`` output frames.
+    The chunk size and the compute time come on top.
+    """
+
+    stft_s: float
+    conv_s: float
+    lookahead_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.stft_s + self.conv_s + self.lookahead_s
+
+    def as_ms(self) -> dict[str, float]:
+        return {"stft_ms": round(1000 * self.stft_s, 3), "conv_ms": round(1000 * self.conv_s, 3),
+                "lookahead_ms": round(1000 * self.lookahead_s, 3), "total_ms": round(1000 * self.total_s, 3)}
+
+
+def algorithmic_latency(model_cfg: Any, audio_config: AudioConfig) -> Latency:
+    """The :class:`Latency` of a unidirectional DS2 model with these configs.
+
+    Output frame ``j`` is centred on input frame ``j * stride``. It needs RNN frames up to
+    ``j + context - 1``; a conv layer's output ``m`` needs its input up to
+    ``m * stride + kernel - 1 - padding``; input frame ``t`` needs samples up to
+    ``t * hop + n_fft - n_fft // 2``. For the defaults (kernel 11, stride 2 then 1, padding
+    5, 10 ms hop, 20 ms window): 10 ms + 150 ms + (context - 1) x 20 ms.
+    """
+    from model import DS2_CONVS
+
+    hop_s = audio_config.hop_length / audio_config.sample_rate
+    stft_s = (audio_config.n_fft - audio_config.n_fft // 2) / audio_config.sample_rate
+    stride = math.prod(spec.stride[1] for spec in DS2_CONVS)
+    context = 1 if model_cfg.bidirectional else model_cfg.lookahead_context
+    extra = context - 1  # frames of right context, at the rate of the current layer's output
+    for spec in reversed(DS2_CONVS):
+        extra = extra * spec.stride[1] + spec.kernel[1] - 1 - spec.padding[1]
+    lookahead_frames = (context - 1) * stride
+    return Latency(stft_s, (extra - lookahead_frames) * hop_s, lookahead_frames * hop_s)
+
+
+# ---------------------------------------------------------------------------- building blocks
+
+
+class _SlidingWindow:
+    """A strided window over the last axis of a growing tensor, as a padded convolution sees it.
+
+    Output ``j`` reads padded input ``[j * stride, j * stride + kernel)``, where the padded
+    input is ``pad_left`` zeros, the input, and (at :meth:`push` with ``final=True``)
+    ``pad_right`` zeros. ``fn`` maps a window of ``n`` frames to its ``(n - kernel) // stride + 1``
+    outputs. Only the input that later outputs still need is kept.
+    """
+
+    def __init__(self, kernel: int, stride: int, pad_left: int, pad_right: int,
+                 fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.kernel, self.stride, self.pad_left, self.pad_right, self.fn = kernel, stride, pad_left, pad_right, fn
+        self.buf: torch.Tensor | None = None
+        self.offset = 0  # padded index of buf[..., 0]
+        self.next_out = 0
+
+    def push(self, x: torch.Tensor | None, final: bool = False) -> torch.Tensor | None:
+        """Append ``x`` (..., n; None for nothing new) and return the outputs that became
+        computable, or None."""
+        if x is None:
+            if self.buf is None:
+                return None
+            x = self.buf[..., :0]
+        if self.buf is None:
+            self.buf = x.new_zeros(*x.shape[:-1], self.pad_left)
+        parts = [self.buf, x]
+        if final:
+            parts.append(x.new_zeros(*x.shape[:-1], self.pad_right))
+        self.buf = torch.cat(parts, dim=-1) if x.size(-1) or final else self.buf
+        end = self.offset + self.buf.size(-1)
+        n_avail = (end - self.kernel) // self.stride + 1 if end >= self.kernel else 0
+        if n_avail <= self.next_out:
+            return None
+        lo = self.next_out * self.stride - self.offset
+        hi = (n_avail - 1) * self.stride + self.kernel - self.offset
+        out = self.fn(self.buf[..., lo:hi])
+        keep_from = min(n_avail * self.stride - self.offset, self.buf.size(-1))
+        self.buf = self.buf[..., keep_from:]
+        self.offset += keep_from
+        self.next_out = n_avail
+        return out
+
+
+class _Framer:
+    """STFT frames of a sample stream, centred as :func:`data.audio.frame_signal` centres them."""
+
+    def __init__(self, cfg: AudioConfig) -> None:
+        self.n_fft, self.hop = cfg.n_fft, cfg.hop_length
+        self.pad = cfg.n_fft // 2
+        self.buf = np.zeros(self.pad, dtype=np.float32)  # the left zero padding
+        self.offset = 0  # padded index of buf[0]
+        self.next_frame = 0
+
+    def push(self, samples: np.ndarray, final: bool = False) -> np.ndarray:
+        """Append samples; return the (n, n_fft) frames that became complete."""
+        parts = [self.buf, samples]
+        if final:
+            parts.append(np.zeros(self.pad, dtype=np.float32))
+        self.buf = np.concatenate(parts)
+        end = self.offset + len(self.buf)
+        n_avail = (end - self.n_fft) // self.hop + 1 if end >= self.n_fft else 0
+        n = max(0, n_avail - self.next_frame)
+        start = self.next_frame * self.hop - self.offset
+        frames = np.lib.stride_tricks.as_strided(
+            self.buf[start:], (n, self.n_fft), (self.buf.strides[0] * self.hop, self.buf.strides[0]),
+            writeable=False) if n else np.zeros((0, self.n_fft), dtype=np.float32)
+        frames = frames.copy()
+        keep_from = min(n_avail * self.hop - self.offset, len(self.buf)) if n else 0
+        self.buf = self.buf[keep_from:]
+        self.offset += keep_from
+        self.next_frame = max(self.next_frame, n_avail)
+        return frames
+
+
+def as_samples(samples: Any) -> np.ndarray:
+    """A 1-D float32 array of finite samples, or :class:`StreamingError`."""
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise StreamingError(f"expected mono samples of shape (n,), got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise StreamingError(f"expected float samples, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise StreamingError("audio holds NaN or infinite samples")
+    return x
+
+
+# ---------------------------------------------------------------------------- the recognizer
+
+
+class StreamingRecognizer:
+    """Incremental recognition of one utterance at a time with a unidirectional DS2 model.
+
+    Args:
+        model: a :class:`model.DeepSpeech2` with ``bidirectional=False`` (put in eval mode).
+        audio_config: its features; ``normalize`` must be ``"global"`` or ``"none"``.
+        labels: its output labels, blank first.
+        decoder: decodes the final log-probs (default greedy); anything with
+            ``decode(log_probs[None]) -> [[Hypothesis, ...]]``. Partial texts are always the
+            greedy best path of the frames so far (cheap and incremental); with the greedy
+            decoder the final text extends the last partial.
+
+    Use: ``accept(samples)`` any number of times (float32 mono at ``audio_config.sample_rate``),
+    then ``finish()``; ``reset()`` starts the next utterance. Not thread-safe: one instance per
+    stream (instances may share the model).
+    """
+
+    def __init__(self, model: DeepSpeech2, audio_config: AudioConfig, labels: Sequence[str],
+                 decoder: Any = None) -> None:
+        if not isinstance(model, DeepSpeech2):
+            raise StreamingError(f"streaming needs a DeepSpeech 2 model, got {type(model).__name__}")
+        check_streamable(model.cfg, audio_config)
+        if audio_config.n_freq != model.cfg.n_features:
+            raise StreamingError(f"the audio config gives {audio_config.n_freq} features, the model expects "
+                                 f"{model.cfg.n_features}")
+        if len(labels) != model.cfg.n_classes:
+            raise StreamingError(f"{len(labels)} labels for a model with {model.cfg.n_classes} classes")
+        self.model = model.eval()
+        self.audio_config = audio_config
+        self.labels = list(labels)
+        self.decoder = decoder if decoder is not None else GreedyDecoder(self.labels)
+        self.frame_shift = model.frame_shift(audio_config.hop_length / audio_config.sample_rate)
+        self.latency = algorithmic_latency(model.cfg, audio_config)
+        self._blank = 0
+        self._space = _space_index(self.labels)
+        param = next(model.parameters())
+        self._device, self._dtype = param.device, param.dtype
+        self.reset()
+
+    # -- state
+
+    def reset(self) -> None:
+        """Forget the current utterance."""
+        m = self.model
+        self._framer = _Framer(self.audio_config)
+        self._convs = []
+        for conv, norm in zip(m.convs, m.conv_norms):
+            fn = self._conv_fn(conv, norm)
+            k, s, p = conv.kernel_size[1], conv.stride[1], conv.padding[1]
+            self._convs.append(_SlidingWindow(k, s, p, p, fn))
+        self._states: list[Any] = [None] * len(m.rnns)
+        self._lookahead = None
+        if m.lookahead is not None:
+            context = m.lookahead.context
+            self._lookahead = _SlidingWindow(context, 1, 0, context - 1, m.lookahead.conv)
+        self._log_probs: list[np.ndarray] = []
+        self._n_frames = 0
+        self._tokens: list[int] = []
+        self._token_frames: list[int] = []
+        self._prev_id = -1
+        self.samples_received = 0
+        self.finished = False
+
+    @staticmethod
+    def _conv_fn(conv: torch.nn.Conv2d, norm: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            y = F.conv2d(x, conv.weight, conv.bias, stride=conv.stride, padding=(conv.padding[0], 0))
+            return F.hardtanh(norm(y), 0.0, CLIP)
+        return fn
+
+    @property
+    def n_frames(self) -> int:
+        """Output frames final so far."""
+        return self._n_frames
+
+    def log_probs(self) -> np.ndarray:
+        """(frames so far, n_classes) float32 log-probabilities."""
+        if not self._log_probs:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if len(self._log_probs) > 1:
+            self._log_probs = [np.concatenate(self._log_probs)]
+        return self._log_probs[0]
+
+    # -- input
+
+    def accept(self, samples: Any) -> str:
+        """Feed audio (mono float32 at the model's rate, any length, even empty); returns the partial text."""
+        if self.finished:
+            raise StreamingError("finish() was called: call reset() before feeding the next utterance")
+        x = as_samples(samples)
+        self.samples_received += len(x)
+        self._run(self._framer.push(x), final=False)
+        return self.partial_text()
+
+    def finish(self) -> dict:
+        """Process the end of the utterance (right padding as offline) and decode it.
+
+        Returns ``{"text", "words": [{"word", "start", "end"}], "duration"}`` (times in seconds,
+        rounded as :func:`inference.transcribe_audio` rounds them) and ``"alternatives"`` when the
+        decoder returns more than one path.
+        """
+        if self.finished:
+            raise StreamingError("finish() was already called: call reset() to start a new utterance")
+        self._run(self._framer.push(np.zeros(0, dtype=np.float32), final=True), final=True)
+        self.finished = True
+        paths = self.decoder.decode(self.log_probs()[None])[0]
+        best = paths[0]
+        words = [{"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)}
+                 for w in best.words(self.frame_shift)]
+        result = {"text": best.text, "words": words,
+                  "duration": round(self.samples_received / self.audio_config.sample_rate, 3)}
+        if len(paths) > 1:
+            result["alternatives"] = [h.text for h in paths[1:]]
+        return result
+
+    def partial_text(self) -> str:
+        """Greedy best path of the output frames final so far."""
+        return _make_hypothesis(self.labels, self._space, self._tokens, self._token_frames, 0.0).text
+
+    # -- the model, stage by stage
+
+    def _run(self, frames: np.ndarray, final: bool) -> None:
+        """Push new STFT frames through every stage; ``final`` right-pads each stage in turn."""
+        m = self.model
+        x: torch.Tensor | None = None
+        if len(frames):
+            feats = normalize_features(stft_magnitude(frames, self.audio_config), self.audio_config)
+            x = torch.from_numpy(np.ascontiguousarray(feats)).to(self._device, self._dtype)[None, None]
+        elif not final:
+            return
+        with torch.inference_mode():
+            for stage in self._convs:  # (1, C, F, n) -> (1, C', F', n')
+                x = stage.push(x, final)
+                if x is None and not final:
+                    return
+            if x is not None and x.size(-1):
+                b, c, f, t = x.shape
+                x = x.reshape(b, c * f, t).permute(2, 0, 1)  # (T, 1, C*F)
+                for i, rnn in enumerate(m.rnns):
+                    if rnn.batch_norm is not None:
+                        x = rnn.batch_norm(x)
+                    x, self._states[i] = rnn.rnn(x, self._states[i])
+            else:
+                x = None
+            if self._lookahead is not None:
+                y = self._lookahead.push(x.permute(1, 2, 0) if x is not None else None, final)  # (1, H, T)
+                x = F.hardtanh(y.permute(2, 0, 1), 0.0, CLIP) if y is not None else None  # (T, 1, H)
+            if x is None or not x.size(0):
+                return
+            logits = m.head(m.head_norm(x))  # (T, 1, C)
+            lp = logits.float().log_softmax(-1)[:, 0].cpu().numpy()
+        self._append(lp)
+
+    def _append(self, lp: np.ndarray) -> None:
+        self._log_probs.append(lp)
+        ids = lp.argmax(axis=1).tolist()
+        for t, i in enumerate(ids, start=self._n_frames):
+            if i != self._blank and i != self._prev_id:
+                self._tokens.append(i)
+                self._token_frames.append(t)
+            self._prev_id = i
+        self._n_frames += len(ids)
+
+
+def load_streaming_recognizer(path: Any, decoder: Any = None, device: Any = "cpu") -> StreamingRecognizer:
+    """A :class:`StreamingRecognizer` for a checkpoint (:class:`StreamingError` if it cannot stream)."""
+    from checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    check_streamable(ckpt.model_config, ckpt.audio_config)
+    return StreamingRecognizer(ckpt.build_model(device), ckpt.audio_config, ckpt.labels, decoder)
+
+
+# ---------------------------------------------------------------------------- resampling
+
+
+class StreamResampler:
+    """Polyphase resampling of a stream in chunks, equal to :func:`data.audio.resample` of the
+    whole signal (``scipy.signal.resample_poly``: Kaiser-windowed FIR, zero padding at both ends).
+
+    :meth:`push` returns the output samples whose filter support has fully arrived;
+    :meth:`finish` the rest, ``ceil(n * target / source)`` samples in all.
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int) -> None:
+        from scipy.signal import firwin
+
+        if orig_sr <= 0 or target_sr <= 0:
+            raise StreamingError(f"sample rates must be positive, got {orig_sr} and {target_sr}")
+        g = math.gcd(orig_sr, target_sr)
+        self.up, self.down = target_sr // g, orig_sr // g
+        self.identity = orig_sr == target_sr
+        self.n_in = 0
+        self.n_out = 0  # outputs returned so far
+        self.finished = False
+        if self.identity:
+            return
+        max_rate = max(self.up, self.down)
+        half_len = 10 * max_rate
+        h = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
+        h *= self.up
+        n_pre_pad = self.down - half_len % self.down
+        self.h = np.concatenate([np.zeros(n_pre_pad, dtype=np.float32), h])
+        self.n_pre_remove = (half_len + n_pre_pad) // self.down
+        self.buf = np.zeros(0, dtype=np.float32)
+        self.buf_start = 0  # input index of buf[0]
+
+    def _compute(self, m0: int, m1: int) -> np.ndarray:
+        """Outputs [m0, m1) from the buffered input (zeros outside the received samples)."""
+        from scipy.signal import upfirdn
+
+        up, down, taps = self.up, self.down, len(self.h)
+        j0 = (m0 + self.n_pre_remove) * down
+        j1 = (m1 - 1 + self.n_pre_remove) * down
+        lo = -((taps - 1 - j0) // up)  # ceil((j0 - taps + 1) / up)
+        lo = (lo // down) * down  # so that lo * up is a multiple of down
+        hi = j1 // up
+        seg = np.zeros(hi + 1 - lo, dtype=np.float32)
+        a, b = max(lo, self.buf_start), min(hi + 1, self.buf_start + len(self.buf))
+        if b > a:
+            seg[a - lo:b - lo] = self.buf[a - self.buf_start:b - self.buf_start]
+        y = upfirdn(self.h, seg, up, down)
+        first = m0 + self.n_pre_remove - lo * up // down
+        return y[first:first + (m1 - m0)].astype(np.float32)
+
+    def _trim(self) -> None:
+        """Drop the input no later output needs."""
+        j = (self.n_out + self.n_pre_remove) * self.down
+        lo = -((len(self.h) - 1 - j) // self.up)
+        lo = (lo // self.down) * self.down
+        if lo > self.buf_start:
+            self.buf = self.buf[min(lo - self.buf_start, len(self.buf)):]
+            self.buf_start = lo
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add input samples; return the output samples that are now final."""
+        x = as_samples(samples)
+        if self.finished:
+            raise StreamingError("the resampler has finished")
+        self.n_in += len(x)
+        if self.identity:
+            self.n_out += len(x)
+            return x
+        self.buf = np.concatenate([self.buf, x])
+        ready = (self.n_in * self.up - 1) // self.down - self.n_pre_remove + 1 if self.n_in else 0
+        if ready <= self.n_out:
+            return np.zeros(0, dtype=np.float32)
+        y = self._compute(self.n_out, ready)
+        self.n_out = ready
+        self._trim()
+        return y
+
+    def finish(self) -> np.ndarray:
+        """The remaining output samples (the end of the signal is zero-padded, as offline)."""
+        if self.finished:
+            raise StreamingError("the resampler has finished")
+        self.finished = True
+        if self.identity:
+            return np.zeros(0, dtype=np.float32)
+        total = -(-self.n_in * self.up // self.down)
+        if total <= self.n_out:
+            return np.zeros(0, dtype=np.float32)
+        y = self._compute(self.n_out, total)
+        self.n_out = total
+        return y
+
+
+__all__ = [
+    "StreamingError",
+    "StreamingRecognizer",
+    "StreamResampler",
+    "Latency",
+    "algorithmic_latency",
+    "as_samples",
+    "check_streamable",
+    "load_streaming_recognizer",
+]

@@ -1,0 +1,250 @@
+"""streaming.py: any chunking gives the offline log-probs and text; refusals; latency; resampling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+from stream_models import LABELS, save_model, speechlike, tiny_offline_model, tiny_stream_model
+
+from data.audio import AudioConfig, resample, spectrogram
+from decoder import GreedyDecoder
+from inference import TorchRecognizer, transcribe_audio
+from model import ModelConfig, build_model
+from streaming import (
+    StreamingError,
+    StreamingRecognizer,
+    StreamResampler,
+    algorithmic_latency,
+    load_streaming_recognizer,
+)
+
+TOL = 1e-4
+
+
+def offline(model, audio_config, audio: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(log-probs, transcribe_audio result) of the whole utterance, as transcribe.py computes them."""
+    feats = spectrogram(audio, audio_config)
+    with torch.no_grad():
+        lp, _ = model(torch.from_numpy(feats)[None, None], torch.tensor([feats.shape[1]]))
+    rec = TorchRecognizer(model, audio_config, LABELS)
+    return lp[0].numpy(), transcribe_audio(rec, GreedyDecoder(LABELS), audio, chunk_seconds=0)
+
+
+def random_chunks(rng: np.random.Generator, n: int, style: str) -> list[tuple[int, int]]:
+    """Chunk bounds covering [0, n): 'mixed' (empty, sub-hop, 10 ms ... 2 s), 'tiny' (< one 160-sample hop)."""
+    bounds, pos = [], 0
+    while pos < n:
+        if style == "tiny":
+            size = int(rng.integers(0, 160))
+        else:
+            r = rng.random()
+            size = (int(rng.integers(0, 160)) if r < 0.3 else int(rng.integers(160, 3200)) if r < 0.8
+                    else int(rng.integers(3200, 32001)))
+        bounds.append((pos, min(n, pos + size)))
+        pos += size
+    return bounds
+
+
+def stream(rec: StreamingRecognizer, audio: np.ndarray, bounds: list[tuple[int, int]]) -> tuple[dict, list[str]]:
+    partials = [rec.accept(audio[a:b]) for a, b in bounds]
+    return rec.finish(), partials
+
+
+def assert_same_as_offline(rec: StreamingRecognizer, model, audio_config, audio, result, where: str) -> None:
+    ref_lp, ref = offline(model, audio_config, audio)
+    lp = rec.log_probs()
+    assert lp.shape == ref_lp.shape, where
+    assert np.abs(lp - ref_lp).max() <= TOL, where
+    assert result["text"] == ref["transcription"], where
+    assert result["words"] == ref["words"], where
+
+
+# ---------------------------------------------------------------------------- equality with offline
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
+def test_random_chunkings_equal_the_offline_forward(rnn_type):
+    """Hypothesis-style: random models (layers, lookahead), lengths and chunkings per seed."""
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        model, audio_config = tiny_stream_model(seed, rnn_type=rnn_type, hidden_layers=int(rng.integers(1, 3)),
+                                                lookahead_context=int(rng.integers(1, 6)))
+        audio = speechlike(float(rng.uniform(0.01, 2.5)), seed=seed)
+        rec = StreamingRecognizer(model, audio_config, LABELS)
+        for trial in range(2):
+            bounds = random_chunks(rng, len(audio), "mixed")
+            result, _ = stream(rec, audio, bounds)
+            assert_same_as_offline(rec, model, audio_config, audio, result, f"{rnn_type} seed {seed} trial {trial}")
+            rec.reset()
+
+
+def test_chunks_shorter_than_one_hop():
+    model, audio_config = tiny_stream_model(3, lookahead_context=4)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        audio = speechlike(float(rng.uniform(0.2, 0.5)), seed=seed + 10)
+        rec = StreamingRecognizer(model, audio_config, LABELS)
+        result, _ = stream(rec, audio, random_chunks(rng, len(audio), "tiny"))
+        assert_same_as_offline(rec, model, audio_config, audio, result, f"seed {seed}")
+
+
+@pytest.mark.parametrize("chunk_ms", [10, 20, 100, 500, 2000])
+def test_fixed_chunk_sizes(chunk_ms):
+    model, audio_config = tiny_stream_model(4, lookahead_context=5)
+    audio = speechlike(2.3, seed=4)
+    rec = StreamingRecognizer(model, audio_config, LABELS)
+    size = 16 * chunk_ms
+    result, partials = stream(rec, audio, [(a, a + size) for a in range(0, len(audio), size)])
+    assert_same_as_offline(rec, model, audio_config, audio, result, f"{chunk_ms} ms")
+    assert result["text"]  # the random model says something
+    assert result["duration"] == round(len(audio) / 16000, 3)
+
+
+def test_whole_utterance_in_one_chunk_and_very_short_audio():
+    model, audio_config = tiny_stream_model(5)
+    for n in (0, 1, 159, 160, 161, 319, 320, 321, 1000, 1761):
+        audio = speechlike(n / 16000, seed=n) if n else np.zeros(0, dtype=np.float32)
+        rec = StreamingRecognizer(model, audio_config, LABELS)
+        rec.accept(audio)
+        result = rec.finish()
+        assert_same_as_offline(rec, model, audio_config, audio, result, f"{n} samples")
+        assert rec.n_frames == model.output_lengths(audio_config.n_frames(n))
+
+
+def test_normalize_none_streams_too():
+    model, audio_config = tiny_stream_model(6, normalize="none")
+    audio = speechlike(1.2, seed=6)
+    rec = StreamingRecognizer(model, audio_config, LABELS)
+    result, _ = stream(rec, audio, random_chunks(np.random.default_rng(6), len(audio), "mixed"))
+    assert_same_as_offline(rec, model, audio_config, audio, result, "normalize none")
+
+
+def test_partials_grow_into_the_final_text():
+    model, audio_config = tiny_stream_model(7)
+    audio = speechlike(3.0, seed=7)
+    rec = StreamingRecognizer(model, audio_config, LABELS)
+    result, partials = stream(rec, audio, [(a, a + 1600) for a in range(0, len(audio), 1600)])
+    assert len(set(partials)) > 3
+    for before, after in zip(partials, partials[1:] + [result["text"]]):
+        assert after.startswith(before.rstrip()), (before, after)
+
+
+def test_reset_replays_identically_and_finish_is_final():
+    model, audio_config = tiny_stream_model(8)
+    audio = speechlike(1.0, seed=8)
+    rec = StreamingRecognizer(model, audio_config, LABELS)
+    rec.accept(audio)
+    first = rec.finish()
+    with pytest.raises(StreamingError, match="reset"):
+        rec.accept(audio)
+    with pytest.raises(StreamingError, match="already"):
+        rec.finish()
+    rec.reset()
+    assert rec.n_frames == 0 and rec.partial_text() == ""
+    rec.accept(audio[:5000])
+    rec.accept(audio[5000:])
+    assert rec.finish() == first
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 100), dtype=np.float32), "shape"),
+    (np.array([0.0, np.nan], dtype=np.float32), "NaN"),
+    (np.array(["a"]), "dtype"),
+])
+def test_bad_samples_are_refused(bad, match):
+    model, audio_config = tiny_stream_model(0)
+    with pytest.raises(StreamingError, match=match):
+        StreamingRecognizer(model, audio_config, LABELS).accept(bad)
+
+
+def test_beam_decoder_final_equals_offline_beam():
+    pytest.importorskip("flashlight.lib.text")
+    from decoder import BeamCTCDecoder
+
+    model, audio_config = tiny_stream_model(9)
+    audio = speechlike(1.5, seed=9)
+    beam = BeamCTCDecoder(LABELS, beam_width=8, top_paths=2)
+    rec = StreamingRecognizer(model, audio_config, LABELS, decoder=beam)
+    result, _ = stream(rec, audio, random_chunks(np.random.default_rng(9), len(audio), "mixed"))
+    ref = transcribe_audio(TorchRecognizer(model, audio_config, LABELS), beam, audio, chunk_seconds=0)
+    assert result["text"] == ref["transcription"]
+    assert result["words"] == ref["words"]
+    assert result["alternatives"] == ref["alternatives"]
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+def test_bidirectional_and_per_utterance_models_are_refused():
+    model, audio_config = tiny_offline_model(0)
+    with pytest.raises(StreamingError, match="bidirectional"):
+        StreamingRecognizer(model, audio_config, LABELS)
+    uni, _ = tiny_stream_model(0)
+    with pytest.raises(StreamingError, match="per utterance"):
+        StreamingRecognizer(uni, AudioConfig(normalize="utterance"), LABELS)
+    ds1 = build_model(ModelConfig(arch="ds1", bidirectional=False, hidden_size=8, hidden_layers=1))
+    with pytest.raises(StreamingError, match="DeepSpeech 2"):
+        StreamingRecognizer(ds1, AudioConfig(normalize="none"), LABELS)
+    with pytest.raises(StreamingError, match="labels"):
+        StreamingRecognizer(uni, tiny_stream_model(0)[1], LABELS[:-1])
+
+
+def test_shipped_bidirectional_model_is_refused():
+    with pytest.raises(StreamingError, match="bidirectional.*--no-bidirectional --normalize global"):
+        load_streaming_recognizer(REPO / "models" / "an4.pth")
+
+
+def test_saved_streaming_checkpoint_loads(tmp_path):
+    model, audio_config = tiny_stream_model(1)
+    path = save_model(tmp_path / "s.pth", model, audio_config)
+    rec = load_streaming_recognizer(path)
+    audio = speechlike(0.7, seed=1)
+    rec.accept(audio)
+    assert rec.finish()["text"] == offline(model, audio_config, audio)[1]["transcription"]
+
+
+# ---------------------------------------------------------------------------- latency
+
+
+def test_algorithmic_latency_of_the_recipe():
+    audio_config = AudioConfig(normalize="none")
+    default = algorithmic_latency(ModelConfig(bidirectional=False), audio_config)
+    assert ModelConfig().lookahead_context == 20
+    assert default.as_ms() == {"stft_ms": 10.0, "conv_ms": 150.0, "lookahead_ms": 380.0, "total_ms": 540.0}
+    one = algorithmic_latency(ModelConfig(bidirectional=False, lookahead_context=1), audio_config)
+    assert one.as_ms()["total_ms"] == 160.0
+
+
+@pytest.mark.parametrize("context", [1, 2, 5])
+def test_frames_are_final_as_soon_as_the_latency_allows(context):
+    """After n samples, exactly the output frames whose right context has arrived are final:
+    frame j is centred at j * 20 ms and needs `latency` seconds of audio after that."""
+    model, audio_config = tiny_stream_model(2, lookahead_context=context)
+    rec = StreamingRecognizer(model, audio_config, LABELS)
+    latency = round(algorithmic_latency(model.cfg, audio_config).total_s * 16000)
+    step = 320  # samples per output frame
+    audio = speechlike(1.5, seed=2)
+    fed = 0
+    for size in np.random.default_rng(context).integers(1, 700, size=60):
+        rec.accept(audio[fed:fed + size])
+        fed = min(len(audio), fed + int(size))
+        expected = (fed - latency) // step + 1 if fed >= latency else 0
+        assert rec.n_frames == expected, fed
+
+
+# ---------------------------------------------------------------------------- resampling
+
+
+@pytest.mark.parametrize("rates", [(8000, 16000), (44100, 16000), (48000, 16000), (22050, 16000), (16000, 16000),
+                                   (16000, 8000), (11025, 16000)])
+def test_stream_resampler_equals_offline_resampling(rates):
+    orig, target = rates
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(int(rng.integers(1, 20000))).astype(np.float32)
+        rs = StreamResampler(orig, target)
+        out = [rs.push(x[a:b]) for a, b in random_chunks(rng, len(x), "mixed")] + [rs.finish()]
+        y = np.concatenate(out)
+        ref = resample(x, orig, target)
+        assert y.shape == ref.shape and np.abs(y - ref).max() <= 1e-6, (rates, seed)
