@@ -21,7 +21,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # test.py is deliberately not installed as a module: it would shadow the standard library's `test`.
-    py_modules=["model", "decoder", "utils", "train", "transcribe", "search_lm_params"],
+    py_modules=["model", "decoder", "utils", "train", "transcribe", "search_lm_params", "streaming"],
     packages=["data"],
     install_requires=read_requirements("requirements.txt"),
     extras_require={
@@ -29,5 +29,6 @@ setup(
         "tensorboard": ["tensorboard>=2.14"],
         "visdom": ["visdom>=0.2.4"],
         "lm": ["flashlight-text>=0.0.7"],
+        "server": [r for r in read_requirements("requirements-server.txt") if r not in read_requirements("requirements.txt")],
     },
 )
