@@ -1,0 +1,113 @@
+"""The streaming engine alone: algorithmic latency and compute per chunk.
+
+    python bench/bench_streaming.py [--model-path M] [--chunk-ms 10 20 50 100 200 500 1000 2000]
+                                    [--seconds 10] [--runs 3] [--threads 1] [--lookahead 1 5 10 20]
+
+Without ``--model-path`` the model is the recipe's size as a streaming model (DS2, 3 x 384
+unidirectional LSTM, lookahead context 20) with random weights, which is all a speed figure
+needs. Each chunk size streams ``--seconds`` of generated audio through
+streaming.StreamingRecognizer (``accept`` per chunk, then ``finish``), ``--runs`` times after one
+warm-up; it reports the median and 95th percentile of the compute per chunk and the real-time
+factor. Prints a table and, as its last line, JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.audio import AudioConfig, with_feature_stats  # noqa: E402
+from model import ModelConfig, build_model  # noqa: E402
+from streaming import StreamingRecognizer, algorithmic_latency, check_streamable  # noqa: E402
+
+LABELS = list("_'ABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+
+
+def recipe_stream_model(lookahead: int = 20) -> tuple[torch.nn.Module, AudioConfig, list[str]]:
+    """train.py's default architecture made streamable, random weights; global feature statistics."""
+    base = AudioConfig(normalize="none")
+    audio_config = with_feature_stats(base, np.full(base.n_freq, 0.5), np.ones(base.n_freq))
+    cfg = ModelConfig(bidirectional=False, lookahead_context=lookahead, n_features=base.n_freq, n_classes=len(LABELS))
+    torch.manual_seed(0)
+    return build_model(cfg).eval(), audio_config, LABELS
+
+
+def test_audio(seconds: float, rate: int = 16000) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 300 * t * (1 + 0.5 * np.sin(t))) + 0.05 * rng.standard_normal(t.size)).astype(
+        np.float32)
+
+
+def time_chunks(rec: StreamingRecognizer, audio: np.ndarray, chunk: int) -> tuple[list[float], float]:
+    """(seconds per accept call, total seconds including finish)."""
+    rec.reset()
+    per_chunk = []
+    start = time.perf_counter()
+    for i in range(0, len(audio), chunk):
+        t = time.perf_counter()
+        rec.accept(audio[i:i + chunk])
+        per_chunk.append(time.perf_counter() - t)
+    rec.finish()
+    return per_chunk, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-path", default=None, help="a streamable checkpoint (default: the recipe's size, random)")
+    p.add_argument("--chunk-ms", type=float, nargs="+", default=[10, 20, 50, 100, 200, 500, 1000, 2000])
+    p.add_argument("--seconds", type=float, default=10.0, help="audio streamed per run")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lookahead", type=int, nargs="+", default=[1, 5, 10, 20],
+                   help="lookahead contexts for the latency table")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.model_path:
+        from checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(args.model_path)
+        check_streamable(ckpt.model_config, ckpt.audio_config)
+        model, audio_config, labels = ckpt.build_model(), ckpt.audio_config, ckpt.labels
+    else:
+        model, audio_config, labels = recipe_stream_model()
+    rec = StreamingRecognizer(model, audio_config, labels)
+    audio = test_audio(args.seconds, audio_config.sample_rate)
+    latency = {str(k): algorithmic_latency(ModelConfig(bidirectional=False, lookahead_context=k), audio_config).as_ms()
+               for k in args.lookahead}
+    latency["model"] = rec.latency.as_ms()
+    rows = []
+    for chunk_ms in args.chunk_ms:
+        chunk = max(1, round(chunk_ms * audio_config.sample_rate / 1000))
+        time_chunks(rec, audio[: 20 * chunk], chunk)  # warm-up
+        per_chunk, totals = [], []
+        for _ in range(args.runs):
+            times, total = time_chunks(rec, audio, chunk)
+            per_chunk += times
+            totals.append(total)
+        ms = sorted(1000 * t for t in per_chunk)
+        rows.append({"chunk_ms": chunk_ms, "median_ms": round(statistics.median(ms), 2),
+                     "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
+                     "x_realtime": round(args.seconds / statistics.median(totals), 1)})
+    print("algorithmic latency (ms): " + ", ".join(f"lookahead {k}: {v['total_ms']:g}" for k, v in latency.items()
+                                                     if k != "model"))
+    print(f"model: {model.cfg.hidden_layers} x {model.cfg.hidden_size} {model.cfg.rnn_type}, lookahead "
+          f"{model.cfg.lookahead_context}: {latency['model']}")
+    print(f"{'chunk ms':>9} {'median ms':>10} {'p95 ms':>8} {'x realtime':>11}   ({args.threads} thread(s))")
+    for r in rows:
+        print(f"{r['chunk_ms']:9g} {r['median_ms']:10.2f} {r['p95_ms']:8.2f} {r['x_realtime']:11.1f}")
+    print(json.dumps({"latency_ms": latency, "chunks": rows, "threads": args.threads, "seconds": args.seconds,
+                      "runs": args.runs, "model": model.cfg.__dict__, "torch": torch.__version__}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
