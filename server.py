@@ -173,7 +173,7 @@ class Service:
         path = Path(path)
         if not path.is_file():
             self.stream_error = (f"streaming is unavailable: no streaming model at {path} (train one with train.py "
-                                 "--no-bidirectional --normalize global and pass --stream-model-path)")
+                                 "--no-bidirectional --normalize global and save it there, or pass --stream-model-path)")
             return
         try:
             ckpt = load_checkpoint(path)

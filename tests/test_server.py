@@ -424,6 +424,40 @@ def test_stream_unavailable_without_a_streaming_model(models, tmp_path):
     bidirectional.close()
 
 
+def test_partials_arrive_while_audio_is_still_coming_and_slow_senders_are_served(addr, models, tmp_path, capsys):
+    audio = speechlike(1.6, seed=12)
+    path = tmp_path / "slow.wav"
+    sf.write(str(path), audio, 16000, subtype="FLOAT")
+    expected = offline(models["stream"], path, capsys)["output"][0]["transcription"]
+    with connect(f"ws://{addr}/stream", open_timeout=30) as ws:
+        ws.send(json.dumps({"sample_rate": 16000, "format": "float32"}))
+        for i in range(0, len(audio), 3200):  # 200 ms of audio every 0.5 s: under half real time
+            ws.send(audio[i:i + 3200].tobytes())
+            time.sleep(0.5)
+        first = json.loads(ws.recv(timeout=10))  # before eof
+        assert first["partial"] and first["audio_s"] < 1.6
+        ws.send(json.dumps({"eof": 1}))
+        messages = [first] + [json.loads(m) for m in ws]
+    assert messages[-1]["text"] == expected
+
+
+def test_internal_errors_answer_json_without_details(models, monkeypatch):
+    service = make_service(models["offline"], models["stream"], **LIMITS)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(service, "transcribe_bytes", broken)
+    monkeypatch.setattr(server.StreamSession, "accept", broken)
+    with serve(service) as address:
+        r = post(address, wav_bytes(speechlike(0.5)))
+        assert_error(r, 500, "internal server error")
+        assert "secret" not in r.text
+        messages, code = run_stream(address, [b"\x00" * 3200], {"sample_rate": 16000})
+        assert code == 1011 and messages == [{"error": "internal server error"}]
+        assert health(address)["status"] == "ok"
+
+
 # ---------------------------------------------------------------------------- the command line
 
 
