@@ -462,6 +462,9 @@ def test_internal_errors_answer_json_without_details(models, monkeypatch):
 
 
 def test_main_refuses_bad_settings(models, capsys, tmp_path):
+    defaults = server.build_parser().parse_args([])
+    assert (defaults.host, defaults.port) == ("127.0.0.1", 8888)  # never the network unless told
+    assert str(defaults.model_path) == "models/an4.pth" and str(defaults.stream_model_path) == "models/an4_stream.pth"
     assert server.main(["--model-path", str(tmp_path / "none.pth")]) == 2
     assert "error: " in capsys.readouterr().err
     assert server.main(["--model-path", str(models["offline"]), "--max-streams", "0"]) == 2
