@@ -75,8 +75,8 @@ class ModelConfig:
     """Architecture of an acoustic model. Plain data: ``asdict(cfg)`` is JSON-able
     and is what checkpoints store.
 
-    Fields used by one architecture only: ``conv_channels`` and ``lookahead_context``
-    (ds2), ``ds1_context`` and ``ds1_stride`` (ds1).
+    Fields used by one architecture only: ``conv_channels``, ``lookahead_context`` and
+    ``conv_bias`` (ds2), ``ds1_context`` and ``ds1_stride`` (ds1).
     """
 
     arch: str = "ds2"  # "ds2" | "ds1"
@@ -91,6 +91,7 @@ class ModelConfig:
     ds1_context: int = 9  # ds1: frames of context on each side of a frame
     ds1_stride: int = 1  # ds1: 1 = one output per input frame (10 ms), 2 = every other frame (20 ms)
     dropout: float = 0.0  # ds1: after every dense layer; ds2: on the input of every RNN layer but the first and of the head
+    conv_bias: bool = False  # ds2: a bias in both conv layers (deepspeech.pytorch's have one; the BatchNorm makes it redundant)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -99,6 +100,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.rnn_type must be one of {list(RNN_TYPES)}, got {self.rnn_type!r}")
         if type(self.bidirectional) is not bool:
             raise ValueError(f"ModelConfig.bidirectional must be True or False, got {self.bidirectional!r}")
+        if type(self.conv_bias) is not bool:
+            raise ValueError(f"ModelConfig.conv_bias must be True or False, got {self.conv_bias!r}")
         _check_int("n_features", self.n_features, 1)
         _check_int("n_classes", self.n_classes, 2)
         _check_int("hidden_size", self.hidden_size, 1)
@@ -333,9 +336,9 @@ class DeepSpeech2(AcousticModel):
         convs, norms = [], []
         in_channels, n_freq = 1, cfg.n_features
         for spec in DS2_CONVS:
-            # No conv bias: the BatchNorm right after it subtracts any constant shift.
+            # No conv bias by default: the BatchNorm right after it subtracts any constant shift.
             convs.append(nn.Conv2d(in_channels, cfg.conv_channels, spec.kernel, spec.stride, spec.padding,
-                                   bias=False))
+                                   bias=cfg.conv_bias))
             norms.append(MaskedBatchNorm2d(cfg.conv_channels))
             in_channels = cfg.conv_channels
             n_freq = conv_out_size(n_freq, spec.kernel[0], spec.stride[0], spec.padding[0])
@@ -506,7 +509,7 @@ def describe_architecture(cfg: ModelConfig) -> str:
     rnn = f"{cfg.hidden_layers} x {cfg.hidden_size} {'bidirectional' if cfg.bidirectional else 'unidirectional'} " \
           f"{cfg.rnn_type.upper()}"
     if cfg.arch == "ds2":
-        extra = f"conv channels {cfg.conv_channels}"
+        extra = f"conv channels {cfg.conv_channels}" + (" (with bias)" if cfg.conv_bias else "")
         if not cfg.bidirectional:
             extra += f", lookahead context {cfg.lookahead_context}"
         return f"DeepSpeech 2 (ds2): {rnn}, {extra}"
