@@ -16,17 +16,19 @@ is O(T^2)): padded frames are zeroed after every conv layer, BatchNorm statistic
 in training are taken over valid frames only, and the backward RNN direction runs
 on each sequence reversed within its own length.
 
-Print what a checkpoint holds, or write a release copy (the tools live in checkpoint.py)::
+Print what a checkpoint holds, or write a release copy (the tools live in checkpoint.py);
+convert a deepspeech.pytorch v2 package or V3 Lightning checkpoint (see dspt_import.py)::
 
     python model.py --model-path models/an4.pth
     python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights
+    python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Sequence
 
 import torch
@@ -521,15 +523,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = make_parser(
         "Print what a deepspeech-ctc checkpoint holds (architecture, parameters, labels, audio config, "
-        "epochs and WER/CER), or write a release copy with --export.\n\n"
+        "epochs and WER/CER), or write a release copy with --export. --import-deepspeech-pytorch converts "
+        "a deepspeech.pytorch v2 model package or V3 Lightning checkpoint (see dspt_import.py).\n\n"
         "  python model.py --model-path models/an4.pth\n"
-        "  python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights"
+        "  python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights\n"
+        "  python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth"
     )
-    parser.add_argument("--model-path", required=True, help="checkpoint written by train.py")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-path", help="checkpoint written by train.py")
+    source.add_argument("--import-deepspeech-pytorch", metavar="OLD", default=None,
+                        help="a deepspeech.pytorch v2 model package (.pth) or V3 Lightning checkpoint (.ckpt) "
+                             "to convert; needs --export")
     parser.add_argument("--export", default=None, metavar="PATH",
                         help="write a release copy here: weights, architecture, audio config, labels and "
                              "metric history, without optimizer or other training state")
     parser.add_argument("--fp16-weights", action="store_true", help="with --export: store the weights in fp16")
+    parser.add_argument("--pad-mode", choices=("reflect", "constant"), default=None,
+                        help="with --import-deepspeech-pytorch: the STFT centre padding the model was trained "
+                             "with: reflect (librosa < 0.9, the released models; the default) or constant "
+                             "(zeros, librosa >= 0.9)")
     return parser
 
 
@@ -539,9 +551,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fp16_weights and not args.export:
         parser.error("--fp16-weights applies to --export")
+    if args.import_deepspeech_pytorch and not args.export:
+        parser.error("--import-deepspeech-pytorch needs --export NEW.pth")
+    if args.pad_mode and not args.import_deepspeech_pytorch:
+        parser.error("--pad-mode applies to --import-deepspeech-pytorch")
     from checkpoint import CheckpointError, describe, export, load_checkpoint
+    from dspt_import import DEFAULT_PAD_MODE
 
     try:
+        if args.import_deepspeech_pytorch:
+            source = args.import_deepspeech_pytorch
+            ckpt = load_checkpoint(source)  # converts deepspeech.pytorch files in memory
+            if ckpt.imported_from is None:
+                raise CheckpointError(f"{source}: a deepspeech-ctc checkpoint, not a deepspeech.pytorch file; "
+                                      "nothing to import")
+            audio = replace(ckpt.audio_config, pad_mode=args.pad_mode or DEFAULT_PAD_MODE)
+            ckpt = replace(ckpt, audio_config=audio, weights_dtype="float16" if args.fp16_weights else "float32")
+            path = export(ckpt, args.export, fp16_weights=args.fp16_weights)
+            print(f"found:         {ckpt.imported_from['toolkit']} {ckpt.imported_from['version']} "
+                  f"checkpoint {source}")
+            for line in describe(ckpt):
+                if not line.startswith(("imported from:", "training state:")):
+                    print(line)
+            print(f"exported:      {path}")
+            return 0
         ckpt = load_checkpoint(args.model_path)
         if args.export:
             path = export(ckpt, args.export, fp16_weights=args.fp16_weights)
