@@ -6,12 +6,15 @@ A checkpoint loads with ``torch.load(path, weights_only=True)`` and holds::
      "model_config": asdict(ModelConfig), "audio_config": AudioConfig.to_dict(),
      "labels": ["_", "'", "A", ...], "state_dict": {clean keys: tensors},
      "weights_dtype": "float32" | "float16",     # fp16 weights are fp32 again on load
-     "training": {...}}                          # optional: TrainingState fields
+     "training": {...},                          # optional: TrainingState fields
+     "imported_from": {"toolkit": ..., ...}}     # optional: a model converted from another toolkit
 
 In Python it is a :class:`Checkpoint`; :func:`load_checkpoint` validates a file and returns
 one, :func:`save_checkpoint` writes one atomically. Format 1 files (training keys at the
-top level) still load. ``python model.py --model-path M`` prints what a file holds
-(:func:`describe`) and ``--export`` writes a release copy (:func:`export`).
+top level) still load, and so do deepspeech.pytorch v2 model packages and V3 Lightning
+checkpoints, converted in memory by dspt_import.py. ``python model.py --model-path M``
+prints what a file holds (:func:`describe`) and ``--export`` writes a release copy
+(:func:`export`).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+import dspt_import
 from data.audio import AudioConfig
 from model import AcousticModel, ModelConfig, build_model, describe_architecture
 from utils import atomic_write, dataclass_from_dict
@@ -40,6 +44,10 @@ _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be saved or used; the message names the file and the fix."""
+
+
+class PythonObjectsError(CheckpointError):
+    """A file that holds Python objects other than plain data, which ``weights_only=True`` refuses."""
 
 
 @dataclass
@@ -91,6 +99,7 @@ class Checkpoint:
     training: TrainingState | None = None
     weights_dtype: str = "float32"  # how the weights are (or were) stored in the file
     path: Path | None = None
+    imported_from: dict | None = None  # a converted model: the toolkit, its version and file (dspt_import)
 
     @classmethod
     def from_model(cls, model: nn.Module, audio_config: AudioConfig, labels: Sequence[str],
@@ -192,6 +201,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, fp16_weights: bool = Fal
         raise CheckpointError(f"{path}: {len(ckpt.labels)} labels for a model with {cfg.n_classes} classes")
     training = ckpt.training.to_dict() if ckpt.training is not None else None
     problem = _non_plain(training, "training") if training is not None else None
+    problem = problem or _non_plain(ckpt.imported_from, "imported_from")
     if problem:
         raise CheckpointError(
             f"{path}: {problem}, which torch.load(weights_only=True) refuses. Store only "
@@ -212,6 +222,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, fp16_weights: bool = Fal
             training["best_state_dict"] = {k: v.half() if v.is_floating_point() else v
                                            for k, v in training["best_state_dict"].items()}
         package["training"] = training
+    if ckpt.imported_from is not None:
+        package["imported_from"] = ckpt.imported_from
     with atomic_write(path, "wb") as f:
         torch.save(package, f)
     return path
@@ -221,7 +233,7 @@ def _describe_foreign(obj: dict) -> str:
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return "a bare state_dict (weights without model config, audio config or labels)"
     if "hidden_size" in obj and "state_dict" in obj:
-        return "a deepspeech.pytorch model package (its format is not supported)"
+        return "a deepspeech.pytorch-like model package without its labels or audio_conf"
     if "hyper_parameters" in obj and "state_dict" in obj:
         return "a PyTorch Lightning checkpoint"
     return f"a dict with keys {sorted(map(str, obj))[:8]} but no 'format' key"
@@ -246,7 +258,7 @@ def read_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
             AttributeError, UnicodeDecodeError, zipfile.BadZipFile) as e:
         if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e) and zipfile.is_zipfile(path):
-            raise CheckpointError(
+            raise PythonObjectsError(
                 f"{path}: holds Python objects other than plain data (a pickled model or another toolkit's "
                 "file?); checkpoints are only loaded with weights_only=True. Re-save it with checkpoint.save_checkpoint"
             ) from None
@@ -263,12 +275,37 @@ def read_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read and validate a checkpoint written by :func:`save_checkpoint` (format 1 or 2).
 
+    deepspeech.pytorch v2 packages and V3 Lightning checkpoints are converted in memory
+    (dspt_import.py, with reflect padding). A V3 file holds Python objects: it is read
+    again by :func:`dspt_import.load_restricted`, also with ``weights_only=True``, with inert
+    stand-ins for an allow-list of its config classes checked before unpickling.
+
     Raises:
-        CheckpointError: missing, empty, truncated, corrupt or foreign file; an unknown or
-            newer format version; missing keys; a model/audio config or labels that do not
-            make sense; weights that do not match the config.
+        CheckpointError: missing, empty, truncated, corrupt or foreign file; a pickle payload
+            or other Python objects; an unknown or newer format version; missing keys; a
+            model/audio config or labels that do not make sense; weights that do not match
+            the config; a deepspeech.pytorch file whose parts disagree.
     """
-    return validate_package(read_package(path, map_location), path)
+    python_objects: PythonObjectsError | None = None
+    try:
+        obj = read_package(path, map_location)
+    except PythonObjectsError as e:
+        python_objects = e
+    try:
+        if python_objects is not None:
+            # A V3 .ckpt holds OmegaConf configs: loaded again with stand-ins for an allow-list
+            # of names; anything else is refused, naming it, before unpickling.
+            obj = dspt_import.load_restricted(path, map_location)
+        if python_objects is not None or (isinstance(obj, dict) and "format" not in obj):
+            if dspt_import.detect_version(obj):
+                converted = dspt_import.convert(obj, path)
+                return validate_package({"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION,
+                                         **converted}, path)
+            if python_objects is not None:
+                raise python_objects
+    except dspt_import.DeepSpeechPytorchError as e:
+        raise CheckpointError(str(e)) from None
+    return validate_package(obj, path)
 
 
 def validate_package(obj: Any, path: str | Path) -> Checkpoint:
@@ -329,7 +366,11 @@ def validate_package(obj: Any, path: str | Path) -> Checkpoint:
     training = TrainingState.from_dict(training_dict) if training_dict else None
     if training is not None and training.best_state_dict:
         training.best_state_dict = as_fp32(training.best_state_dict)
-    return Checkpoint(cfg, audio_cfg, list(labels), as_fp32(state_dict), training, weights_dtype, Path(path))
+    imported_from = obj.get("imported_from")
+    if imported_from is not None and not isinstance(imported_from, dict):
+        raise CheckpointError(f"{path}: 'imported_from' must be a dict; the file is damaged")
+    return Checkpoint(cfg, audio_cfg, list(labels), as_fp32(state_dict), training, weights_dtype, Path(path),
+                      imported_from)
 
 
 def check_state_dict(cfg: ModelConfig, state_dict: dict, path: str | Path) -> None:
@@ -389,7 +430,10 @@ def describe(ckpt: Checkpoint) -> list[str]:
     audio = ckpt.audio_config.to_dict()
     if audio.get("feature_mean") is not None:
         audio["feature_mean"] = audio["feature_std"] = f"<{ckpt.audio_config.n_freq} values>"
+    source = ckpt.imported_from
     lines = [
+        *([f"imported from: {source.get('toolkit')} {source.get('version')} ({source.get('file')})"]
+          if source is not None else []),
         f"architecture:  {describe_architecture(ckpt.model_config)}",
         f"parameters:    {ckpt.n_parameters:,}",
         f"weights saved: {ckpt.weights_dtype}",
@@ -417,8 +461,9 @@ def describe(ckpt: Checkpoint) -> list[str]:
 
 
 def export(ckpt: Checkpoint, path: str | Path, fp16_weights: bool = False) -> Path:
-    """A release copy of ``ckpt``: weights, configs, labels and the run's history, without the
-    state needed only to resume training."""
+    """A release copy of ``ckpt``: weights, configs, labels, the run's history and where an
+    imported model came from, without the state needed only to resume training."""
     training = ckpt.training.run_info() if ckpt.training is not None else None
-    release = Checkpoint(ckpt.model_config, ckpt.audio_config, ckpt.labels, ckpt.state_dict, training)
+    release = Checkpoint(ckpt.model_config, ckpt.audio_config, ckpt.labels, ckpt.state_dict, training,
+                         imported_from=ckpt.imported_from)
     return save_checkpoint(path, release, fp16_weights=fp16_weights)

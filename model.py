@@ -16,17 +16,19 @@ is O(T^2)): padded frames are zeroed after every conv layer, BatchNorm statistic
 in training are taken over valid frames only, and the backward RNN direction runs
 on each sequence reversed within its own length.
 
-Print what a checkpoint holds, or write a release copy (the tools live in checkpoint.py)::
+Print what a checkpoint holds, or write a release copy (the tools live in checkpoint.py);
+convert a deepspeech.pytorch v2 package or V3 Lightning checkpoint (see dspt_import.py)::
 
     python model.py --model-path models/an4.pth
     python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights
+    python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Sequence
 
 import torch
@@ -75,8 +77,8 @@ class ModelConfig:
     """Architecture of an acoustic model. Plain data: ``asdict(cfg)`` is JSON-able
     and is what checkpoints store.
 
-    Fields used by one architecture only: ``conv_channels`` and ``lookahead_context``
-    (ds2), ``ds1_context`` and ``ds1_stride`` (ds1).
+    Fields used by one architecture only: ``conv_channels``, ``lookahead_context`` and
+    ``conv_bias`` (ds2), ``ds1_context`` and ``ds1_stride`` (ds1).
     """
 
     arch: str = "ds2"  # "ds2" | "ds1"
@@ -91,6 +93,7 @@ class ModelConfig:
     ds1_context: int = 9  # ds1: frames of context on each side of a frame
     ds1_stride: int = 1  # ds1: 1 = one output per input frame (10 ms), 2 = every other frame (20 ms)
     dropout: float = 0.0  # ds1: after every dense layer; ds2: on the input of every RNN layer but the first and of the head
+    conv_bias: bool = False  # ds2: a bias in both conv layers (deepspeech.pytorch's have one; the BatchNorm makes it redundant)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -99,6 +102,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.rnn_type must be one of {list(RNN_TYPES)}, got {self.rnn_type!r}")
         if type(self.bidirectional) is not bool:
             raise ValueError(f"ModelConfig.bidirectional must be True or False, got {self.bidirectional!r}")
+        if type(self.conv_bias) is not bool:
+            raise ValueError(f"ModelConfig.conv_bias must be True or False, got {self.conv_bias!r}")
         _check_int("n_features", self.n_features, 1)
         _check_int("n_classes", self.n_classes, 2)
         _check_int("hidden_size", self.hidden_size, 1)
@@ -333,9 +338,9 @@ class DeepSpeech2(AcousticModel):
         convs, norms = [], []
         in_channels, n_freq = 1, cfg.n_features
         for spec in DS2_CONVS:
-            # No conv bias: the BatchNorm right after it subtracts any constant shift.
+            # No conv bias by default: the BatchNorm right after it subtracts any constant shift.
             convs.append(nn.Conv2d(in_channels, cfg.conv_channels, spec.kernel, spec.stride, spec.padding,
-                                   bias=False))
+                                   bias=cfg.conv_bias))
             norms.append(MaskedBatchNorm2d(cfg.conv_channels))
             in_channels = cfg.conv_channels
             n_freq = conv_out_size(n_freq, spec.kernel[0], spec.stride[0], spec.padding[0])
@@ -506,7 +511,7 @@ def describe_architecture(cfg: ModelConfig) -> str:
     rnn = f"{cfg.hidden_layers} x {cfg.hidden_size} {'bidirectional' if cfg.bidirectional else 'unidirectional'} " \
           f"{cfg.rnn_type.upper()}"
     if cfg.arch == "ds2":
-        extra = f"conv channels {cfg.conv_channels}"
+        extra = f"conv channels {cfg.conv_channels}" + (" (with bias)" if cfg.conv_bias else "")
         if not cfg.bidirectional:
             extra += f", lookahead context {cfg.lookahead_context}"
         return f"DeepSpeech 2 (ds2): {rnn}, {extra}"
@@ -518,15 +523,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = make_parser(
         "Print what a deepspeech-ctc checkpoint holds (architecture, parameters, labels, audio config, "
-        "epochs and WER/CER), or write a release copy with --export.\n\n"
+        "epochs and WER/CER), or write a release copy with --export. --import-deepspeech-pytorch converts "
+        "a deepspeech.pytorch v2 model package or V3 Lightning checkpoint (see dspt_import.py).\n\n"
         "  python model.py --model-path models/an4.pth\n"
-        "  python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights"
+        "  python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights\n"
+        "  python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth"
     )
-    parser.add_argument("--model-path", required=True, help="checkpoint written by train.py")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-path", help="checkpoint written by train.py")
+    source.add_argument("--import-deepspeech-pytorch", metavar="OLD", default=None,
+                        help="a deepspeech.pytorch v2 model package (.pth) or V3 Lightning checkpoint (.ckpt) "
+                             "to convert; needs --export")
     parser.add_argument("--export", default=None, metavar="PATH",
                         help="write a release copy here: weights, architecture, audio config, labels and "
                              "metric history, without optimizer or other training state")
     parser.add_argument("--fp16-weights", action="store_true", help="with --export: store the weights in fp16")
+    parser.add_argument("--pad-mode", choices=("reflect", "constant"), default=None,
+                        help="with --import-deepspeech-pytorch: the STFT centre padding the model was trained "
+                             "with: reflect (librosa < 0.9, the released models; the default) or constant "
+                             "(zeros, librosa >= 0.9)")
     return parser
 
 
@@ -536,9 +551,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fp16_weights and not args.export:
         parser.error("--fp16-weights applies to --export")
+    if args.import_deepspeech_pytorch and not args.export:
+        parser.error("--import-deepspeech-pytorch needs --export NEW.pth")
+    if args.pad_mode and not args.import_deepspeech_pytorch:
+        parser.error("--pad-mode applies to --import-deepspeech-pytorch")
     from checkpoint import CheckpointError, describe, export, load_checkpoint
+    from dspt_import import DEFAULT_PAD_MODE
 
     try:
+        if args.import_deepspeech_pytorch:
+            source = args.import_deepspeech_pytorch
+            ckpt = load_checkpoint(source)  # converts deepspeech.pytorch files in memory
+            if ckpt.imported_from is None:
+                raise CheckpointError(f"{source}: a deepspeech-ctc checkpoint, not a deepspeech.pytorch file; "
+                                      "nothing to import")
+            audio = replace(ckpt.audio_config, pad_mode=args.pad_mode or DEFAULT_PAD_MODE)
+            ckpt = replace(ckpt, audio_config=audio, weights_dtype="float16" if args.fp16_weights else "float32")
+            path = export(ckpt, args.export, fp16_weights=args.fp16_weights)
+            print(f"found:         {ckpt.imported_from['toolkit']} {ckpt.imported_from['version']} "
+                  f"checkpoint {source}")
+            for line in describe(ckpt):
+                if not line.startswith(("imported from:", "training state:")):
+                    print(line)
+            print(f"exported:      {path}")
+            return 0
         ckpt = load_checkpoint(args.model_path)
         if args.export:
             path = export(ckpt, args.export, fp16_weights=args.fp16_weights)

@@ -14,7 +14,7 @@ Features (deepspeech.pytorch's pipeline, with its ambiguities fixed): |STFT| wit
 n_fft = win_length = sample_rate * window_size (320), hop = sample_rate * window_stride
 (160), a **periodic** window (what ``scipy.signal.get_window('hamming', N)`` and
 deepspeech.pytorch V3 give), ``center=True`` with **zero** padding of n_fft // 2 samples
-on both sides (librosa >= 0.10's default), then ``log1p`` and a normalisation:
+on both sides (librosa >= 0.9's default), then ``log1p`` and a normalisation:
 
 * ``utterance``: one scalar mean and (unbiased) standard deviation over the utterance;
 * ``global``: per-frequency mean and standard deviation measured on the training set and
@@ -22,11 +22,18 @@ on both sides (librosa >= 0.10's default), then ``log1p`` and a normalisation:
 * ``none``: no normalisation.
 
 Shape: (n_freq, 1 + n_samples // hop).
+
+Three :class:`AudioConfig` fields exist to reproduce models trained elsewhere (see
+dspt_import.py); their defaults give the definition above. ``window_periodic=False``:
+a symmetric window (deepspeech.pytorch v2 called ``scipy.signal.hamming(N)``);
+``pad_mode="reflect"``: librosa < 0.9's centre padding; ``int16_divisor=32767``: v2
+read 16-bit PCM as int / 32767 where :func:`load_audio` gives int / 32768, so
+:func:`spectrogram` rescales the waveform.
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -38,6 +45,8 @@ from utils import dataclass_from_dict
 
 WINDOWS = ("hamming", "hann", "blackman", "bartlett")
 NORMALIZATIONS = ("utterance", "global", "none")
+PAD_MODES = ("constant", "reflect")
+INT16_DIVISORS = (32768, 32767)
 
 
 class AudioError(ValueError):
@@ -59,6 +68,9 @@ class AudioConfig:
     normalize: str = "utterance"
     feature_mean: tuple[float, ...] | None = None
     feature_std: tuple[float, ...] | None = None
+    window_periodic: bool = True  # False: symmetric window (deepspeech.pytorch v2)
+    pad_mode: str = "constant"  # STFT centre padding: "constant" (zeros) | "reflect" (librosa < 0.9)
+    int16_divisor: int = 32768  # 16-bit PCM sample -> float: int / this (deepspeech.pytorch v2: 32767)
 
     def __post_init__(self) -> None:
         if self.normalize is True or self.normalize is False:  # format 1 checkpoints stored a bool
@@ -73,6 +85,12 @@ class AudioConfig:
             raise ValueError(f"window must be one of {list(WINDOWS)}, got {self.window!r}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {list(NORMALIZATIONS)}, got {self.normalize!r}")
+        if type(self.window_periodic) is not bool:
+            raise ValueError(f"window_periodic must be True or False, got {self.window_periodic!r}")
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {list(PAD_MODES)}, got {self.pad_mode!r}")
+        if type(self.int16_divisor) is not int or self.int16_divisor not in INT16_DIVISORS:
+            raise ValueError(f"int16_divisor must be 32768 or 32767, got {self.int16_divisor!r}")
         if self.hop_length <= 0 or self.n_fft < 2 or self.hop_length > self.n_fft:
             raise ValueError(
                 f"window_size {self.window_size} s and window_stride {self.window_stride} s "
@@ -140,8 +158,8 @@ class AudioConfig:
 def with_feature_stats(cfg: AudioConfig, mean: np.ndarray, std: np.ndarray) -> AudioConfig:
     """``cfg`` with ``normalize='global'`` and the given per-frequency statistics."""
     std = np.maximum(np.asarray(std, dtype=np.float64), 1e-5)
-    return AudioConfig(cfg.sample_rate, cfg.window_size, cfg.window_stride, cfg.window, "global",
-                       tuple(np.asarray(mean, dtype=np.float64).tolist()), tuple(std.tolist()))
+    return replace(cfg, normalize="global", feature_mean=tuple(np.asarray(mean, dtype=np.float64).tolist()),
+                   feature_std=tuple(std.tolist()))
 
 
 # ---------------------------------------------------------------------------- audio files
@@ -245,14 +263,16 @@ def read_audio_bytes(data: bytes, sample_rate: int = 16000, source: str = "<uplo
 
 
 def _window(cfg: AudioConfig) -> np.ndarray:
-    """The periodic window of length n_fft (float32)."""
+    """The window of length n_fft (float32): periodic (``scipy.signal.get_window``'s), or
+    symmetric with ``window_periodic=False`` (``scipy.signal.get_window(name, n, fftbins=False)``)."""
     n = cfg.n_fft
     k = np.arange(n, dtype=np.float64)
+    d = n if cfg.window_periodic else n - 1  # a symmetric window's period is one sample shorter
     if cfg.window == "bartlett":
-        w = 1.0 - np.abs(2.0 * k / n - 1.0)
+        w = 1.0 - np.abs(2.0 * k / d - 1.0)
     else:
         a = {"hamming": (0.54, 0.46, 0.0), "hann": (0.5, 0.5, 0.0), "blackman": (0.42, 0.5, 0.08)}[cfg.window]
-        w = a[0] - a[1] * np.cos(2 * np.pi * k / n) + a[2] * np.cos(4 * np.pi * k / n)
+        w = a[0] - a[1] * np.cos(2 * np.pi * k / d) + a[2] * np.cos(4 * np.pi * k / d)
     return w.astype(np.float32)
 
 
@@ -263,9 +283,14 @@ def stft_magnitude(frames: np.ndarray, cfg: AudioConfig) -> np.ndarray:
 
 
 def frame_signal(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
-    """(n,) audio -> (1 + n // hop, n_fft) frames of the zero-padded (centred) signal."""
+    """(n,) audio -> (1 + n // hop, n_fft) frames of the centred signal, padded with n_fft // 2
+    zeros on both sides, or with its reflection (``pad_mode="reflect"``, which needs more
+    than n_fft // 2 samples, as in torch.stft)."""
     n_fft, hop = cfg.n_fft, cfg.hop_length
-    padded = np.pad(np.asarray(audio, dtype=np.float32), (n_fft // 2, n_fft // 2))
+    audio = np.asarray(audio, dtype=np.float32)
+    if cfg.pad_mode == "reflect" and len(audio) <= n_fft // 2:
+        raise ValueError(f"reflect padding needs more than {n_fft // 2} samples, got {len(audio)}")
+    padded = np.pad(audio, (n_fft // 2, n_fft // 2), mode=cfg.pad_mode)
     n_frames = 1 + (len(padded) - n_fft) // hop
     return np.lib.stride_tricks.as_strided(
         padded, (n_frames, n_fft), (padded.strides[0] * hop, padded.strides[0]), writeable=False)
@@ -288,9 +313,13 @@ def normalize_features(spect: np.ndarray, cfg: AudioConfig) -> np.ndarray:
 def spectrogram(audio: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
     """Normalised log-magnitude spectrogram, float32 of shape (cfg.n_freq, cfg.n_frames(len(audio))).
 
-    ``audio`` is (n,) mono float at ``cfg.sample_rate``; see the module docstring.
+    ``audio`` is (n,) mono float at ``cfg.sample_rate`` as :func:`load_audio` returns it
+    (16-bit PCM as int / 32768); see the module docstring.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"spectrogram expects mono audio of shape (n_samples,), got {audio.shape}")
+    if cfg.int16_divisor != 32768:
+        # x * 32768 is exact, so 16-bit PCM becomes int / int16_divisor correctly rounded
+        audio = audio * np.float32(32768) / np.float32(cfg.int16_divisor)
     return normalize_features(stft_magnitude(frame_signal(audio, cfg), cfg), cfg)

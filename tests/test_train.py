@@ -382,7 +382,8 @@ def test_audio_flags_are_stored_in_the_model(tiny_dataset, tmp_path):
     pkg = load_flat(tmp_path / "best.pth")
     assert pkg["audio_config"] == {"sample_rate": 8000, "window_size": 0.025, "window_stride": 0.0125,
                                    "window": "hann", "normalize": "utterance", "feature_mean": None,
-                                   "feature_std": None}
+                                   "feature_std": None, "window_periodic": True, "pad_mode": "constant",
+                                   "int16_divisor": 32768}
     assert pkg["model_config"]["n_features"] == 101  # int(8000 * 0.025) // 2 + 1
 
 
