@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.audio import AudioConfig, normalize_features, stft_magnitude
+from data.audio import AudioConfig, normalize_features, rescale_pcm, stft_magnitude
 from decoder import GreedyDecoder, _make_hypothesis, _space_index
 from model import CLIP, DeepSpeech2
 
@@ -56,6 +56,10 @@ def check_streamable(model_cfg: Any, audio_config: AudioConfig) -> None:
         raise StreamingError(
             "this model normalises features per utterance (normalize='utterance'), which needs the whole "
             "utterance before the first frame; train with --normalize global to stream")
+    if audio_config.pad_mode != "constant":
+        raise StreamingError(
+            f"this model's features pad the signal's ends by {audio_config.pad_mode!r} (an imported model): "
+            "the streaming engine pads with zeros as the offline path does for our own models")
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,7 @@ class StreamingRecognizer:
         """Feed audio (mono float32 at the model's rate, any length, even empty); returns the partial text."""
         if self.finished:
             raise StreamingError("finish() was called: call reset() before feeding the next utterance")
-        x = as_samples(samples)
+        x = rescale_pcm(as_samples(samples), self.audio_config)
         self.samples_received += len(x)
         self._run(self._framer.push(x), final=False)
         return self.partial_text()

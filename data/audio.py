@@ -276,6 +276,14 @@ def _window(cfg: AudioConfig) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def rescale_pcm(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """Loaded audio (16-bit PCM as int / 32768) as ``cfg.int16_divisor`` expects it."""
+    if cfg.int16_divisor == 32768:
+        return audio
+    # x * 32768 is exact, so 16-bit PCM becomes int / int16_divisor correctly rounded
+    return audio * np.float32(32768) / np.float32(cfg.int16_divisor)
+
+
 def stft_magnitude(frames: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     """(T, n_fft) windowless frames -> (n_freq, T) float32 ``log1p(|FFT(frame * window)|)``."""
     spect = np.abs(np.fft.rfft(frames * _window(cfg), axis=1)).T
@@ -319,7 +327,4 @@ def spectrogram(audio: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarr
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"spectrogram expects mono audio of shape (n_samples,), got {audio.shape}")
-    if cfg.int16_divisor != 32768:
-        # x * 32768 is exact, so 16-bit PCM becomes int / int16_divisor correctly rounded
-        audio = audio * np.float32(32768) / np.float32(cfg.int16_divisor)
-    return normalize_features(stft_magnitude(frame_signal(audio, cfg), cfg), cfg)
+    return normalize_features(stft_magnitude(frame_signal(rescale_pcm(audio, cfg), cfg), cfg), cfg)

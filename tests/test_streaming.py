@@ -120,6 +120,23 @@ def test_normalize_none_streams_too():
     assert_same_as_offline(rec, model, audio_config, audio, result, "normalize none")
 
 
+def test_imported_feature_settings_stream_too():
+    """A symmetric window and v2's int / 32767 scaling (deepspeech.pytorch imports) stream exactly;
+    reflect padding is refused."""
+    import dataclasses
+
+    from streaming import StreamingError
+
+    model, base = tiny_stream_model(8)
+    audio_config = dataclasses.replace(base, window_periodic=False, int16_divisor=32767)
+    audio = speechlike(1.1, seed=8)
+    rec = StreamingRecognizer(model, audio_config, LABELS)
+    result, _ = stream(rec, audio, random_chunks(np.random.default_rng(8), len(audio), "mixed"))
+    assert_same_as_offline(rec, model, audio_config, audio, result, "imported settings")
+    with pytest.raises(StreamingError, match="reflect"):
+        StreamingRecognizer(model, dataclasses.replace(base, pad_mode="reflect"), LABELS)
+
+
 def test_partials_grow_into_the_final_text():
     model, audio_config = tiny_stream_model(7)
     audio = speechlike(3.0, seed=7)
