@@ -244,14 +244,16 @@ def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return x[:n] if x.size >= n else np.pad(x, (0, n - x.size))
 
 
-def telephone(audio: np.ndarray, sample_rate: int, codec_rate: int = 8000, band: tuple[float, float] = (300.0, 3400.0),
-              bits: int = 8) -> np.ndarray:
+def telephone(audio: np.ndarray, sample_rate: int, codec_rate: int = 8000,
+              band: tuple[float, float] | None = (300.0, 3400.0), bits: int | None = 8) -> np.ndarray:
     """A narrow-band telephone channel, back at ``sample_rate``.
 
     Resample to ``codec_rate`` (polyphase, anti-aliased), band-pass ``band`` Hz
     (4th-order Butterworth), ``bits``-bit mu-law encode and decode (clips at full scale),
     then back to ``sample_rate`` by FFT interpolation, which puts exactly nothing above
     ``codec_rate / 2``. At ``sample_rate <= codec_rate`` only the band-pass and codec apply.
+    ``band=None`` / ``bits=None`` leave out the band-pass / the codec (``telephone(x, sr,
+    band=None, bits=None)`` is plain 8 kHz audio).
 
     Returns:
         float32, same length and rate as ``audio``.
@@ -264,9 +266,11 @@ def telephone(audio: np.ndarray, sample_rate: int, codec_rate: int = 8000, band:
     if sample_rate > codec_rate:
         ratio = Fraction(codec_rate, sample_rate)
         x = signal.resample_poly(x, ratio.numerator, ratio.denominator)
-    high = min(band[1], 0.45 * rate)
-    sos = signal.butter(4, [band[0], high], btype="bandpass", fs=rate, output="sos")
-    x = mu_law_decode(mu_law_encode(signal.sosfilt(sos, x), bits), bits)
+    if band is not None:
+        sos = signal.butter(4, [band[0], min(band[1], 0.45 * rate)], btype="bandpass", fs=rate, output="sos")
+        x = signal.sosfilt(sos, x)
+    if bits is not None:
+        x = mu_law_decode(mu_law_encode(x, bits), bits)
     if sample_rate > codec_rate:
         x = signal.resample(x, round(x.size * sample_rate / codec_rate))
     return _fit_length(np.asarray(x, dtype=np.float32), n)

@@ -53,6 +53,7 @@ RANDOM = {
 }
 FIXED = {
     "telephone": lambda x: corrupt.telephone(x, SR),
+    "8 kHz": lambda x: corrupt.telephone(x, SR, band=None, bits=None),
     "level -30 dB": lambda x: corrupt.gain(x, -30.0),
     "quantize 8 bit": lambda x: corrupt.quantize(x, 8),
     "hard clip": lambda x: corrupt.hard_clip(x, 0.05),
@@ -186,6 +187,14 @@ def test_telephone_at_other_rates() -> None:
         assert level_db(y, x, skip=sr // 2) == pytest.approx(0.0, abs=1.0)
         if sr > 8000:
             assert band_energy_db(y, 4000, sr / 2 + 1, sr=sr) < -50.0
+
+
+def test_plain_8_khz_keeps_the_band_below_4_khz() -> None:
+    x = sine(150.0, 1.5) + sine(3000.0, 1.5) + sine(6000.0, 1.5)
+    y = corrupt.telephone(x, SR, band=None, bits=None)
+    expected = sine(150.0, 1.5) + sine(3000.0, 1.5)
+    assert y.shape == x.shape
+    assert corrupt.snr_db(expected[1000:-1000], y[1000:-1000]) > 30.0  # 150 Hz kept (no band-pass), 6 kHz gone
 
 
 def test_mu_law_is_8_bit_and_close() -> None:
