@@ -41,7 +41,8 @@ import soundfile as sf
 from data import corrupt
 
 SUITE_VERSION = 1
-"""Bump when a condition's definition changes: it invalidates every cached work dir."""
+"""Bump when a condition's definition here changes: it invalidates every cached work dir (as
+does any change to data/corrupt.py, whose digest is part of the fingerprint)."""
 
 BEGIN = "<!-- robustness.py: begin (generated; edits inside are overwritten) -->"
 END = "<!-- robustness.py: end -->"
@@ -461,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         conditions = [c for c in wanted if not c.needs_babble or args.babble_manifest is not None]
         talkers = (Talkers(args.babble_manifest, sample_rate, [w for w, _ in rows])
                    if args.babble_manifest is not None else None)
-        fingerprint = {"suite_version": SUITE_VERSION, "seed": args.seed, "sample_rate": sample_rate,
+        fingerprint = {"suite_version": SUITE_VERSION, "corrupt_sha256": _digest(Path(corrupt.__file__)),
+                       "seed": args.seed, "sample_rate": sample_rate,
                        "manifest": str(args.manifest.resolve()), "manifest_sha256": _digest(args.manifest),
                        "utterances": [str(w) for w, _ in rows],
                        "babble_sha256": _digest(args.babble_manifest)}

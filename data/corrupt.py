@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy import signal
+from scipy import fft, signal
 
 SPEED_OF_SOUND = 343.0
 """m/s, at about 20 degrees C."""
@@ -116,12 +116,12 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """
     if n <= 0:
         return np.zeros(max(n, 0), dtype=np.float32)
-    n_fft = n + (n % 2)
+    n_fft = fft.next_fast_len(n, real=True)
     k = np.arange(n_fft // 2 + 1)
     spectrum = rng.standard_normal(k.size) + 1j * rng.standard_normal(k.size)
     spectrum[1:] /= np.sqrt(k[1:])
     spectrum[0] = 0.0
-    x = np.fft.irfft(spectrum, n_fft)[:n]
+    x = fft.irfft(spectrum, n_fft)[:n]
     r = rms(x)
     return (x / r if r > 0 else x).astype(np.float32)
 
@@ -129,22 +129,31 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
 def babble_like_noise(n: int, sample_rate: int, rng: np.random.Generator, n_talkers: int = 6) -> np.ndarray:
     """(n,) float32 unit-RMS noise that sounds like distant chatter, from no recordings.
 
-    Each of ``n_talkers`` "talkers" is pink noise band-limited to 100-4000 Hz (the
-    long-term speech band) and amplitude-modulated by a random syllable-rate envelope
-    (white noise low-passed at 4 Hz, half-wave rectified); the talkers are summed.
+    ``n_talkers`` white noises, each amplitude-modulated by its own syllable-rate envelope
+    (white noise low-passed at 4 Hz, half-wave rectified, computed at 100 Hz and
+    interpolated), are summed and given a long-term speech spectrum: pink, band-limited
+    to 100-4000 Hz (second-order Butterworth magnitudes), in one FFT.
     """
-    out = np.zeros(n, dtype=np.float64)
     if n <= 0:
-        return out.astype(np.float32)
-    high = min(4000.0, 0.45 * sample_rate)
-    band = signal.butter(2, [100.0, high], btype="bandpass", fs=sample_rate, output="sos")
-    syllables = signal.butter(2, 4.0, btype="lowpass", fs=sample_rate, output="sos")
+        return np.zeros(max(n, 0), dtype=np.float32)
+    hop = max(1, sample_rate // 100)
+    n_env = n // hop + 2
+    syllables = signal.butter(2, 4.0, btype="lowpass", fs=sample_rate / hop, output="sos")
+    positions = np.arange(n) / hop
+    mix = np.zeros(n)
     for _ in range(n_talkers):
-        voice = signal.sosfilt(band, pink_noise(n, rng))
-        envelope = np.maximum(signal.sosfilt(syllables, rng.standard_normal(n)), 0.0)
-        out += voice * envelope / (rms(envelope) or 1.0)
-    r = rms(out)
-    return (out / r if r > 0 else out).astype(np.float32)
+        envelope = np.maximum(signal.sosfilt(syllables, rng.standard_normal(n_env)), 0.0)
+        envelope /= rms(envelope) or 1.0
+        mix += rng.standard_normal(n) * np.interp(positions, np.arange(n_env), envelope)
+    n_fft = fft.next_fast_len(n, real=True)
+    freqs = fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    high = min(4000.0, 0.45 * sample_rate)
+    with np.errstate(divide="ignore"):
+        shape = np.where(freqs > 0, 1.0 / np.sqrt(np.maximum(freqs, 1e-9)), 0.0)
+        shape /= np.sqrt(1.0 + (100.0 / np.maximum(freqs, 1e-9)) ** 4) * np.sqrt(1.0 + (freqs / high) ** 4)
+    x = fft.irfft(fft.rfft(mix, n_fft) * shape, n_fft)[:n]
+    r = rms(x)
+    return (x / r if r > 0 else x).astype(np.float32)
 
 
 def noise_segment(noise: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -272,7 +281,8 @@ def telephone(audio: np.ndarray, sample_rate: int, codec_rate: int = 8000,
     if bits is not None:
         x = mu_law_decode(mu_law_encode(x, bits), bits)
     if sample_rate > codec_rate:
-        x = signal.resample(x, round(x.size * sample_rate / codec_rate))
+        padded = fft.next_fast_len(x.size, real=True)  # silence after the end; a fast FFT size
+        x = signal.resample(np.pad(x, (0, padded - x.size)), round(padded * sample_rate / codec_rate))
     return _fit_length(np.asarray(x, dtype=np.float32), n)
 
 
