@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from dataclasses import asdict
@@ -575,3 +576,17 @@ def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_pa
     assert train.main([*common, *flags]) == 0
     args = load_checkpoint(tmp_path / "deepspeech_last.pth")["args"]
     assert args["rir_prob"] == 0.5 and args["babble_manifest"] is None  # babble from --train-manifest
+
+
+def test_bench_augment_reports_every_row(tiny_dataset: Path, capsys) -> None:
+    from bench import bench_augment
+
+    assert bench_augment.main(["--manifest", str(tiny_dataset), "--max-utterances", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["utterances_timed"] == 2 and summary["manifest_utterances"] == 6
+    rows = [k for k in summary if isinstance(summary[k], dict)]
+    assert rows[:2] == ["none", "recipe (speed/volume + SpecAugment)"] and "recipe + all (p=1)" in rows
+    assert len(rows) == 2 + len(AugmentConfig.probabilities()) + 2
+    assert all(summary[k]["epoch_cpu_s"] >= 0 and summary[k]["epoch_wall_s"] >= 0 for k in rows)
+    assert bench_augment.main(["--runs", "0"]) == 2
