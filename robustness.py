@@ -194,24 +194,41 @@ def build_condition(condition: Condition, rows: list, work_dir: Path, fingerprin
 
 @dataclass(frozen=True)
 class Calibration:
-    """Levels of the training audio (dBFS of 10 ms frames; medians over utterances)."""
+    """Statistics of the training audio.
 
-    floor_db: float  # 10th percentile frame: the background
-    active_db: float  # 95th percentile frame: loud speech
+    Attributes:
+        floor_db: background level, dBFS (10th percentile of 10 ms frames, median over utterances).
+        active_db: loud speech level, dBFS (95th percentile, median over utterances).
+        feature_mean, feature_std: mean and standard deviation of every un-normalised
+            feature value (log1p |STFT|) of all the utterances together.
+        n_utterances: utterances measured.
+    """
+
+    floor_db: float
+    active_db: float
+    feature_mean: float
+    feature_std: float
     n_utterances: int
 
 
-def calibrate(manifest: Path, sample_rate: int, max_utterances: int = 200) -> Calibration:
-    """Median background and speech levels of up to ``max_utterances`` utterances of ``manifest``."""
-    from data.data_loader import load_audio, read_manifest
+def calibrate(manifest: Path, audio_config: dict, max_utterances: int = 200) -> Calibration:
+    """:class:`Calibration` from up to ``max_utterances`` utterances of ``manifest`` (spread
+    evenly over it), with the model's features (``audio_config``, normalisation off)."""
+    from data.data_loader import AudioConfig, load_audio, read_manifest, spectrogram
 
+    cfg = AudioConfig.from_dict({**audio_config, "normalize": False})
     rows = select_rows(read_manifest(manifest), max_utterances)
-    floors, actives = [], []
+    floors, actives, total, total_sq, count = [], [], 0.0, 0.0, 0
     for wav, _ in rows:
-        floor, active = _levels(load_audio(wav, sample_rate), sample_rate)
+        audio = load_audio(wav, cfg.sample_rate)
+        floor, active = _levels(audio, cfg.sample_rate)
         floors.append(floor)
         actives.append(active)
-    return Calibration(float(np.median(floors)), float(np.median(actives)), len(rows))
+        values = spectrogram(audio, cfg).double()
+        total, total_sq, count = total + float(values.sum()), total_sq + float((values**2).sum()), count + values.numel()
+    mean = total / count
+    return Calibration(float(np.median(floors)), float(np.median(actives)), mean,
+                       math.sqrt(max(total_sq / count - mean**2, 0.0)), len(rows))
 
 
 def _levels(audio: np.ndarray, sample_rate: int) -> tuple[float, float]:
@@ -238,6 +255,7 @@ class Frontend:
     name: str
     description: str
     prepare: Callable[[np.ndarray, int, Calibration], tuple[np.ndarray, int, int | None]]
+    global_norm: bool = False  # one mean/std for all utterances (the training audio's) instead of per utterance
 
 
 def _floor_noise(n: int, cal: Calibration, sample_rate: int) -> np.ndarray:
@@ -280,8 +298,12 @@ FRONTENDS: tuple[Frontend, ...] = (
              lambda x, sr, cal: (_level_norm(x, sr, cal), 0, None)),
     Frontend("floor-fill", "white noise at the training background level added to the whole clip",
              lambda x, sr, cal: (_floor_fill(x, sr, cal), 0, None)),
+    Frontend("level-norm+floor-fill", "level-norm, then floor-fill",
+             lambda x, sr, cal: (_floor_fill(_level_norm(x, sr, cal), sr, cal), 0, None)),
     Frontend("level-norm+noise-pad", "level-norm, then noise-pad",
              lambda x, sr, cal: (_pad(_level_norm(x, sr, cal), sr, cal), 0, None)),
+    Frontend("global-norm", "normalisation by the training audio's feature mean and std instead of the "
+             "utterance's own", lambda x, sr, cal: (x, 0, None), global_norm=True),
 )
 
 
@@ -296,7 +318,9 @@ def evaluate_manifests(model_path: Path, manifests: dict[str, Path], decoders: d
     The only place this script calls the project's evaluation code: utils.load_model,
     utils.package_audio_config, decoder.add_decoder_args + decoder.make_decoder,
     data_loader.SpectrogramDataset, BucketingSampler, AudioDataLoader and utils.evaluate;
-    with a front end also data_loader.spectrogram and the dataset's load/ids/wav_paths/texts.
+    with a front end also data_loader.spectrogram, AudioConfig and the dataset's
+    load/ids/wav_paths/texts (:func:`calibrate` computes training statistics with
+    load_audio and spectrogram).
 
     Args:
         decoders: name -> decoder flags (as test.py takes them, e.g. ``["--decoder", "greedy"]``).
@@ -308,6 +332,7 @@ def evaluate_manifests(model_path: Path, manifests: dict[str, Path], decoders: d
     from torch.utils.data import Dataset
 
     from data.data_loader import (
+        AudioConfig,
         AudioDataLoader,
         BucketingSampler,
         SpectrogramDataset,
@@ -318,6 +343,7 @@ def evaluate_manifests(model_path: Path, manifests: dict[str, Path], decoders: d
 
     model, pkg = load_model(model_path)
     audio_cfg, labels = package_audio_config(pkg), list(pkg["labels"])
+    raw_cfg = AudioConfig.from_dict({**audio_cfg.to_dict(), "normalize": False})
 
     class FrontendView(Dataset):
         """A SpectrogramDataset's items with the features computed by ``frontend``."""
@@ -330,7 +356,11 @@ def evaluate_manifests(model_path: Path, manifests: dict[str, Path], decoders: d
 
         def __getitem__(self, i: int):
             audio, offset, length = frontend.prepare(self.base.load(i), audio_cfg.sample_rate, calibration)
-            spect = spectrogram(audio, audio_cfg)
+            if frontend.global_norm:
+                spect = spectrogram(audio, raw_cfg)
+                spect = (spect - calibration.feature_mean) / calibration.feature_std
+            else:
+                spect = spectrogram(audio, audio_cfg)
             if length is not None:
                 first = offset // audio_cfg.hop_length
                 spect = spect[:, first:first + audio_cfg.n_frames(length)]
@@ -347,6 +377,8 @@ def evaluate_manifests(model_path: Path, manifests: dict[str, Path], decoders: d
                                                                                 shuffle=False))
                 result = evaluate(model, loader, decoder, "cpu")
                 results[(condition, name)] = {"wer": result.wer, "cer": result.cer, "n": result.n_utterances}
+                log.info("%-14s %-8s %s WER %.1f CER %.1f", condition, name, frontend.name if frontend else "",
+                         result.wer, result.cer)
     return results
 
 
@@ -481,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.frontends:
             frontends = list(FRONTENDS) if "all" in args.frontends else [
                 f for f in FRONTENDS if f.name in args.frontends]
-            calibration = calibrate(args.babble_manifest, sample_rate)
+            calibration = calibrate(args.babble_manifest, pkg["audio_config"])
             names = args.frontend_conditions or FRONTEND_CONDITIONS
             frontend_conditions = [c for c in conditions if c.name in names]
             for f in frontends:
@@ -522,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             (f"Calibrated on {calibration.n_utterances} utterances of `{args.babble_manifest}`: background "
             f"{calibration.floor_db:.1f} dBFS, speech {calibration.active_db:.1f} dBFS (10 ms frames, 10th and 95th "
-            "percentiles, medians over utterances)."),
+            "percentiles, medians over utterances); features (log1p |STFT|) mean "
+            f"{calibration.feature_mean:.3f}, std {calibration.feature_std:.3f}."),
             "",
             *[f"* **{f.name}**: {f.description}" for f in frontends],
             "",

@@ -43,7 +43,9 @@ off). The signal processing is :mod:`data.corrupt` (shared with ``robustness.py`
 * Microphone EQ (``eq_prob``): low and high shelves of ``U(-eq_max_db, eq_max_db)`` dB.
 * Level (``gain_prob``): a gain of ``U(gain_db)`` dB, not clipped.
 * Clipping (``clip_prob``): the loudest ``U(clip_fraction)`` of the samples are clipped.
-* Telephone (``telephone_prob``): 8 kHz, 300-3400 Hz, 8-bit mu-law, back to the model rate.
+* Narrow band (``telephone_prob``): resampled to 8 kHz and back to the model rate, and
+  each with probability 1/2 band-passed to 300-3400 Hz and 8-bit mu-law coded (so plain
+  8 kHz recordings and telephone channels both occur).
 * SpecAugment (Park et al. 2019) without time warping: ``n_freq_masks`` bands of
   ``U{0..freq_mask_width}`` frequency bins and ``n_time_masks`` spans of
   ``U{0..min(time_mask_width, time_mask_max_fraction * T)}`` frames are set to 0,
@@ -82,6 +84,9 @@ NOISE_GENERATORS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray
     "babble-like": corrupt.babble_like_noise,
 }
 """Generated noise kinds (``noise_types``), each ``(n_samples, sample_rate, rng) -> (n,)``."""
+
+TELEPHONE_BAND = (300.0, 3400.0)
+TELEPHONE_BITS = 8
 
 STREAMS = {"speed": 0, "noise": 1, "masks": 2, "trim": 3, "rir": 4, "babble": 5, "eq": 6, "gain": 7, "clip": 8,
            "telephone": 9}
@@ -124,7 +129,8 @@ class AugmentConfig:
         rir_prob: probability of reverberation.
         rir_rt60, rir_volume, rir_distance: (min, max) RT60 (s), room volume (m^3) and
             talker-microphone distance (m).
-        telephone_prob: probability of the telephone channel.
+        telephone_prob: probability of 8 kHz audio, telephone band and codec each with
+            probability 1/2.
         eq_prob: probability of a random microphone EQ; eq_max_db: its largest shelf gain.
         gain_prob: probability of a level change; gain_db: its (min, max) in dB.
         clip_prob: probability of hard clipping; clip_fraction: (min, max) fraction of
@@ -301,7 +307,8 @@ class AugmentConfig:
         g.add_argument("--rir-rt60", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                        help=shown(f"room RT60 in seconds (default: {pair(d['rir_rt60'])})"))
         g.add_argument("--telephone-prob", type=float, default=d["telephone_prob"], metavar="P",
-                       help="probability of an 8 kHz telephone channel (300-3400 Hz, 8-bit mu-law)")
+                       help="probability of 8 kHz audio (half of it also 300-3400 Hz band-passed, half of it "
+                            "8-bit mu-law coded: telephone)")
         g.add_argument("--eq-prob", type=float, default=d["eq_prob"], metavar="P",
                        help="probability of a random microphone EQ (low and high shelves)")
         g.add_argument("--eq-max-db", type=float, default=None, metavar="DB",
@@ -674,8 +681,10 @@ class Augmentor:
             audio = corrupt.random_gain(audio, rng, *cfg.gain_db)
         if rng := self._coin(rngs, "clip", cfg.clip_prob):
             audio = corrupt.clip_fraction(audio, float(rng.uniform(*cfg.clip_fraction)))
-        if self._coin(rngs, "telephone", cfg.telephone_prob):
-            audio = corrupt.telephone(audio, sr)
+        if rng := self._coin(rngs, "telephone", cfg.telephone_prob):
+            band = TELEPHONE_BAND if rng.random() < 0.5 else None
+            bits = TELEPHONE_BITS if rng.random() < 0.5 else None
+            audio = corrupt.telephone(audio, sr, band=band, bits=bits)
         return np.asarray(audio, dtype=np.float32)
 
     def spectrogram(self, spect: torch.Tensor, rngs: UtteranceRngs) -> torch.Tensor:

@@ -470,7 +470,7 @@ def test_each_new_augmentation_is_seeded_and_keeps_the_contract(name: str, babbl
     else:
         assert a.shape == audio.shape  # same length at the same rate
     assert not np.array_equal(a, audio)
-    if name != "telephone":  # the only one without random parameters
+    if name != "telephone":  # only four variants
         others = [aug.waveform(audio, Augmentor.rngs_for(5, epoch, 2)) for epoch in (2, 3)]
         assert not all(np.array_equal(a, o) for o in others)
 
@@ -498,7 +498,16 @@ def test_new_augmentations_match_data_corrupt(babble_manifest: Path) -> None:
     rng = stream("trim")
     lead, trail = rng.uniform(0.0, 0.1, size=2)
     np.testing.assert_array_equal(run(trim_prob=1.0), corrupt.trim_silence(audio, SR, lead, trail))
-    np.testing.assert_array_equal(run(telephone_prob=1.0), corrupt.telephone(audio, SR))
+    rng = stream("telephone")
+    band, bits = rng.random() < 0.5, rng.random() < 0.5
+    expected = corrupt.telephone(audio, SR, band=(300.0, 3400.0) if band else None, bits=8 if bits else None)
+    np.testing.assert_array_equal(run(telephone_prob=1.0), expected)
+    variants = set()
+    for i in range(60):
+        rng = Augmentor.rngs_for(0, 0, i)["telephone"]
+        rng.random()
+        variants.add((rng.random() < 0.5, rng.random() < 0.5))
+    assert len(variants) == 4  # plain 8 kHz, band-pass, codec, both
     rng = stream("clip")
     np.testing.assert_array_equal(run(clip_prob=1.0), corrupt.clip_fraction(audio, rng.uniform(0.005, 0.05)))
 

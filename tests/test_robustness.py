@@ -72,8 +72,8 @@ def test_suite_writes_the_table_and_reuses_its_work(suite, tmp_path: Path, caplo
     caplog.set_level(logging.INFO)
     out, work = tmp_path / "docs" / "robustness.md", tmp_path / "work"
     base = argv(suite, out, work)
-    args = [*base, "--frontends", "as-is", "noise-pad-stats", "level-norm", "--frontend-conditions", "clean",
-            "tight", "8khz"]
+    args = [*base, "--frontends", "as-is", "noise-pad-stats", "level-norm", "global-norm",
+            "--frontend-conditions", "clean", "tight", "8khz"]
     assert robustness.main(args) == 0
     text = out.read_text()
     rows = table(text)
@@ -87,7 +87,8 @@ def test_suite_writes_the_table_and_reuses_its_work(suite, tmp_path: Path, caplo
     assert f"`{suite['model']}`" in text and "4 utterances" in text
     assert text.startswith("# Robustness\n\n" + robustness.BEGIN) and text.rstrip().endswith(robustness.END)
     front = text.split("### Front ends", 1)[1]
-    assert re.search(r"\| noise-pad-stats \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", front)
+    for name in ("as-is", "noise-pad-stats", "level-norm", "global-norm"):
+        assert re.search(rf"\| {name} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", front), name
     assert "background -" in front and "dBFS" in front
     # The work dir: one manifest per condition, the corrupted audio at the model's rate.
     for c in robustness.CONDITIONS:
