@@ -374,12 +374,12 @@ class AugmentConfig:
             if noise_dir is not None:
                 fail("--noise-types does nothing with --noise-dir: the noise comes from the recordings")
         babble_manifest = get("babble_manifest")
+        if babble_manifest is not None and not Path(babble_manifest).is_file():
+            fail(f"--babble-manifest {babble_manifest}: manifest not found")
         if get("babble_prob") and babble_manifest is None:
-            babble_manifest = get("train_manifest")
+            babble_manifest = get("train_manifest")  # checked by whoever declared it
             if babble_manifest is None:
                 fail("--babble-prob needs --babble-manifest (the utterances to make babble from)")
-        if babble_manifest is not None and get("babble_prob") and not Path(babble_manifest).is_file():
-            fail(f"--babble-manifest {babble_manifest}: manifest not found")
 
         d = {f.name: f.default for f in fields(cls)}
 
