@@ -115,15 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     AudioConfig.add_args(p)
     ModelConfig.add_args(p)
     OptimConfig.add_args(p)
-    g = p.add_argument_group("augmentation (training data only; never saved in the model)")
-    g.add_argument("--augment", "--speed-volume-perturb", dest="augment", action=argparse.BooleanOptionalAction,
-                   default=True, help="random speed (0.9-1.1) and gain (-6..+8 dB) per utterance")
-    g.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=True,
-                   help="SpecAugment frequency and time masks")
-    g.add_argument("--noise-dir", default=None, help="folder of noise audio mixed into training utterances")
-    g.add_argument("--noise-prob", type=float, default=0.4, help="probability of adding noise")
-    g.add_argument("--noise-min", type=float, default=0.0, help="minimum noise level (relative to speech RMS)")
-    g.add_argument("--noise-max", type=float, default=0.5, help="maximum noise level (relative to speech RMS)")
+    AugmentConfig.add_args(p)
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save-folder", default="models/", help="resumable checkpoints and curves.png")
     g.add_argument("--model-path", default="models/an4.pth", help="best model by validation WER")
@@ -330,14 +322,7 @@ class Trainer:
             cfg = ModelConfig.from_args(args, self.audio_cfg.n_freq, len(self.labels))
             model = build_model(cfg).to(self.device)
 
-        augment = AugmentConfig(
-            speed_volume_perturb=args.augment,
-            spec_augment=args.spec_augment,
-            noise_dir=args.noise_dir,
-            noise_prob=args.noise_prob,
-            noise_min=args.noise_min,
-            noise_max=args.noise_max,
-        )
+        augment = AugmentConfig.from_args(args)
         self.train_set = SpectrogramDataset(args.train_manifest, self.audio_cfg, self.labels, augment=augment,
                                             on_error="skip", seed=args.seed)
         self.val_set = SpectrogramDataset(args.val_manifest, self.audio_cfg, self.labels, on_error="skip")
@@ -656,10 +641,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--threads must be at least 1")
     if args.num_workers < 0 or args.checkpoint_per_batch < 0:
         parser.error("--num-workers and --checkpoint-per-batch must be >= 0")
-    if not (0.0 <= args.noise_prob <= 1.0) or args.noise_min > args.noise_max or args.noise_min < 0:
-        parser.error("need 0 <= --noise-prob <= 1 and 0 <= --noise-min <= --noise-max")
-    if args.noise_dir and not Path(args.noise_dir).is_dir():
-        parser.error(f"--noise-dir {args.noise_dir}: not a folder")
+    AugmentConfig.from_args(args, parser)  # refuses invalid augmentation flags and ones that would do nothing
     if args.continue_from and not Path(args.continue_from).is_file():
         parser.error(f"--continue-from {args.continue_from}: file not found")
     for name in ("train_manifest", "val_manifest"):

@@ -1,26 +1,51 @@
-"""Training-time data augmentation: speed/volume perturbation, noise mixing, SpecAugment.
+"""Training-time data augmentation: the recording conditions of deployment, plus
+speed/volume perturbation and SpecAugment.
 
 Only the training dataset gets augmentation (validation and test never do), and the
-settings are never saved as part of the model. Every random choice comes from an
-explicit :class:`numpy.random.Generator`; :class:`data.data_loader.SpectrogramDataset`
-seeds it from ``(seed, epoch, index)``, so an augmented epoch is the same whatever the
-number of DataLoader workers and an interrupted run resumes exactly.
+settings are never saved as part of the model. :class:`AugmentConfig` owns the flags
+(:meth:`AugmentConfig.add_args`, :meth:`AugmentConfig.from_args`); its defaults are the
+AN4 recipe (speed/volume perturbation and SpecAugment on, everything else off).
 
-Order (deepspeech.pytorch's, PEERS.md §1.3): speed + gain (waveform) -> noise
-(waveform) -> spectrogram (with its normalisation) -> SpecAugment masks.
+Every random choice comes from explicit :class:`numpy.random.Generator` streams, one per
+augmentation, seeded from ``(seed, epoch, index, stream)``
+(:meth:`Augmentor.rngs_for`; :class:`data.data_loader.SpectrogramDataset` passes its
+seed, epoch and utterance index). So an augmented epoch is the same whatever the number
+of DataLoader workers, an interrupted run resumes exactly, and switching one
+augmentation on or off does not change the draws of the others.
+
+Order (a recording chain: talker, room, microphone, converter, channel, segmenter):
+speed + gain -> trim -> reverberation -> noise -> babble -> microphone EQ -> level ->
+clipping -> telephone -> spectrogram (with its normalisation) -> SpecAugment masks. Each
+waveform step except speed + gain is applied with its own probability (``*_prob``, 0 =
+off). The signal processing is :mod:`data.corrupt` (shared with ``robustness.py``).
 
 * Speed perturbation resamples the waveform (Kaldi-style "speed", not sox "tempo"):
-  a factor ``f`` makes the utterance ``1/f`` as long and scales every frequency by
-  ``f``. deepspeech.pytorch's sox call needed the sox binary and a temp file per
-  utterance; this is pure numpy/scipy.
+  a factor ``f`` makes the utterance ``1/f`` as long and scales every frequency by ``f``.
 * Gain multiplies by ``10 ** (dB / 20)``; nothing is clipped (the features are float).
-* Noise uses deepspeech.pytorch's semantics, which its ``--noise-min/--noise-max``
-  flags expose: a level ``L ~ U(noise_min, noise_max)`` and
+* Trim (``trim_prob``): cut leading and trailing silence down to margins
+  ``U(trim_margin_s)`` seconds each (:func:`data.corrupt.trim_silence`), the tight clips
+  of voice-activated or crowd-sourced recordings.
+* Reverberation (``rir_prob``): a simulated room impulse response
+  (:func:`data.corrupt.room_impulse_response`) with RT60 ``U(rir_rt60)`` s, room volume
+  ``U(rir_volume)`` m^3 and talker distance ``U(rir_distance)`` m; direct path at unit
+  gain, length unchanged.
+* Noise (``noise_prob``) uses deepspeech.pytorch's semantics, which its
+  ``--noise-min/--noise-max`` flags expose: a level ``L ~ U(noise_min, noise_max)`` and
   ``audio + L * rms(audio) / rms(noise_segment) * noise_segment``, so the added noise
   has ``L`` times the speech RMS, i.e. an SNR of ``-20 * log10(L)`` dB
-  (L = 0.5 -> 6.0 dB, L = 0.1 -> 20 dB, L = 0 -> no noise). It is applied with
-  probability ``noise_prob``. (deepspeech.pytorch's own noise injection is broken at
-  V3; this one is tested.)
+  (L = 0.5 -> 6.0 dB, L = 0.1 -> 20 dB, L = 0 -> no noise). The noise is a random
+  recording from ``noise_dir`` or, without one, generated: white, pink or babble-like
+  (``noise_types``, one picked uniformly per utterance).
+* Babble (``babble_prob``): ``U{babble_talkers}`` other utterances of
+  ``babble_manifest`` (the training manifest by default) at an SNR of ``U(babble_snr_db)``
+  dB. They come from a fixed random pool of ``babble_pool`` utterances, decoded on first
+  use; the utterance itself may be drawn (probability about talkers / pool).
+* Microphone EQ (``eq_prob``): low and high shelves of ``U(-eq_max_db, eq_max_db)`` dB.
+* Level (``gain_prob``): a gain of ``U(gain_db)`` dB, not clipped.
+* Clipping (``clip_prob``): the loudest ``U(clip_fraction)`` of the samples are clipped.
+* Narrow band (``telephone_prob``): resampled to 8 kHz and back to the model rate, and
+  each with probability 1/2 band-passed to 300-3400 Hz and 8-bit mu-law coded (so plain
+  8 kHz recordings and telephone channels both occur).
 * SpecAugment (Park et al. 2019) without time warping: ``n_freq_masks`` bands of
   ``U{0..freq_mask_width}`` frequency bins and ``n_time_masks`` spans of
   ``U{0..min(time_mask_width, time_mask_max_fraction * T)}`` frames are set to 0,
@@ -30,14 +55,19 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from data import corrupt
 from data.audio import AudioError, load_audio, probe_audio, resample
+from data.corrupt import noise_segment
+from data.manifest import read_manifest
 
 NOISE_EXTENSIONS = (".wav", ".flac", ".ogg")
 """Files under ``--noise-dir`` with these suffixes (any case) are used as noise."""
@@ -45,10 +75,34 @@ NOISE_EXTENSIONS = (".wav", ".flac", ".ogg")
 SPEED_MAX_DENOMINATOR = 100
 """Speed factors are applied as the nearest fraction p/q with q <= this (error < 1e-4)."""
 
+DEFAULT_NOISE_PROB = 0.4
+"""``noise_prob`` when ``noise_dir`` is given without one (deepspeech.pytorch's default)."""
+
+NOISE_GENERATORS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
+    "white": lambda n, sr, rng: corrupt.white_noise(n, rng),
+    "pink": lambda n, sr, rng: corrupt.pink_noise(n, rng),
+    "babble-like": corrupt.babble_like_noise,
+}
+"""Generated noise kinds (``noise_types``), each ``(n_samples, sample_rate, rng) -> (n,)``."""
+
+TELEPHONE_BAND = (300.0, 3400.0)
+TELEPHONE_BITS = 8
+
+STREAMS = {"speed": 0, "noise": 1, "masks": 2, "trim": 3, "rir": 4, "babble": 5, "eq": 6, "gain": 7, "clip": 8,
+           "telephone": 9}
+"""Generator stream of each augmentation (fixed forever: changing one changes the draws)."""
+
+
+def _pair(value: Any, cast: Callable = float) -> tuple:
+    return tuple(cast(v) for v in value)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """What augmentation the training set gets. Plain data (``asdict`` is JSON-able).
+
+    The defaults are the AN4 recipe (``python train.py``): speed/volume perturbation and
+    SpecAugment. :meth:`none` switches everything off.
 
     Attributes:
         speed_volume_perturb: speed factor ~ U(speed_range) and gain ~ U(gain_range_db).
@@ -60,98 +114,315 @@ class AugmentConfig:
         time_mask_width: widest time mask, in frames (10 ms each by default).
         time_mask_max_fraction: a time mask never covers more than this fraction of T.
         n_time_masks: time masks per utterance.
-        noise_dir: folder of noise recordings (wav/flac/ogg, searched recursively).
-        noise_prob: probability that an utterance gets noise.
+        noise_dir: folder of noise recordings (wav/flac/ogg, searched recursively);
+            None: generated noise of ``noise_types``.
+        noise_prob: probability that an utterance gets noise; None means
+            :data:`DEFAULT_NOISE_PROB` with a ``noise_dir`` and 0 (off) without.
         noise_min, noise_max: noise level range, relative to the speech RMS (see the
             module docstring; level L means an SNR of -20*log10(L) dB).
+        noise_types: kinds of generated noise (keys of :data:`NOISE_GENERATORS`).
+        babble_prob: probability of babble from ``babble_manifest``.
+        babble_manifest: manifest whose utterances make the babble (training speakers).
+        babble_talkers: (min, max) number of other utterances mixed.
+        babble_snr_db: (min, max) SNR of the babble, dB.
+        babble_pool: utterances of ``babble_manifest`` that babble is drawn from.
+        rir_prob: probability of reverberation.
+        rir_rt60, rir_volume, rir_distance: (min, max) RT60 (s), room volume (m^3) and
+            talker-microphone distance (m).
+        telephone_prob: probability of 8 kHz audio, telephone band and codec each with
+            probability 1/2.
+        eq_prob: probability of a random microphone EQ; eq_max_db: its largest shelf gain.
+        gain_prob: probability of a level change; gain_db: its (min, max) in dB.
+        clip_prob: probability of hard clipping; clip_fraction: (min, max) fraction of
+            samples clipped.
+        trim_prob: probability of trimming silence; trim_margin_s: (min, max) seconds
+            kept before and after the speech (drawn separately for each side).
     """
 
-    speed_volume_perturb: bool = False
+    speed_volume_perturb: bool = True
     speed_range: tuple[float, float] = (0.9, 1.1)
     gain_range_db: tuple[float, float] = (-6.0, 8.0)
-    spec_augment: bool = False
+    spec_augment: bool = True
     freq_mask_width: int = 27
     n_freq_masks: int = 1
     time_mask_width: int = 70
     time_mask_max_fraction: float = 0.2
     n_time_masks: int = 1
     noise_dir: str | None = None
-    noise_prob: float = 0.4
+    noise_prob: float | None = None
     noise_min: float = 0.0
     noise_max: float = 0.5
+    noise_types: tuple[str, ...] = ("white", "pink", "babble-like")
+    babble_prob: float = 0.0
+    babble_manifest: str | None = None
+    babble_talkers: tuple[int, int] = (3, 7)
+    babble_snr_db: tuple[float, float] = (5.0, 20.0)
+    babble_pool: int = 200
+    rir_prob: float = 0.0
+    rir_rt60: tuple[float, float] = (0.3, 0.8)
+    rir_volume: tuple[float, float] = (30.0, 150.0)
+    rir_distance: tuple[float, float] = (0.3, 1.0)
+    telephone_prob: float = 0.0
+    eq_prob: float = 0.0
+    eq_max_db: float = 10.0
+    gain_prob: float = 0.0
+    gain_db: tuple[float, float] = (-30.0, 6.0)
+    clip_prob: float = 0.0
+    clip_fraction: tuple[float, float] = (0.005, 0.05)
+    trim_prob: float = 0.0
+    trim_margin_s: tuple[float, float] = (0.0, 0.1)
 
     def __post_init__(self) -> None:
         # Lists (e.g. from JSON) become tuples so the config stays hashable and comparable.
-        object.__setattr__(self, "speed_range", tuple(float(v) for v in self.speed_range))
-        object.__setattr__(self, "gain_range_db", tuple(float(v) for v in self.gain_range_db))
-        if self.noise_dir is not None:
-            object.__setattr__(self, "noise_dir", str(self.noise_dir))
-        if len(self.speed_range) != 2 or not 0 < self.speed_range[0] <= self.speed_range[1]:
-            raise ValueError(f"speed_range must be (min, max) with 0 < min <= max, got {self.speed_range}")
-        if len(self.gain_range_db) != 2 or self.gain_range_db[0] > self.gain_range_db[1]:
-            raise ValueError(f"gain_range_db must be (min, max) with min <= max, got {self.gain_range_db}")
-        for name in ("freq_mask_width", "n_freq_masks", "time_mask_width", "n_time_masks"):
+        for name in ("speed_range", "gain_range_db", "babble_snr_db", "rir_rt60", "rir_volume", "rir_distance",
+                     "gain_db", "clip_fraction", "trim_margin_s"):
+            object.__setattr__(self, name, _pair(getattr(self, name)))
+        object.__setattr__(self, "babble_talkers", _pair(self.babble_talkers, int))
+        object.__setattr__(self, "noise_types", tuple(str(t) for t in self.noise_types))
+        for name in ("noise_dir", "babble_manifest"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
+        if self.noise_prob is None:
+            object.__setattr__(self, "noise_prob", DEFAULT_NOISE_PROB if self.noise_dir is not None else 0.0)
+        object.__setattr__(self, "noise_prob", float(self.noise_prob))
+
+        def ordered(name: str, low: float | None = None, strict: bool = False, high: float | None = None) -> None:
+            v = getattr(self, name)
+            bad = len(v) != 2 or v[0] > v[1]
+            bad = bad or (low is not None and (v[0] <= low if strict else v[0] < low))
+            bad = bad or (high is not None and v[1] > high)
+            if bad:
+                limits = "" if low is None else f" and min {'>' if strict else '>='} {low}"
+                limits += "" if high is None else f" and max <= {high}"
+                raise ValueError(f"{name} must be (min, max) with min <= max{limits}, got {v}")
+
+        ordered("speed_range", 0.0, strict=True)
+        ordered("gain_range_db")
+        ordered("babble_snr_db")
+        ordered("babble_talkers", 1)
+        ordered("rir_rt60", 0.0, strict=True)
+        ordered("rir_volume", 0.0, strict=True)
+        ordered("rir_distance", 0.0, strict=True)
+        ordered("gain_db")
+        ordered("clip_fraction", 0.0, strict=True, high=0.5)
+        ordered("trim_margin_s", 0.0)
+        for name in ("freq_mask_width", "n_freq_masks", "time_mask_width", "n_time_masks", "babble_pool"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)}")
         if not 0.0 <= self.time_mask_max_fraction <= 1.0:
             raise ValueError(f"time_mask_max_fraction must be in [0, 1], got {self.time_mask_max_fraction}")
-        if not 0.0 <= self.noise_prob <= 1.0:
-            raise ValueError(f"noise_prob must be in [0, 1], got {self.noise_prob}")
+        for name in self.probabilities():
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.noise_min <= self.noise_max:
             raise ValueError(
                 f"noise levels must satisfy 0 <= noise_min <= noise_max, got {self.noise_min}, {self.noise_max}"
             )
+        unknown = [t for t in self.noise_types if t not in NOISE_GENERATORS]
+        if not self.noise_types or unknown:
+            raise ValueError(f"noise_types must be a non-empty subset of {sorted(NOISE_GENERATORS)}, "
+                             f"got {list(self.noise_types)}")
+        if self.eq_max_db < 0:
+            raise ValueError(f"eq_max_db must be >= 0, got {self.eq_max_db}")
+        if self.babble_prob > 0 and (self.babble_manifest is None or self.babble_pool < 1):
+            raise ValueError("babble needs a babble_manifest and babble_pool >= 1")
+
+    @staticmethod
+    def probabilities() -> tuple[str, ...]:
+        """The ``*_prob`` fields, one per waveform augmentation after speed/gain."""
+        return ("noise_prob", "babble_prob", "rir_prob", "telephone_prob", "eq_prob", "gain_prob", "clip_prob",
+                "trim_prob")
 
     @property
     def enabled(self) -> bool:
         """True when any augmentation is switched on."""
-        return self.speed_volume_perturb or self.spec_augment or self.noise_dir is not None
+        return (self.speed_volume_perturb or self.spec_augment
+                or any(getattr(self, name) > 0 for name in self.probabilities()))
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        """No augmentation at all."""
+        return cls(speed_volume_perturb=False, spec_augment=False)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AugmentConfig":
+    def from_dict(cls, d: dict) -> AugmentConfig:
         return cls(**d)
 
+    # -- command line ---------------------------------------------------------------
+
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "AugmentConfig":
-        """The config selected by the flags of :func:`add_augment_args`."""
-        return cls(
-            speed_volume_perturb=args.augment,
-            spec_augment=args.spec_augment,
-            noise_dir=None if args.noise_dir is None else str(args.noise_dir),
-            noise_prob=args.noise_prob,
-            noise_min=args.noise_min,
-            noise_max=args.noise_max,
+    def add_args(cls, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        """Add the augmentation flags (one group, training only) to ``parser``; returns it.
+
+        Flags that only refine an augmentation (``--noise-min``, ``--rir-rt60``, ...)
+        default to None, so that :meth:`from_args` can refuse them when their
+        augmentation is off; their effective defaults are in the help text.
+        """
+        d = {f.name: f.default for f in fields(cls)}
+
+        def shown(text: str) -> str:
+            # "%(default).0s" prints nothing: it keeps ArgumentDefaultsHelpFormatter from
+            # appending "(default: None)" to flags whose real default is in the text.
+            return text + "%(default).0s"
+
+        def pair(values: tuple) -> str:
+            return " ".join(f"{v:g}" for v in values)
+
+        g = parser.add_argument_group(
+            "augmentation (training data only; never saved in the model)",
+            "Each waveform augmentation has a probability per utterance (0 = off); see data/augment.py.",
         )
+        g.add_argument("--augment", "--speed-volume-perturb", dest="augment", action=argparse.BooleanOptionalAction,
+                       default=d["speed_volume_perturb"],
+                       help="random speed ({:g}-{:g}) and gain ({:g} to {:g} dB) per utterance".format(
+                           *d["speed_range"], *d["gain_range_db"]))
+        g.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=d["spec_augment"],
+                       help="SpecAugment frequency and time masks")
+        g.add_argument("--noise-prob", type=float, default=None, metavar="P",
+                       help=shown(f"probability of adding noise (default: {DEFAULT_NOISE_PROB:g} with --noise-dir, "
+                                  "else 0 = off); without --noise-dir the noise is generated"))
+        g.add_argument("--noise-dir", default=None, metavar="DIR",
+                       help="folder of noise recordings (wav/flac/ogg) mixed into training utterances")
+        g.add_argument("--noise-min", type=float, default=None, metavar="L",
+                       help=shown(f"minimum noise level, relative to the speech RMS: SNR = -20*log10(L) dB "
+                                  f"(default: {d['noise_min']:g})"))
+        g.add_argument("--noise-max", type=float, default=None, metavar="L",
+                       help=shown(f"maximum noise level, relative to the speech RMS; 0.5 = 6 dB SNR "
+                                  f"(default: {d['noise_max']:g})"))
+        g.add_argument("--noise-types", nargs="+", choices=sorted(NOISE_GENERATORS), default=None,
+                       help=shown(f"generated noise kinds, without --noise-dir (default: {' '.join(d['noise_types'])})"))
+        g.add_argument("--babble-prob", type=float, default=d["babble_prob"], metavar="P",
+                       help="probability of babble made of other training utterances")
+        g.add_argument("--babble-manifest", default=None, metavar="CSV",
+                       help=shown("manifest of the babble talkers (default: --train-manifest)"))
+        g.add_argument("--babble-talkers", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
+                       help=shown(f"other utterances in the babble (default: {pair(d['babble_talkers'])})"))
+        g.add_argument("--babble-snr", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                       help=shown(f"SNR of the babble in dB (default: {pair(d['babble_snr_db'])})"))
+        g.add_argument("--rir-prob", type=float, default=d["rir_prob"], metavar="P",
+                       help="probability of reverberation by a simulated room impulse response")
+        g.add_argument("--rir-rt60", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                       help=shown(f"room RT60 in seconds (default: {pair(d['rir_rt60'])})"))
+        g.add_argument("--telephone-prob", type=float, default=d["telephone_prob"], metavar="P",
+                       help="probability of 8 kHz audio (half of it also 300-3400 Hz band-passed, half of it "
+                            "8-bit mu-law coded: telephone)")
+        g.add_argument("--eq-prob", type=float, default=d["eq_prob"], metavar="P",
+                       help="probability of a random microphone EQ (low and high shelves)")
+        g.add_argument("--eq-max-db", type=float, default=None, metavar="DB",
+                       help=shown(f"largest shelf gain, +-dB (default: {d['eq_max_db']:g})"))
+        g.add_argument("--gain-prob", type=float, default=d["gain_prob"], metavar="P",
+                       help="probability of a level change (quiet or loud recordings)")
+        g.add_argument("--gain-db", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                       help=shown(f"level change in dB (default: {pair(d['gain_db'])})"))
+        g.add_argument("--clip-prob", type=float, default=d["clip_prob"], metavar="P",
+                       help="probability of hard clipping")
+        g.add_argument("--clip-fraction", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                       help=shown(f"fraction of the samples clipped (default: {pair(d['clip_fraction'])})"))
+        g.add_argument("--trim-prob", type=float, default=d["trim_prob"], metavar="P",
+                       help="probability of trimming leading and trailing silence (tight segmentation)")
+        g.add_argument("--trim-margin", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                       help=shown(f"seconds of silence kept before and after the speech "
+                                  f"(default: {pair(d['trim_margin_s'])})"))
+        return parser
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> AugmentConfig:
+        """The config selected by the flags of :meth:`add_args`.
+
+        Flags that would do nothing (a refinement of an augmentation that is off, a
+        ``--noise-dir`` with ``--noise-prob 0``) and invalid values are refused: with
+        ``parser``, through ``parser.error`` (exit status 2); without, as ``ValueError``.
+        The babble manifest defaults to ``args.train_manifest`` when the namespace has one.
+        """
+
+        def fail(msg: str) -> None:
+            if parser is not None:
+                parser.error(msg)
+            raise ValueError(msg)
+
+        def get(name: str) -> Any:
+            return getattr(args, name, None)
+
+        noise_dir = get("noise_dir")
+        noise_prob = get("noise_prob")
+        noise_on = noise_dir is not None or (noise_prob is not None and noise_prob > 0)
+        if noise_dir is not None and noise_prob == 0:
+            fail("--noise-dir does nothing with --noise-prob 0: drop one of them")
+        if noise_dir is not None and not Path(noise_dir).is_dir():
+            fail(f"--noise-dir {noise_dir}: not a folder")
+        refinements = {
+            "noise_min": ("noise", noise_on, "--noise-prob P or --noise-dir DIR"),
+            "noise_max": ("noise", noise_on, "--noise-prob P or --noise-dir DIR"),
+            "babble_manifest": ("babble", bool(get("babble_prob")), "--babble-prob P"),
+            "babble_talkers": ("babble", bool(get("babble_prob")), "--babble-prob P"),
+            "babble_snr": ("babble", bool(get("babble_prob")), "--babble-prob P"),
+            "rir_rt60": ("reverberation", bool(get("rir_prob")), "--rir-prob P"),
+            "eq_max_db": ("the microphone EQ", bool(get("eq_prob")), "--eq-prob P"),
+            "gain_db": ("the level change", bool(get("gain_prob")), "--gain-prob P"),
+            "clip_fraction": ("clipping", bool(get("clip_prob")), "--clip-prob P"),
+            "trim_margin": ("trimming", bool(get("trim_prob")), "--trim-prob P"),
+        }
+        for name, (what, on, enable) in refinements.items():
+            if get(name) is not None and not on:
+                fail(f"--{name.replace('_', '-')} does nothing: {what} is off (add {enable} with P > 0)")
+        if get("noise_types") is not None:
+            if not noise_on:
+                fail("--noise-types does nothing: noise is off (add --noise-prob P with P > 0)")
+            if noise_dir is not None:
+                fail("--noise-types does nothing with --noise-dir: the noise comes from the recordings")
+        babble_manifest = get("babble_manifest")
+        if babble_manifest is not None and not Path(babble_manifest).is_file():
+            fail(f"--babble-manifest {babble_manifest}: manifest not found")
+        if get("babble_prob") and babble_manifest is None:
+            babble_manifest = get("train_manifest")  # checked by whoever declared it
+            if babble_manifest is None:
+                fail("--babble-prob needs --babble-manifest (the utterances to make babble from)")
+
+        d = {f.name: f.default for f in fields(cls)}
+
+        def pick(name: str, field: str | None = None) -> Any:
+            value = get(name)
+            return d[field or name] if value is None else value
+
+        try:
+            return cls(
+                speed_volume_perturb=pick("augment", "speed_volume_perturb"),
+                spec_augment=pick("spec_augment"),
+                noise_dir=None if noise_dir is None else str(noise_dir),
+                noise_prob=noise_prob,
+                noise_min=pick("noise_min"),
+                noise_max=pick("noise_max"),
+                noise_types=pick("noise_types"),
+                babble_prob=pick("babble_prob"),
+                babble_manifest=None if not get("babble_prob") else str(babble_manifest),
+                babble_talkers=pick("babble_talkers"),
+                babble_snr_db=pick("babble_snr", "babble_snr_db"),
+                rir_prob=pick("rir_prob"),
+                rir_rt60=pick("rir_rt60"),
+                telephone_prob=pick("telephone_prob"),
+                eq_prob=pick("eq_prob"),
+                eq_max_db=pick("eq_max_db"),
+                gain_prob=pick("gain_prob"),
+                gain_db=pick("gain_db"),
+                clip_prob=pick("clip_prob"),
+                clip_fraction=pick("clip_fraction"),
+                trim_prob=pick("trim_prob"),
+                trim_margin_s=pick("trim_margin", "trim_margin_s"),
+            )
+        except ValueError as e:
+            fail(f"augmentation flags: {e}")
+            raise
 
 
 def add_augment_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add deepspeech.pytorch's augmentation flags (training only) to ``parser``."""
-    defaults = {f.name: f.default for f in fields(AugmentConfig)}
-    group = parser.add_argument_group("augmentation (training set only)")
-    group.add_argument(
-        "--augment", action="store_true",
-        help=f"speed perturbation U{defaults['speed_range']} and gain U{defaults['gain_range_db']} dB",
-    )
-    group.add_argument("--spec-augment", action="store_true", help="SpecAugment frequency and time masks")
-    group.add_argument("--noise-dir", type=Path, default=None,
-                       help="folder of noise recordings (wav/flac/ogg) mixed into training audio")
-    group.add_argument("--noise-prob", type=float, default=defaults["noise_prob"],
-                       help="probability of adding noise to an utterance")
-    group.add_argument("--noise-min", type=float, default=defaults["noise_min"],
-                       help="minimum noise level, relative to the speech RMS (SNR = -20*log10(level) dB)")
-    group.add_argument("--noise-max", type=float, default=defaults["noise_max"],
-                       help="maximum noise level, relative to the speech RMS (0.5 = 6 dB SNR)")
-    return parser
+    """:meth:`AugmentConfig.add_args` (the augmentation flags) on ``parser``."""
+    return AugmentConfig.add_args(parser)
 
 
 # ---------------------------------------------------------------------------- waveform
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
@@ -176,22 +447,7 @@ def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
 
 def apply_gain(audio: np.ndarray, db: float) -> np.ndarray:
     """``audio * 10 ** (db / 20)`` as float32 (no clipping). Shape unchanged."""
-    return (np.asarray(audio, dtype=np.float32) * np.float32(10.0 ** (db / 20.0))).astype(np.float32)
-
-
-def noise_segment(noise: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``n``-sample stretch of ``noise``; a shorter noise is looped.
-
-    Returns:
-        (n,) float32.
-    """
-    if noise.size == 0:
-        raise ValueError("noise holds no samples")
-    if noise.size >= n:
-        start = int(rng.integers(0, noise.size - n + 1))
-        return np.asarray(noise[start:start + n], dtype=np.float32)
-    start = int(rng.integers(0, noise.size))
-    return np.asarray(noise[(start + np.arange(n)) % noise.size], dtype=np.float32)
+    return corrupt.gain(audio, db)
 
 
 def mix_noise(audio: np.ndarray, noise: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
@@ -212,12 +468,7 @@ def mix_noise(audio: np.ndarray, noise: np.ndarray, level: float, rng: np.random
     """
     if level < 0:
         raise ValueError(f"noise level must be >= 0, got {level}")
-    audio = np.asarray(audio, dtype=np.float32)
-    segment = noise_segment(noise, audio.size, rng)
-    speech_rms, noise_rms = _rms(audio), _rms(segment)
-    if level == 0 or speech_rms == 0 or noise_rms == 0:
-        return audio.copy()
-    return (audio + np.float32(level * speech_rms / noise_rms) * segment).astype(np.float32)
+    return corrupt.add_noise(audio, noise, level_to_snr(level), rng)
 
 
 def snr_to_level(snr_db: float) -> float:
@@ -272,6 +523,37 @@ class NoiseBank:
         return self.get(int(rng.integers(0, len(self.paths))))
 
 
+class BabblePool:
+    """Up to ``size`` utterances of a manifest, the talkers of babble; decoded on first use.
+
+    The pool is the same for every run (a fixed-seed sample of the manifest's rows, in
+    manifest order), so babble draws depend only on the augmentation seeds.
+    """
+
+    def __init__(self, manifest: str | Path, sample_rate: int, size: int = 200) -> None:
+        rows = read_manifest(manifest)
+        if not rows:
+            raise ValueError(f"{manifest}: no utterances for babble (--babble-manifest)")
+        chosen = np.sort(np.random.default_rng(0).choice(len(rows), size=min(size, len(rows)), replace=False))
+        self.paths = [rows[int(i)][0] for i in chosen]
+        self.sample_rate = sample_rate
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def get(self, i: int) -> np.ndarray:
+        """Utterance ``i`` of the pool as (m,) float32 at ``sample_rate``."""
+        if i not in self._cache:
+            self._cache[i] = load_audio(self.paths[i], self.sample_rate)
+        return self._cache[i]
+
+    def draw(self, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """``k`` different utterances (fewer when the pool is smaller)."""
+        picks = rng.choice(len(self.paths), size=min(k, len(self.paths)), replace=False)
+        return [self.get(int(i)) for i in picks]
+
+
 # ---------------------------------------------------------------------------- spectrogram
 
 
@@ -316,48 +598,101 @@ def spec_augment(
 # ---------------------------------------------------------------------------- pipeline
 
 
-class Augmentor:
-    """Applies an :class:`AugmentConfig` to one utterance, in deepspeech.pytorch's order.
+class UtteranceRngs:
+    """The generator streams of one utterance in one epoch, created on first use.
 
-    ``rng_for(seed, epoch, index)`` gives the three independent generators (waveform,
-    noise, masks) for one utterance, so switching one augmentation on or off does not
-    change the random draws of another.
+    ``rngs[stream]`` (a name of :data:`STREAMS` or its number) is
+    ``np.random.default_rng([seed, epoch, index, number])``.
+    """
+
+    def __init__(self, seed: int, epoch: int, index: int) -> None:
+        self.key = [seed % 2**64, epoch % 2**64, index % 2**64]
+        self._rngs: dict[int, np.random.Generator] = {}
+
+    __iter__ = None  # indexed by stream, not a sequence
+
+    def __getitem__(self, stream: int | str) -> np.random.Generator:
+        number = STREAMS[stream] if isinstance(stream, str) else int(stream)
+        if number not in self._rngs:
+            self._rngs[number] = np.random.default_rng(self.key + [number])
+        return self._rngs[number]
+
+
+class Augmentor:
+    """Applies an :class:`AugmentConfig` to one utterance, in the module docstring's order.
+
+    ``rngs_for(seed, epoch, index)`` gives the independent generator streams of one
+    utterance, so switching one augmentation on or off does not change the random draws
+    of another. Every step leaves its input untouched.
     """
 
     def __init__(self, cfg: AugmentConfig, sample_rate: int) -> None:
         self.cfg = cfg
         self.sample_rate = sample_rate
         self.noise = NoiseBank(cfg.noise_dir, sample_rate) if cfg.noise_dir is not None else None
+        self.babble = (BabblePool(cfg.babble_manifest, sample_rate, cfg.babble_pool)
+                       if cfg.babble_prob > 0 else None)
 
     @staticmethod
-    def rngs_for(seed: int, epoch: int, index: int) -> tuple[np.random.Generator, ...]:
-        """(speed/gain, noise, SpecAugment) generators for one utterance in one epoch."""
-        key = [seed % 2**64, epoch % 2**64, index % 2**64]
-        return tuple(np.random.default_rng(key + [stream]) for stream in range(3))
+    def rngs_for(seed: int, epoch: int, index: int) -> UtteranceRngs:
+        """The generator streams (:data:`STREAMS`) for one utterance in one epoch."""
+        return UtteranceRngs(seed, epoch, index)
 
-    def waveform(self, audio: np.ndarray, rngs: tuple[np.random.Generator, ...]) -> np.ndarray:
-        """Speed, gain, then noise. ``audio`` (n,) is never modified; returns (n',) float32."""
-        cfg = self.cfg
+    @staticmethod
+    def _coin(rngs: UtteranceRngs, stream: str, prob: float) -> np.random.Generator | None:
+        """The stream's generator when this augmentation applies to the utterance, else None."""
+        if prob <= 0:
+            return None
+        rng = rngs[stream]
+        return rng if rng.random() < prob else None
+
+    def waveform(self, audio: np.ndarray, rngs: UtteranceRngs) -> np.ndarray:
+        """All waveform augmentations. ``audio`` (n,) is never modified; returns (n',) float32
+        (n' differs from n after speed perturbation or trimming)."""
+        cfg, sr = self.cfg, self.sample_rate
         if cfg.speed_volume_perturb:
-            rng = rngs[0]
+            rng = rngs["speed"]
             factor = float(rng.uniform(*cfg.speed_range))
             db = float(rng.uniform(*cfg.gain_range_db))
             audio = apply_gain(speed_perturb(audio, factor), db)
-        if self.noise is not None:
-            rng = rngs[1]
-            if rng.random() < cfg.noise_prob:
-                level = float(rng.uniform(cfg.noise_min, cfg.noise_max))
+        if rng := self._coin(rngs, "trim", cfg.trim_prob):
+            lead, trail = (float(v) for v in rng.uniform(*cfg.trim_margin_s, size=2))
+            audio = corrupt.trim_silence(audio, sr, lead, trail)
+        if rng := self._coin(rngs, "rir", cfg.rir_prob):
+            room = corrupt.draw_room(rng, cfg.rir_rt60, cfg.rir_volume, cfg.rir_distance)
+            audio = corrupt.reverberate(audio, corrupt.room_impulse_response(room, sr, rng))
+        if rng := self._coin(rngs, "noise", cfg.noise_prob):
+            level = float(rng.uniform(cfg.noise_min, cfg.noise_max))
+            if self.noise is not None:
                 audio = mix_noise(audio, self.noise.pick(rng), level, rng)
-        return audio
+            else:
+                kind = cfg.noise_types[int(rng.integers(0, len(cfg.noise_types)))]
+                noise = NOISE_GENERATORS[kind](np.size(audio), sr, rng)
+                audio = corrupt.mix_at_snr(audio, noise, level_to_snr(level))
+        if rng := self._coin(rngs, "babble", cfg.babble_prob):
+            k = int(rng.integers(cfg.babble_talkers[0], cfg.babble_talkers[1] + 1))
+            snr = float(rng.uniform(*cfg.babble_snr_db))
+            audio = corrupt.add_babble(audio, self.babble.draw(k, rng), snr, rng)
+        if rng := self._coin(rngs, "eq", cfg.eq_prob):
+            audio = corrupt.random_eq(audio, sr, rng, max_db=cfg.eq_max_db)
+        if rng := self._coin(rngs, "gain", cfg.gain_prob):
+            audio = corrupt.random_gain(audio, rng, *cfg.gain_db)
+        if rng := self._coin(rngs, "clip", cfg.clip_prob):
+            audio = corrupt.clip_fraction(audio, float(rng.uniform(*cfg.clip_fraction)))
+        if rng := self._coin(rngs, "telephone", cfg.telephone_prob):
+            band = TELEPHONE_BAND if rng.random() < 0.5 else None
+            bits = TELEPHONE_BITS if rng.random() < 0.5 else None
+            audio = corrupt.telephone(audio, sr, band=band, bits=bits)
+        return np.asarray(audio, dtype=np.float32)
 
-    def spectrogram(self, spect: torch.Tensor, rngs: tuple[np.random.Generator, ...]) -> torch.Tensor:
+    def spectrogram(self, spect: torch.Tensor, rngs: UtteranceRngs) -> torch.Tensor:
         """SpecAugment masks on a (F, T) normalised spectrogram (a copy when enabled)."""
         cfg = self.cfg
         if not cfg.spec_augment:
             return spect
         return spec_augment(
             spect,
-            rngs[2],
+            rngs["masks"],
             freq_mask_width=cfg.freq_mask_width,
             n_freq_masks=cfg.n_freq_masks,
             time_mask_width=cfg.time_mask_width,
@@ -367,10 +702,15 @@ class Augmentor:
 
 
 __all__ = [
+    "DEFAULT_NOISE_PROB",
+    "NOISE_EXTENSIONS",
+    "NOISE_GENERATORS",
+    "STREAMS",
     "AugmentConfig",
     "Augmentor",
+    "BabblePool",
     "NoiseBank",
-    "NOISE_EXTENSIONS",
+    "UtteranceRngs",
     "add_augment_args",
     "apply_gain",
     "level_to_snr",

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -50,13 +52,20 @@ def rms(x: np.ndarray) -> float:
 # ---------------------------------------------------------------------------- config
 
 
-def test_config_defaults_are_off_and_plain_data() -> None:
+def test_config_defaults_are_the_recipe_and_plain_data() -> None:
     cfg = AugmentConfig()
-    assert not cfg.enabled
+    assert cfg.speed_volume_perturb and cfg.spec_augment and cfg.enabled
+    assert all(getattr(cfg, name) == 0 for name in AugmentConfig.probabilities())
+    assert not AugmentConfig.none().enabled
     assert AugmentConfig.from_dict(asdict(cfg)) == cfg
     assert AugmentConfig(speed_range=[0.8, 1.2]).speed_range == (0.8, 1.2)
-    assert AugmentConfig(spec_augment=True).enabled
-    assert AugmentConfig(noise_dir="x").enabled
+    assert AugmentConfig(speed_volume_perturb=False, spec_augment=True).enabled
+    off = {"speed_volume_perturb": False, "spec_augment": False}
+    assert AugmentConfig(**off, noise_dir="x").enabled
+    assert AugmentConfig(**off, noise_dir="x").noise_prob == 0.4  # deepspeech.pytorch's default with a folder
+    assert AugmentConfig(**off, noise_prob=0.3).enabled  # generated noise
+    for name in AugmentConfig.probabilities():
+        assert AugmentConfig(**off, **{name: 0.5}, babble_manifest="m.csv").enabled
 
 
 @pytest.mark.parametrize(
@@ -72,6 +81,17 @@ def test_config_defaults_are_off_and_plain_data() -> None:
         {"freq_mask_width": -1},
         {"n_time_masks": 1.5},
         {"time_mask_max_fraction": 2.0},
+        {"rir_prob": -0.1},
+        {"trim_prob": 1.5},
+        {"rir_rt60": (0.0, 0.5)},
+        {"rir_rt60": (0.8, 0.3)},
+        {"clip_fraction": (0.0, 0.1)},
+        {"trim_margin_s": (-0.1, 0.1)},
+        {"babble_talkers": (0, 3)},
+        {"noise_types": ()},
+        {"noise_types": ("brown",)},
+        {"eq_max_db": -1.0},
+        {"babble_prob": 0.5},  # no manifest to make babble from
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict) -> None:
@@ -83,12 +103,69 @@ def test_cli_flags_build_the_config(tmp_path: Path) -> None:
     parser = add_augment_args(argparse.ArgumentParser())
     assert AugmentConfig.from_args(parser.parse_args([])) == AugmentConfig()
     args = parser.parse_args(
-        ["--augment", "--spec-augment", "--noise-dir", str(tmp_path),
+        ["--no-augment", "--spec-augment", "--noise-dir", str(tmp_path),
          "--noise-prob", "0.5", "--noise-min", "0.1", "--noise-max", "0.3"]
     )
     cfg = AugmentConfig.from_args(args)
-    assert cfg.speed_volume_perturb and cfg.spec_augment
+    assert not cfg.speed_volume_perturb and cfg.spec_augment
     assert (cfg.noise_dir, cfg.noise_prob, cfg.noise_min, cfg.noise_max) == (str(tmp_path), 0.5, 0.1, 0.3)
+    assert AugmentConfig.from_args(parser.parse_args(["--noise-dir", str(tmp_path)])).noise_prob == 0.4
+
+
+def test_cli_flags_for_every_new_augmentation(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("a.wav,a.txt\n")
+    parser = AugmentConfig.add_args(argparse.ArgumentParser())
+    args = parser.parse_args([
+        "--noise-prob", "0.2", "--noise-types", "pink", "white", "--babble-prob", "0.3", "--babble-manifest",
+        str(manifest), "--babble-talkers", "2", "4", "--babble-snr", "0", "10", "--rir-prob", "0.4", "--rir-rt60",
+        "0.4", "0.6", "--telephone-prob", "0.1", "--eq-prob", "0.5", "--eq-max-db", "6", "--gain-prob", "0.6",
+        "--gain-db", "-20", "0", "--clip-prob", "0.05", "--clip-fraction", "0.01", "0.02", "--trim-prob", "0.7",
+        "--trim-margin", "0", "0.05",
+    ])
+    cfg = AugmentConfig.from_args(args)
+    assert cfg.noise_dir is None and cfg.noise_prob == 0.2 and cfg.noise_types == ("pink", "white")
+    assert (cfg.babble_prob, cfg.babble_manifest, cfg.babble_talkers, cfg.babble_snr_db) == (
+        0.3, str(manifest), (2, 4), (0.0, 10.0))
+    assert (cfg.rir_prob, cfg.rir_rt60, cfg.telephone_prob, cfg.eq_prob, cfg.eq_max_db) == (
+        0.4, (0.4, 0.6), 0.1, 0.5, 6.0)
+    assert (cfg.gain_prob, cfg.gain_db, cfg.clip_prob, cfg.clip_fraction) == (0.6, (-20.0, 0.0), 0.05, (0.01, 0.02))
+    assert (cfg.trim_prob, cfg.trim_margin_s) == (0.7, (0.0, 0.05))
+    # The babble manifest defaults to the training manifest.
+    parser.add_argument("--train-manifest", default=str(manifest))
+    assert AugmentConfig.from_args(parser.parse_args(["--babble-prob", "1"])).babble_manifest == str(manifest)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--noise-min", "0.1"], "--noise-min does nothing: noise is off"),
+        (["--noise-max", "0.2", "--noise-prob", "0"], "--noise-max does nothing: noise is off"),
+        (["--noise-types", "pink"], "--noise-types does nothing: noise is off"),
+        (["--noise-dir", "{tmp}", "--noise-prob", "0"], "--noise-dir does nothing with --noise-prob 0"),
+        (["--noise-dir", "{tmp}", "--noise-types", "pink"], "--noise-types does nothing with --noise-dir"),
+        (["--noise-dir", "{tmp}/missing"], "not a folder"),
+        (["--rir-rt60", "0.3", "0.5"], "--rir-rt60 does nothing: reverberation is off"),
+        (["--babble-snr", "0", "5"], "--babble-snr does nothing: babble is off"),
+        (["--babble-prob", "0.5"], "--babble-prob needs --babble-manifest"),
+        (["--babble-prob", "0.5", "--babble-manifest", "{tmp}/none.csv"], "manifest not found"),
+        (["--eq-max-db", "3"], "--eq-max-db does nothing: the microphone EQ is off"),
+        (["--gain-db", "-10", "0", "--gain-prob", "0"], "--gain-db does nothing"),
+        (["--clip-fraction", "0.01", "0.02"], "--clip-fraction does nothing: clipping is off"),
+        (["--trim-margin", "0", "0.1"], "--trim-margin does nothing: trimming is off"),
+        (["--rir-prob", "2"], "rir_prob must be in [0, 1]"),
+        (["--rir-prob", "1", "--rir-rt60", "0.9", "0.2"], "rir_rt60 must be (min, max)"),
+    ],
+)
+def test_cli_refuses_flags_that_would_do_nothing(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
+    parser = AugmentConfig.add_args(argparse.ArgumentParser(prog="train.py"))
+    args = parser.parse_args([a.format(tmp=tmp_path) for a in argv])
+    with pytest.raises(SystemExit) as exc:
+        AugmentConfig.from_args(args, parser)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AugmentConfig.from_args(args)
 
 
 # ---------------------------------------------------------------------------- speed and gain
@@ -264,7 +341,8 @@ def test_augmentor_order_speed_gain_then_noise(tmp_path: Path) -> None:
     aug = Augmentor(cfg, SR)
     audio = sine(300.0, 0.8)
     out = aug.waveform(audio, Augmentor.rngs_for(1, 2, 3))
-    r_speed, r_noise, _ = Augmentor.rngs_for(1, 2, 3)
+    rngs = Augmentor.rngs_for(1, 2, 3)
+    r_speed, r_noise = rngs["speed"], rngs[1]
     factor, db = r_speed.uniform(0.9, 1.1), r_speed.uniform(-6.0, 8.0)
     expected = apply_gain(speed_perturb(audio, factor), db)
     assert r_noise.random() < 1.0
@@ -276,7 +354,7 @@ def test_augmentor_order_speed_gain_then_noise(tmp_path: Path) -> None:
 
 def test_noise_prob_zero_never_adds_noise(tmp_path: Path) -> None:
     write_tone(tmp_path / "noise" / "n.wav", 0.3, freq=90)
-    aug = Augmentor(AugmentConfig(noise_dir=str(tmp_path / "noise"), noise_prob=0.0), SR)
+    aug = Augmentor(AugmentConfig(speed_volume_perturb=False, noise_dir=str(tmp_path / "noise"), noise_prob=0.0), SR)
     audio = sine(300.0, 0.5)
     for i in range(10):
         np.testing.assert_array_equal(aug.waveform(audio, Augmentor.rngs_for(0, 0, i)), audio)
@@ -307,8 +385,8 @@ def test_dataset_augmentation_is_a_function_of_seed_epoch_index(tiny_dataset: Pa
 
 def test_dataset_without_augment_gives_plain_features(tiny_dataset: Path) -> None:
     plain = SpectrogramDataset(tiny_dataset)
-    off = SpectrogramDataset(tiny_dataset, augment=AugmentConfig())  # nothing enabled
-    masked = SpectrogramDataset(tiny_dataset, augment=AugmentConfig(spec_augment=True))
+    off = SpectrogramDataset(tiny_dataset, augment=AugmentConfig.none())
+    masked = SpectrogramDataset(tiny_dataset, augment=AugmentConfig(speed_volume_perturb=False))
     for i in range(len(plain)):
         ref = torch.from_numpy(spectrogram(load_audio(plain.wav_paths[i])))
         plain.set_epoch(i)
@@ -333,3 +411,192 @@ def test_noise_files_are_resampled_to_the_model_rate(tmp_path: Path) -> None:
     x = bank.get(0)
     assert x.size == math.ceil(sf.info(str(noise)).frames * SR / 44100)
     assert abs(peak_frequency(x) - 1000.0) < 1.0
+
+
+# ---------------------------------------------------------------------------- recording-condition augmentations
+
+OFF = {"speed_volume_perturb": False, "spec_augment": False}
+
+
+def speech_with_silence(seed: int = 0) -> np.ndarray:
+    """0.4 s of floor noise, 0.8 s of harmonics, 0.4 s of floor noise (generated)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(0.8 * SR)) / SR
+    voiced = 0.05 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 15))
+    audio = 3e-4 * rng.standard_normal(int(1.6 * SR))
+    audio[int(0.4 * SR):int(0.4 * SR) + t.size] += voiced
+    return audio.astype(np.float32)
+
+
+@pytest.fixture
+def babble_manifest(tmp_path: Path) -> Path:
+    from data.manifest import write_manifest
+
+    rows = []
+    for i in range(4):
+        wav = write_tone(tmp_path / "babble" / f"b{i}.wav", 0.6 + 0.2 * i, freq=180 + 40 * i, seed=10 + i)
+        txt = wav.with_suffix(".txt")
+        txt.write_text("A")
+        rows.append((wav, txt))
+    manifest = tmp_path / "babble.csv"
+    write_manifest(manifest, rows)
+    return manifest
+
+
+NEW = {
+    "trim": {"trim_prob": 1.0},
+    "rir": {"rir_prob": 1.0},
+    "noise (generated)": {"noise_prob": 1.0},
+    "babble": {"babble_prob": 1.0},
+    "eq": {"eq_prob": 1.0},
+    "gain": {"gain_prob": 1.0},
+    "clip": {"clip_prob": 1.0},
+    "telephone": {"telephone_prob": 1.0},
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW))
+def test_each_new_augmentation_is_seeded_and_keeps_the_contract(name: str, babble_manifest: Path) -> None:
+    cfg = AugmentConfig(**OFF, **NEW[name], babble_manifest=str(babble_manifest))
+    aug = Augmentor(cfg, SR)
+    audio = speech_with_silence()
+    before = audio.copy()
+    a = aug.waveform(audio, Augmentor.rngs_for(5, 1, 2))
+    b = Augmentor(cfg, SR).waveform(audio, Augmentor.rngs_for(5, 1, 2))
+    np.testing.assert_array_equal(a, b)  # a function of (seed, epoch, index)
+    np.testing.assert_array_equal(audio, before)  # input untouched
+    assert a.dtype == np.float32 and np.all(np.isfinite(a))
+    if name == "trim":
+        assert 0.8 * SR <= a.size < audio.size  # the speech stays, some silence goes
+    else:
+        assert a.shape == audio.shape  # same length at the same rate
+    assert not np.array_equal(a, audio)
+    if name != "telephone":  # only four variants
+        others = [aug.waveform(audio, Augmentor.rngs_for(5, epoch, 2)) for epoch in (2, 3)]
+        assert not all(np.array_equal(a, o) for o in others)
+
+
+def test_new_augmentations_match_data_corrupt(babble_manifest: Path) -> None:
+    """Each step is the data.corrupt function, fed from its own stream after its coin."""
+    from data import corrupt
+
+    audio = speech_with_silence(1)
+
+    def stream(name: str) -> np.random.Generator:
+        rng = Augmentor.rngs_for(0, 0, 7)[name]
+        assert rng.random() < 1.0  # the coin
+        return rng
+
+    def run(**kw) -> np.ndarray:
+        return Augmentor(AugmentConfig(**OFF, **kw), SR).waveform(audio, Augmentor.rngs_for(0, 0, 7))
+
+    rng = stream("rir")
+    room = corrupt.draw_room(rng, (0.3, 0.8), (30.0, 150.0), (0.3, 1.0))
+    expected = corrupt.reverberate(audio, corrupt.room_impulse_response(room, SR, rng))
+    np.testing.assert_array_equal(run(rir_prob=1.0), expected)
+    np.testing.assert_array_equal(run(eq_prob=1.0), corrupt.random_eq(audio, SR, stream("eq"), 10.0))
+    np.testing.assert_array_equal(run(gain_prob=1.0), corrupt.random_gain(audio, stream("gain"), -30.0, 6.0))
+    rng = stream("trim")
+    lead, trail = rng.uniform(0.0, 0.1, size=2)
+    np.testing.assert_array_equal(run(trim_prob=1.0), corrupt.trim_silence(audio, SR, lead, trail))
+    rng = stream("telephone")
+    band, bits = rng.random() < 0.5, rng.random() < 0.5
+    expected = corrupt.telephone(audio, SR, band=(300.0, 3400.0) if band else None, bits=8 if bits else None)
+    np.testing.assert_array_equal(run(telephone_prob=1.0), expected)
+    variants = set()
+    for i in range(60):
+        rng = Augmentor.rngs_for(0, 0, i)["telephone"]
+        rng.random()
+        variants.add((rng.random() < 0.5, rng.random() < 0.5))
+    assert len(variants) == 4  # plain 8 kHz, band-pass, codec, both
+    rng = stream("clip")
+    np.testing.assert_array_equal(run(clip_prob=1.0), corrupt.clip_fraction(audio, rng.uniform(0.005, 0.05)))
+
+
+def test_generated_noise_and_babble_hit_their_snr(babble_manifest: Path) -> None:
+    from data import corrupt
+
+    audio = speech_with_silence(2)
+    for types in (("white",), ("pink",), ("babble-like",)):
+        cfg = AugmentConfig(**OFF, noise_prob=1.0, noise_min=0.1, noise_max=0.1, noise_types=types)
+        out = Augmentor(cfg, SR).waveform(audio, Augmentor.rngs_for(0, 0, 0))
+        assert corrupt.snr_db(audio, out) == pytest.approx(20.0, abs=0.01)
+    cfg = AugmentConfig(**OFF, babble_prob=1.0, babble_manifest=str(babble_manifest), babble_snr_db=(5.0, 15.0))
+    snrs = [corrupt.snr_db(audio, Augmentor(cfg, SR).waveform(audio, Augmentor.rngs_for(0, 0, i))) for i in range(8)]
+    assert all(5.0 - 1e-3 <= s <= 15.0 + 1e-3 for s in snrs) and max(snrs) - min(snrs) > 2
+
+
+def test_babble_pool_is_fixed_and_draws_distinct_talkers(babble_manifest: Path) -> None:
+    from data.augment import BabblePool
+
+    a, b = BabblePool(babble_manifest, SR, size=3), BabblePool(babble_manifest, SR, size=3)
+    assert a.paths == b.paths and len(a) == 3
+    drawn = a.draw(5, np.random.default_rng(0))
+    assert len(drawn) == 3 and len({x.size for x in drawn}) == 3
+
+
+def test_streams_are_independent(babble_manifest: Path) -> None:
+    """Switching augmentations on does not change another's draws: adding steps that are
+    identities here (0 dB gain, noise level 0) leaves the reverberated output unchanged."""
+    audio = speech_with_silence(3)
+    base = AugmentConfig(**OFF, rir_prob=1.0, trim_prob=1.0)
+    more = AugmentConfig(**OFF, rir_prob=1.0, trim_prob=1.0, gain_prob=1.0, gain_db=(0.0, 0.0), noise_prob=1.0,
+                         noise_min=0.0, noise_max=0.0, eq_prob=0.5, eq_max_db=0.0)
+    for i in range(5):
+        rngs_a, rngs_b = Augmentor.rngs_for(9, 4, i), Augmentor.rngs_for(9, 4, i)
+        a = Augmentor(base, SR).waveform(audio, rngs_a)
+        b = Augmentor(more, SR).waveform(audio, rngs_b)
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    # Streams do not depend on which were used first.
+    r1 = Augmentor.rngs_for(1, 2, 3)
+    r1["eq"].random()
+    assert r1["rir"].random() == Augmentor.rngs_for(1, 2, 3)["rir"].random()
+
+
+def test_dataset_with_every_augmentation_is_a_function_of_seed_epoch_index(
+        tiny_dataset: Path, babble_manifest: Path) -> None:
+    cfg = AugmentConfig(noise_prob=0.5, babble_prob=0.5, babble_manifest=str(babble_manifest), rir_prob=0.5,
+                        telephone_prob=0.3, eq_prob=0.5, gain_prob=0.5, clip_prob=0.3, trim_prob=0.5)
+    a = SpectrogramDataset(tiny_dataset, augment=cfg, seed=3)
+    b = SpectrogramDataset(tiny_dataset, augment=cfg, seed=3)
+    for epoch in (0, 1):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        for i in reversed(range(len(a))):
+            x, y = a[i][0], b[i][0]
+            assert torch.equal(x, y) and torch.isfinite(x).all()
+    a.set_epoch(0)
+    assert any(not torch.equal(a[i][0], b[i][0]) for i in range(len(a)))  # b is at epoch 1
+
+
+def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    import train
+    from checkpoint import load_checkpoint
+
+    parser = train.build_parser()
+    assert AugmentConfig.from_args(parser.parse_args([])) == AugmentConfig()  # the recipe, declared once
+    common = ["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), "--save-folder",
+              str(tmp_path), "--model-path", str(tmp_path / "best.pth"), "--hidden-size", "8", "--hidden-layers", "1",
+              "--conv-channels", "4", "--batch-size", "3", "--silent", "--epochs", "1"]
+    with pytest.raises(SystemExit) as exc:
+        train.main([*common, "--rir-rt60", "0.3", "0.5"])
+    assert exc.value.code == 2 and "--rir-rt60 does nothing: reverberation is off" in capsys.readouterr().err
+    flags = ["--noise-prob", "0.5", "--babble-prob", "0.5", "--rir-prob", "0.5", "--telephone-prob", "0.2",
+             "--eq-prob", "0.5", "--gain-prob", "0.5", "--clip-prob", "0.2", "--trim-prob", "0.5"]
+    assert train.main([*common, *flags]) == 0
+    args = load_checkpoint(tmp_path / "deepspeech_last.pth").training.args
+    assert args["rir_prob"] == 0.5 and args["babble_manifest"] is None  # babble from --train-manifest
+
+
+def test_bench_augment_reports_every_row(tiny_dataset: Path, capsys) -> None:
+    from bench import bench_augment
+
+    assert bench_augment.main(["--manifest", str(tiny_dataset), "--max-utterances", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["utterances_timed"] == 2 and summary["manifest_utterances"] == 6
+    rows = [k for k in summary if isinstance(summary[k], dict)]
+    assert rows[:2] == ["none", "recipe (speed/volume + SpecAugment)"] and "recipe + all (p=1)" in rows
+    assert len(rows) == 2 + len(AugmentConfig.probabilities()) + 2
+    assert all(summary[k]["epoch_cpu_s"] >= 0 and summary[k]["epoch_wall_s"] >= 0 for k in rows)
+    assert bench_augment.main(["--runs", "0"]) == 2
