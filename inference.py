@@ -6,9 +6,12 @@ import it when used, so a deployment that runs an exported model needs no torch.
 
 * :class:`InferenceConfig` owns the flags test.py, transcribe.py and the server share.
 * :func:`load_recognizer` returns a :class:`Recognizer`: audio config, labels, frame
-  shift, and ``log_probs(features)`` from spectrograms.
+  shift, and ``log_probs(features)`` from spectrograms. A ``.onnx`` model path gives an
+  ``onnx_runtime.OnnxRecognizer`` (onnxruntime, no torch), anything else a
+  :class:`TorchRecognizer` (a checkpoint).
 * :func:`transcribe_audio` turns a waveform into text and word times (long audio in
-  chunks cut at quiet points).
+  chunks cut at quiet points); :func:`transcribe_many` does the same for many waveforms,
+  running their chunks through the model in length-sorted batches.
 """
 from __future__ import annotations
 
@@ -31,17 +34,21 @@ class InferenceConfig:
     model_path: Path = Path(DEFAULT_MODEL)
     cuda: bool = False
     amp: bool = False  # autocast: fp16 on CUDA, bf16 on CPU
-    threads: int | None = None  # torch CPU threads
+    threads: int | None = None  # torch CPU threads, or onnxruntime intra-op threads
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
         g = parser.add_argument_group("model")
-        g.add_argument("--model-path", type=Path, default=Path(default_model), help="checkpoint written by train.py")
+        g.add_argument("--model-path", type=Path, default=Path(default_model),
+                       help="checkpoint written by train.py, or an .onnx file from model.py --export-onnx "
+                            "(run by onnxruntime)")
         g.add_argument("--cuda", action="store_true", help="run on the GPU")
         g.add_argument("--amp", "--half", dest="amp", action="store_true",
                        help="reduced-precision compute: fp16 autocast on CUDA, bf16 autocast on CPU "
                             "(--half is deepspeech.pytorch's name for it)")
-        g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+        g.add_argument("--threads", type=int, default=None,
+                       help="CPU threads: torch's, or onnxruntime's intra-op threads for an .onnx model "
+                            "(default: the library's choice)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "InferenceConfig":
@@ -58,9 +65,28 @@ class Recognizer:
     frame_shift: float  # seconds per output frame
     info: dict  # plain data about the model, for ``_meta`` in outputs
 
+    def forward_padded(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, F, T) zero-padded spectrograms and (B,) lengths -> (B, T', C) float32
+        log-probabilities and (B,) output lengths."""
+        raise NotImplementedError
+
     def log_probs(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(F, T_i) spectrograms -> (T_i', C) float32 log-probabilities, one per input."""
-        raise NotImplementedError
+        features = list(features)
+        if not features:
+            return []
+        x, lengths = pad_features(features)
+        out, out_lengths = self.forward_padded(x, lengths)
+        return [out[i, : int(n)] for i, n in enumerate(np.asarray(out_lengths).tolist())]
+
+
+def pad_features(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(F, T_i) spectrograms -> (B, F, max T_i) zero-padded float32 and (B,) int64 lengths."""
+    lengths = np.array([f.shape[1] for f in features], dtype=np.int64)
+    x = np.zeros((len(features), features[0].shape[0], int(lengths.max())), dtype=np.float32)
+    for i, f in enumerate(features):
+        x[i, :, : f.shape[1]] = f
+    return x, lengths
 
 
 class TorchRecognizer(Recognizer):
@@ -94,22 +120,28 @@ class TorchRecognizer(Recognizer):
                 "epochs": ckpt.training.epoch if ckpt.training else None, "architecture": model.cfg.arch}
         return cls(model, ckpt.audio_config, ckpt.labels, device, cfg.amp, info)
 
-    def log_probs(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def forward_padded(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        lengths = [f.shape[1] for f in features]
-        x = torch.zeros(len(features), 1, features[0].shape[0], max(lengths))
-        for i, f in enumerate(features):
-            x[i, 0, :, : f.shape[1]] = torch.from_numpy(f)
+        x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))[:, None]  # (B, F, T) -> (B, 1, F, T)
         amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         with torch.no_grad(), torch.autocast(self.device.type, dtype=amp_dtype, enabled=self.amp):
-            out, out_lengths = self.model(x.to(self.device), torch.tensor(lengths, device=self.device))
-        out = out.float().cpu().numpy()
-        return [out[i, : int(n)] for i, n in enumerate(out_lengths.tolist())]
+            out, out_lengths = self.model(x.to(self.device), torch.as_tensor(lengths, device=self.device))
+        return out.float().cpu().numpy(), out_lengths.cpu().numpy()
+
+
+def is_onnx_path(path: str | Path) -> bool:
+    """Whether ``path`` names an exported ONNX model (by its suffix)."""
+    return Path(path).suffix.lower() == ".onnx"
 
 
 def load_recognizer(cfg: InferenceConfig) -> Recognizer:
-    """The recognizer for ``cfg.model_path``."""
+    """The recognizer for ``cfg.model_path``: onnxruntime for ``.onnx`` files (torch is not
+    imported then), PyTorch for checkpoints."""
+    if is_onnx_path(cfg.model_path):
+        from onnx_runtime import OnnxRecognizer
+
+        return OnnxRecognizer.load(cfg)
     return TorchRecognizer.load(cfg)
 
 
@@ -141,23 +173,52 @@ def transcribe_audio(recognizer: Recognizer, decoder: Any, audio: np.ndarray, ch
     Returns ``{"transcription", "words": [{"word", "start", "end"}], "alternatives": [...]}``
     with times in seconds from the start of the audio.
     """
+    return transcribe_many(recognizer, decoder, [audio], chunk_seconds, batch_size=1)[0]
+
+
+def transcribe_many(recognizer: Recognizer, decoder: Any, audios: Sequence[np.ndarray], chunk_seconds: float = 30.0,
+                    batch_size: int = 16) -> list[dict]:
+    """:func:`transcribe_audio` for each waveform, with the model run on batches.
+
+    Every waveform is cut into chunks (:func:`chunk_bounds`); the chunks of all waveforms
+    are sorted by length and run through the model ``batch_size`` at a time, so padding
+    stays small. Padding is masked by the model, so the results are those of one chunk at
+    a time. Returns one result per waveform, in order.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
     cfg = recognizer.audio_config
-    texts, words, alternatives = [], [], []
-    for start, end in chunk_bounds(audio, cfg.sample_rate, chunk_seconds):
-        log_probs = recognizer.log_probs([spectrogram(audio[start:end], cfg)])[0]
-        paths = decoder.decode(log_probs[None])[0]
-        best = paths[0]
-        offset = start / cfg.sample_rate
-        if best.text:
-            texts.append(best.text)
-        words.extend({"word": w["word"], "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)}
-                     for w in best.words(recognizer.frame_shift))
-        alternatives.append([h.text for h in paths[1:]])
-    result = {"transcription": " ".join(texts), "words": words}
-    if any(alternatives):
-        # alternatives of a single-chunk file; for long audio each chunk's list in order
-        result["alternatives"] = alternatives[0] if len(alternatives) == 1 else alternatives
-    return result
+    chunks = [(i, start, end) for i, audio in enumerate(audios)
+              for start, end in chunk_bounds(audio, cfg.sample_rate, chunk_seconds)]
+    order = sorted(range(len(chunks)), key=lambda k: chunks[k][2] - chunks[k][1])  # stable: ties keep file order
+    paths: list[Any] = [None] * len(chunks)
+    for b in range(0, len(order), batch_size):
+        group = order[b:b + batch_size]
+        features = [spectrogram(audios[chunks[k][0]][chunks[k][1]:chunks[k][2]], cfg) for k in group]
+        x, lengths = pad_features(features)
+        log_probs, out_lengths = recognizer.forward_padded(x, lengths)
+        for k, hyps in zip(group, decoder.decode(log_probs, out_lengths)):
+            paths[k] = hyps
+    by_audio: list[list[int]] = [[] for _ in audios]
+    for k, (i, _, _) in enumerate(chunks):
+        by_audio[i].append(k)
+    results: list[dict] = []
+    for ks in by_audio:
+        texts, words, alternatives = [], [], []
+        for k in ks:
+            best = paths[k][0]
+            offset = chunks[k][1] / cfg.sample_rate
+            if best.text:
+                texts.append(best.text)
+            words.extend({"word": w["word"], "start": round(w["start"] + offset, 3),
+                          "end": round(w["end"] + offset, 3)} for w in best.words(recognizer.frame_shift))
+            alternatives.append([h.text for h in paths[k][1:]])
+        result = {"transcription": " ".join(texts), "words": words}
+        if any(alternatives):
+            # alternatives of a single-chunk file; for long audio each chunk's list in order
+            result["alternatives"] = alternatives[0] if len(alternatives) == 1 else alternatives
+        results.append(result)
+    return results
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -179,6 +240,9 @@ def evaluate(model: Any, loader: Any, decoder: Any, device: Any = "cpu", amp: bo
              keep_outputs: bool = False, progress: bool = False) -> EvalResult:
     """Run a PyTorch ``model`` over ``loader``: mean CTC loss per utterance, corpus-level WER/CER.
 
+    ``model`` may also be a :class:`Recognizer` (e.g. an ONNX model): its
+    ``forward_padded`` gives the log-probs, and ``device``/``amp`` do not apply.
+
     Args:
         loader: yields ``data.data_loader.Batch`` objects.
         decoder: anything with ``decode(log_probs, lengths) -> list[list[Hypothesis]]``.
@@ -194,9 +258,11 @@ def evaluate(model: Any, loader: Any, decoder: Any, device: Any = "cpu", amp: bo
     from decoder import ErrorRate, char_errors, word_errors
     from utils import Progress
 
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
+    recognizer = model if isinstance(model, Recognizer) else None
+    device = torch.device("cpu" if recognizer is not None else device)
+    was_training = recognizer is None and model.training
+    if recognizer is None:
+        model.eval()
     total = ErrorRate()
     loss_sum, n = 0.0, 0
     utterances: list[dict] = []
@@ -206,8 +272,12 @@ def evaluate(model: Any, loader: Any, decoder: Any, device: Any = "cpu", amp: bo
         for batch in Progress(loader, desc="evaluating", unit="batch", disable=not progress):
             if not batch.paths:
                 continue
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                log_probs, out_lengths = model(batch.inputs.to(device), batch.input_lengths.to(device))
+            if recognizer is not None:
+                out, out_lengths = recognizer.forward_padded(batch.inputs[:, 0].numpy(), batch.input_lengths.numpy())
+                log_probs, out_lengths = torch.from_numpy(out), torch.from_numpy(out_lengths).long()
+            else:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                    log_probs, out_lengths = model(batch.inputs.to(device), batch.input_lengths.to(device))
             log_probs = log_probs.float()
             losses = torch.nn.functional.ctc_loss(
                 log_probs.transpose(0, 1), batch.targets.to(device), out_lengths, batch.target_lengths.to(device),
@@ -227,5 +297,6 @@ def evaluate(model: Any, loader: Any, decoder: Any, device: Any = "cpu", amp: bo
                 })
                 if keep_outputs:
                     outputs.append(log_probs[i, : int(out_lengths[i])].to(torch.float16).cpu())
-    model.train(was_training)
+    if recognizer is None:
+        model.train(was_training)
     return EvalResult(loss_sum / max(1, n), total.wer, total.cer, n, utterances, outputs)
