@@ -16,12 +16,14 @@ is O(T^2)): padded frames are zeroed after every conv layer, BatchNorm statistic
 in training are taken over valid frames only, and the backward RNN direction runs
 on each sequence reversed within its own length.
 
-Print what a checkpoint holds, or write a release copy (the tools live in checkpoint.py);
-convert a deepspeech.pytorch v2 package or V3 Lightning checkpoint (see dspt_import.py)::
+Print what a checkpoint holds, write a release copy (the tools live in checkpoint.py), export it
+to ONNX for onnxruntime (onnx_export.py), or convert a deepspeech.pytorch v2 package or V3
+Lightning checkpoint (dspt_import.py)::
 
     python model.py --model-path models/an4.pth
     python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights
     python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth
+    python model.py --model-path models/an4.pth --export-onnx models/an4.onnx [--int8]
 """
 from __future__ import annotations
 
@@ -523,10 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = make_parser(
         "Print what a deepspeech-ctc checkpoint holds (architecture, parameters, labels, audio config, "
-        "epochs and WER/CER), or write a release copy with --export. --import-deepspeech-pytorch converts "
-        "a deepspeech.pytorch v2 model package or V3 Lightning checkpoint (see dspt_import.py).\n\n"
+        "epochs and WER/CER), write a release copy with --export, or an ONNX file with --export-onnx. "
+        "--import-deepspeech-pytorch converts a deepspeech.pytorch v2 model package or V3 Lightning checkpoint "
+        "(see dspt_import.py).\n\n"
         "  python model.py --model-path models/an4.pth\n"
         "  python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights\n"
+        "  python model.py --model-path models/an4.pth --export-onnx models/an4.onnx [--int8]\n"
         "  python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth"
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -542,6 +546,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --import-deepspeech-pytorch: the STFT centre padding the model was trained "
                              "with: reflect (librosa < 0.9, the released models; the default) or constant "
                              "(zeros, librosa >= 0.9)")
+    g = parser.add_argument_group("ONNX export (onnx_export.py; needs the onnx and onnxruntime packages)")
+    g.add_argument("--export-onnx", default=None, metavar="PATH.onnx",
+                   help="write the model as a self-describing ONNX file (opset 17, dynamic batch and time) "
+                        "for transcribe.py/test.py --model-path PATH.onnx")
+    g.add_argument("--int8", action="store_true",
+                   help="with --export-onnx: int8 quantization (dynamic: RNNs and matrix products)")
+    g.add_argument("--calibration-manifest", default=None, metavar="CSV",
+                   help="with --int8: also quantize the convolutions statically, with activation ranges "
+                        "measured on utterances of this manifest (training audio)")
+    g.add_argument("--calibration-utterances", type=int, default=64,
+                   help="with --calibration-manifest: utterances drawn from it")
     return parser
 
 
@@ -555,8 +570,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--import-deepspeech-pytorch needs --export NEW.pth")
     if args.pad_mode and not args.import_deepspeech_pytorch:
         parser.error("--pad-mode applies to --import-deepspeech-pytorch")
+    if args.int8 and not args.export_onnx:
+        parser.error("--int8 applies to --export-onnx")
+    if args.calibration_manifest and not args.int8:
+        parser.error("--calibration-manifest applies to --export-onnx with --int8")
+    if args.calibration_utterances < 1:
+        parser.error("--calibration-utterances must be >= 1")
     from checkpoint import CheckpointError, describe, export, load_checkpoint
     from dspt_import import DEFAULT_PAD_MODE
+
+    if args.export_onnx:
+        if args.import_deepspeech_pytorch:
+            parser.error("--export-onnx takes --model-path (a deepspeech.pytorch file given there is converted "
+                         "in memory)")
+        return _export_onnx(args)
 
     try:
         if args.import_deepspeech_pytorch:
@@ -587,6 +614,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model:         {args.model_path}")
     for line in describe(ckpt):
         print(line)
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    """``--export-onnx``: onnx_export.export_checkpoint with one error line on failure."""
+    from checkpoint import CheckpointError
+
+    try:
+        from onnx_export import OnnxExportError, export_checkpoint
+    except ImportError as e:
+        print(f"error: --export-onnx needs the onnx and onnxruntime packages ({e}); "
+              "pip install -r requirements-onnx.txt onnx", file=sys.stderr)
+        return 2
+    try:
+        path = export_checkpoint(args.model_path, args.export_onnx, int8=args.int8,
+                                 calibration_manifest=args.calibration_manifest,
+                                 calibration_utterances=args.calibration_utterances)
+    except (CheckpointError, OnnxExportError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    kind = ("int8, static conv" if args.calibration_manifest else "int8 dynamic") if args.int8 else "fp32"
+    print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB, {kind})")
     return 0
 
 
