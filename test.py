@@ -3,9 +3,12 @@
     python test.py --model-path models/an4.pth --test-manifest data/an4_test_manifest.csv
     python test.py --decoder beam --lm-path models/an4_3gram.arpa --alpha 0.5 --beta 1.0
     python test.py --test-manifest data/an4_val_manifest.csv --save-output val_outputs.pt   # for LM tuning
+    python test.py --model-path models/an4.onnx   # an exported model: log-probs from onnxruntime
 
 Prints deepspeech.pytorch's ``Test Summary`` line; ``--report`` also writes the numbers and
-every utterance's hypothesis as JSON. Audio settings and labels come from the checkpoint.
+every utterance's hypothesis as JSON. Audio settings and labels come from the checkpoint
+(or from the metadata of an ``.onnx`` file, whose log-probs onnxruntime computes; the data
+loader and the CTC loss still use PyTorch).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from data.data_loader import AudioDataLoader, BucketingSampler, SpectrogramDatas
 from data.manifest import ManifestError
 from data.text import TranscriptError
 from decoder import DecoderConfig, make_decoder, save_outputs
-from inference import InferenceConfig, TorchRecognizer, evaluate
+from inference import InferenceConfig, TorchRecognizer, evaluate, load_recognizer
 from utils import make_parser, write_text_atomic
 
 
@@ -44,7 +47,7 @@ def build_parser():
 def run(inference: InferenceConfig, decoder_cfg: DecoderConfig, manifest: str | Path, batch_size: int = 20,
         num_workers: int = 0, save_output: str | Path | None = None, progress: bool = False) -> dict:
     """Evaluate a model on a manifest; returns the summary and every utterance's result."""
-    recognizer = TorchRecognizer.load(inference)
+    recognizer = load_recognizer(inference)
     labels = recognizer.labels
     decoder = make_decoder(decoder_cfg, labels)
     dataset = SpectrogramDataset(manifest, recognizer.audio_config, labels, on_error="raise")
@@ -55,8 +58,11 @@ def run(inference: InferenceConfig, decoder_cfg: DecoderConfig, manifest: str | 
     )
     start = time.perf_counter()
     with decoder:
-        result = evaluate(recognizer.model, loader, decoder, recognizer.device, amp=inference.amp,
-                          keep_outputs=save_output is not None, progress=progress)
+        if isinstance(recognizer, TorchRecognizer):
+            result = evaluate(recognizer.model, loader, decoder, recognizer.device, amp=inference.amp,
+                              keep_outputs=save_output is not None, progress=progress)
+        else:
+            result = evaluate(recognizer, loader, decoder, keep_outputs=save_output is not None, progress=progress)
     elapsed = time.perf_counter() - start
     if save_output is not None:
         save_outputs(save_output, result.outputs, [u["reference"] for u in result.utterances], labels,

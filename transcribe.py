@@ -3,10 +3,14 @@
     python transcribe.py --audio-path examples/an406-fcaw-b.wav
     python transcribe.py --model-path models/an4.pth --audio-path a.wav b.flac recordings/ --offsets
     python transcribe.py --audio-path a.wav --decoder beam --lm-path models/an4_3gram.arpa
+    python transcribe.py --model-path models/an4.onnx --audio-path recordings/ --batch-size 16 --threads 2
 
 Any sample rate or channel count works (resampled to the model's rate, averaged to mono).
 Long recordings are cut into chunks of about --chunk-seconds at the quietest 20 ms near
-each boundary, transcribed one chunk at a time (bounded memory) and joined. The output
+each boundary, transcribed chunk by chunk and joined. Files are taken in order of duration
+and run through the model --batch-size chunks at a time (padding is masked, so batching
+changes speed, not results). An ``.onnx`` model (``python model.py --export-onnx``) runs on
+onnxruntime, and this script then never imports PyTorch. The output
 follows deepspeech.pytorch's shape, one entry per file::
 
     {"output": [{"audio_path": ..., "transcription": ..., "duration": ..., "words": [...]}],
@@ -31,9 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-from data.audio import AudioError, load_audio
+from data.audio import AudioError, load_audio, probe_audio
 from decoder import DecoderConfig, make_decoder
-from inference import InferenceConfig, Recognizer, load_recognizer, transcribe_audio
+from inference import InferenceConfig, Recognizer, load_recognizer, transcribe_many
 from utils import make_parser
 
 DEFAULT_CHUNK_MS = 100.0
@@ -49,6 +53,9 @@ def build_parser():
     g.add_argument("--offsets", action="store_true", help="add word start/end times in seconds")
     g.add_argument("--chunk-seconds", type=float, default=30.0,
                    help="cut longer audio into chunks of about this length (0: never cut)")
+    g.add_argument("--batch-size", type=int, default=16,
+                   help="chunks run through the model at once, files taken in order of duration "
+                        "(1: one at a time; results are the same)")
     g = p.add_argument_group("streaming")
     g.add_argument("--stream", action="store_true",
                    help="feed each file to the streaming engine chunk by chunk (unidirectional models with "
@@ -81,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.chunk_seconds < 0:
         parser.error("--chunk-seconds must be >= 0")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
     if args.stream:
         args.chunk_ms = DEFAULT_CHUNK_MS if args.chunk_ms is None else args.chunk_ms
         args.stream_speed = 1.0 if args.stream_speed is None else args.stream_speed
@@ -90,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--stream-speed must be >= 0")
         if args.amp:
             parser.error("--amp does not apply to --stream (the streaming engine runs in fp32)")
+        if args.batch_size != parser.get_default("batch_size"):
+            parser.error("--batch-size does not apply to --stream (each file is fed as one stream)")
     elif args.chunk_ms is not None or args.stream_speed is not None:
         parser.error("--chunk-ms and --stream-speed apply to --stream")
     try:
@@ -107,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             outputs, failed, extra_meta["streaming"] = stream_files(files, streamer, args.chunk_ms, args.stream_speed,
                                                                     args.offsets)
         else:
-            outputs, failed = transcribe_files(files, recognizer, decoder, args.chunk_seconds, args.offsets)
+            outputs, failed = transcribe_files(files, recognizer, decoder, args.chunk_seconds, args.offsets,
+                                               args.batch_size)
     meta = {
         "acoustic_model": recognizer.info,
         "language_model": ({"path": str(decoder_cfg.lm_path), "name": Path(decoder_cfg.lm_path).name}
@@ -120,28 +132,48 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def transcribe_files(files: list[Path], recognizer: Recognizer, decoder, chunk_seconds: float = 30.0,
-                     offsets: bool = False) -> tuple[list[dict], int]:
-    """One output entry per file; unreadable files get an ``"error"`` entry and are counted."""
-    outputs, failed = [], 0
+                     offsets: bool = False, batch_size: int = 1) -> tuple[list[dict], int]:
+    """One output entry per file, in the order given; unreadable files get an ``"error"``
+    entry and are counted.
+
+    Files are read ``batch_size`` at a time in order of duration (from their headers), and
+    their chunks go through the model in batches of ``batch_size``
+    (:func:`inference.transcribe_many`), so at most ``batch_size`` files are in memory.
+    """
     rate = recognizer.audio_config.sample_rate
-    for path in files:
-        entry: dict = {"audio_path": str(path)}
+    outputs: list[dict] = [{"audio_path": str(path)} for path in files]
+    failed = 0
+
+    def fail(i: int, e: Exception) -> None:
+        nonlocal failed
+        print(f"error: {e}", file=sys.stderr)
+        outputs[i]["error"] = str(e)
+        failed += 1
+
+    durations: dict[int, float] = {}
+    for i, path in enumerate(files):
         try:
-            audio = load_audio(path, rate)
+            durations[i] = probe_audio(path).duration
         except (AudioError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            entry["error"] = str(e)
-            failed += 1
-            outputs.append(entry)
-            continue
-        result = transcribe_audio(recognizer, decoder, audio, chunk_seconds)
-        entry["transcription"] = result["transcription"]
-        entry["duration"] = round(len(audio) / rate, 3)
-        if offsets:
-            entry["words"] = result["words"]
-        if "alternatives" in result:
-            entry["alternatives"] = result["alternatives"]
-        outputs.append(entry)
+            fail(i, e)
+    order = sorted(durations, key=lambda i: durations[i])
+    for start in range(0, len(order), batch_size):
+        group, audios = [], []
+        for i in order[start:start + batch_size]:
+            try:
+                audios.append(load_audio(files[i], rate))
+                group.append(i)
+            except (AudioError, FileNotFoundError) as e:
+                fail(i, e)
+        for i, audio, result in zip(group, audios, transcribe_many(recognizer, decoder, audios, chunk_seconds,
+                                                                    batch_size)):
+            entry = outputs[i]
+            entry["transcription"] = result["transcription"]
+            entry["duration"] = round(len(audio) / rate, 3)
+            if offsets:
+                entry["words"] = result["words"]
+            if "alternatives" in result:
+                entry["alternatives"] = result["alternatives"]
     return outputs, failed
 
 
