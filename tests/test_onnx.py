@@ -1,0 +1,304 @@
+"""ONNX export and the torch-free runtime: tiny random models of every architecture give the
+PyTorch log-probs, alone and in mixed-length batches; int8 runs and keeps its metadata; bad
+files give one clear error; transcribe.py runs an .onnx model without importing torch."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, write_tone
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+import model as model_cli  # noqa: E402
+import onnx_export  # noqa: E402
+import test as test_cli  # noqa: E402
+import transcribe  # noqa: E402
+from checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from data.audio import AudioConfig, spectrogram  # noqa: E402
+from data.text import LABELS  # noqa: E402
+from decoder import GreedyDecoder  # noqa: E402
+from inference import InferenceConfig, TorchRecognizer, load_recognizer, transcribe_many  # noqa: E402
+from model import ModelConfig, build_model  # noqa: E402
+from onnx_runtime import FORMAT_VERSION, OnnxModelError, OnnxRecognizer  # noqa: E402
+
+CONFIGS = {
+    "ds2-bi-lstm": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm"),
+    "ds2-bi-gru": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="gru"),
+    "ds2-uni-lstm": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm",
+                                bidirectional=False, lookahead_context=3),
+    "ds2-uni-gru": ModelConfig(hidden_size=16, hidden_layers=1, conv_channels=4, rnn_type="gru",
+                               bidirectional=False, lookahead_context=4),
+    "ds1-bi-rnn": ModelConfig(arch="ds1", hidden_size=16, hidden_layers=1, rnn_type="rnn", ds1_context=2),
+    "ds1-uni-lstm-stride2": ModelConfig(arch="ds1", hidden_size=16, hidden_layers=2, rnn_type="lstm",
+                                        bidirectional=False, ds1_context=3, ds1_stride=2),
+}
+LENGTHS = [57, 1, 12, 40, 57, 3]  # frames; mixed, including the shortest possible and a tie
+
+
+def random_model(cfg: ModelConfig, seed: int = 0) -> torch.nn.Module:
+    """A model with random weights and random BatchNorm statistics (so folding them is tested)."""
+    torch.manual_seed(seed)
+    m = build_model(cfg)
+    for module in m.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.3, 0.3)
+    return m.eval()
+
+
+def features_for(lengths, n_features: int = 161, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((n_features, n)).astype(np.float32) for n in lengths]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    """Every config exported once: {name: (torch model, onnx path)}."""
+    out = tmp_path_factory.mktemp("onnx")
+    result = {}
+    for name, cfg in CONFIGS.items():
+        m = random_model(cfg)
+        path = onnx_export.export_onnx(m, AudioConfig(), list(LABELS), out / f"{name}.onnx", info={"epochs": 3})
+        result[name] = (m, path)
+    return result
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fp32_equals_pytorch_alone_and_in_mixed_batches(exported, name):
+    m, path = exported[name]
+    torch_rec = TorchRecognizer(m, AudioConfig(), LABELS)
+    onnx_rec = OnnxRecognizer(path, threads=1)
+    feats = features_for(LENGTHS)
+    batched = onnx_rec.log_probs(feats)
+    for f, b in zip(feats, batched):
+        (ref,) = torch_rec.log_probs([f])
+        (alone,) = onnx_rec.log_probs([f])
+        assert alone.shape == ref.shape == b.shape
+        assert np.abs(alone - ref).max() < 1e-4
+        assert np.abs(b - ref).max() < 1e-4
+        assert np.abs(b - alone).max() < 1e-5
+    assert onnx_rec.frame_shift == pytest.approx(torch_rec.frame_shift)
+
+
+def test_batch_of_two_then_one_reuses_one_session(exported):
+    """Dynamic axes: batch sizes and lengths differ from call to call and from the export example."""
+    m, path = exported["ds2-bi-lstm"]
+    rec = OnnxRecognizer(path, threads=1)
+    torch_rec = TorchRecognizer(m, AudioConfig(), LABELS)
+    for lengths in ([300, 5], [64], [2, 2, 2, 2, 2, 2, 2, 2, 9]):
+        feats = features_for(lengths, seed=len(lengths))
+        for got, ref in zip(rec.log_probs(feats), torch_rec.log_probs(feats)):
+            assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4
+
+
+def test_metadata_describes_the_model(tmp_path):
+    cfg = CONFIGS["ds2-bi-gru"]
+    rng = np.random.default_rng(0)
+    audio_cfg = AudioConfig(normalize="global", feature_mean=tuple(rng.standard_normal(161).tolist()),
+                            feature_std=tuple(rng.uniform(0.5, 2, 161).tolist()))
+    labels = list(LABELS)
+    path = onnx_export.export_onnx(random_model(cfg), audio_cfg, labels, tmp_path / "m.onnx", info={"epochs": 7})
+    rec = OnnxRecognizer(path)
+    assert rec.labels == labels
+    assert rec.audio_config == audio_cfg  # normalize and the per-frequency statistics
+    assert rec.metadata["model_config"] == cfg.__dict__
+    assert rec.metadata["precision"] == "float32" and rec.metadata["opset"] == onnx_export.OPSET
+    assert rec.frame_shift == pytest.approx(0.02)
+    assert rec.info["epochs"] == 7 and rec.info["format"] == "onnx"
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["labels"]) == labels and json.loads(props["format_version"]) == FORMAT_VERSION
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["features", "lengths"]
+    assert [o.name for o in graph.output] == ["log_probs", "output_lengths"]
+    assert not any(n.op_type == "BatchNormalization" and "conv" in n.name for n in graph.node)
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static-conv"])
+def test_int8_runs_and_keeps_metadata(exported, tmp_path, static):
+    m, fp32 = exported["ds2-bi-lstm"]
+    calibration = features_for([30, 50, 70], seed=5) if static else None
+    path = onnx_export.quantize_onnx(fp32, tmp_path / "int8.onnx", calibration)
+    rec, ref = OnnxRecognizer(path), OnnxRecognizer(fp32)
+    assert rec.metadata["precision"] == ("int8-static-conv" if static else "int8-dynamic")
+    for key in ("labels", "audio_config", "model_config", "frame_shift", "info", "format_version"):
+        assert rec.metadata[key] == ref.metadata[key], key
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "DynamicQuantizeLSTM" in ops
+    assert ("QuantizeLinear" in ops) == static
+    feats = features_for(LENGTHS)
+    for got, want in zip(rec.log_probs(feats), ref.log_probs(feats)):
+        assert got.shape == want.shape and np.isfinite(got).all()
+        assert np.allclose(np.exp(got).sum(-1), 1.0, atol=1e-4)
+    with pytest.raises(onnx_export.OnnxExportError, match="fp32"):
+        onnx_export.quantize_onnx(path, tmp_path / "twice.onnx")
+
+
+def _foreign_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_bad_files_give_one_clear_error(exported, tmp_path):
+    good = exported["ds1-bi-rnn"][1]
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a protobuf at all" * 10)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    import onnx
+
+    newer = onnx.load(str(good))
+    onnx_export.set_metadata(newer, {"format_version": json.dumps(FORMAT_VERSION + 1)})
+    onnx.save(newer, str(tmp_path / "newer.onnx"))
+    cases = {
+        tmp_path / "missing.onnx": "not found",
+        empty: "empty",
+        garbage: "not a usable ONNX model",
+        truncated: "not a usable ONNX model",
+        _foreign_onnx(tmp_path / "foreign.onnx"): "without deepspeech-ctc metadata",
+        tmp_path / "newer.onnx": "newer than this code reads",
+    }
+    for path, message in cases.items():
+        with pytest.raises(OnnxModelError, match=message) as info:
+            OnnxRecognizer(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    # and on the command line: exit 2 with one line
+    wav = write_tone(tmp_path / "a.wav", 0.5)
+    for path in (garbage, tmp_path / "foreign.onnx"):
+        proc = subprocess.run([sys.executable, str(REPO / "transcribe.py"), "--model-path", str(path),
+                               "--audio-path", str(wav)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+
+
+BLOCK_TORCH = r"""
+import importlib.abc, runpy, sys
+class BlockTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"importing {name} is blocked in this test")
+        return None
+sys.meta_path.insert(0, BlockTorch())
+sys.argv = ["transcribe.py"] + sys.argv[1:]
+sys.path.insert(0, ".")
+code = 0
+try:
+    runpy.run_path("transcribe.py", run_name="__main__")
+except SystemExit as e:
+    code = e.code
+print("TORCH_LOADED=%s" % any(m == "torch" or m.startswith("torch.") for m in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_transcribe_onnx_never_imports_torch(exported, tmp_path):
+    m, path = exported["ds2-bi-lstm"]
+    wavs = [write_tone(tmp_path / f"a{i}.wav", 0.3 + 0.4 * i, freq=300 + 100 * i, seed=i) for i in range(3)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "--model-path", str(path), "--audio-path",
+                           *map(str, wavs), "--offsets", "--batch-size", "2", "--threads", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH_LOADED=False" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert [o["audio_path"] for o in out["output"]] == list(map(str, wavs))
+    assert out["_meta"]["acoustic_model"]["format"] == "onnx"
+    # the same text as PyTorch gives for each file alone
+    torch_rec = TorchRecognizer(m, AudioConfig(), LABELS)
+    from data.audio import load_audio
+
+    for entry, wav in zip(out["output"], wavs):
+        (want,) = transcribe_many(torch_rec, GreedyDecoder(LABELS), [load_audio(wav)], batch_size=1)
+        assert entry["transcription"] == want["transcription"] and entry["words"] == want["words"]
+        assert entry["duration"] == pytest.approx(len(load_audio(wav)) / 16000, abs=1e-3)
+
+
+def test_blocked_torch_really_fails_to_import():
+    """The guard of the test above works: a script that imports torch fails under it."""
+    script = BLOCK_TORCH.replace('runpy.run_path("transcribe.py", run_name="__main__")', "import torch")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "blocked in this test" in proc.stderr
+
+
+def test_transcribe_batches_give_the_results_of_one_at_a_time(exported, tmp_path, capsys):
+    _, path = exported["ds2-uni-gru"]
+    wavs = [write_tone(tmp_path / f"w{i}.wav", d, freq=200 + 70 * i, seed=i)
+            for i, d in enumerate([1.3, 0.4, 2.2, 0.4, 0.9])]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....")
+    outs = {}
+    for bs in (1, 3, 16):
+        code = transcribe.main(["--model-path", str(path), "--audio-path", *map(str, wavs[:2]), str(broken),
+                                *map(str, wavs[2:]), "--offsets", "--batch-size", str(bs), "--chunk-seconds", "1"])
+        assert code == 1  # the broken file
+        outs[bs] = json.loads(capsys.readouterr().out)["output"]
+    assert outs[1] == outs[3] == outs[16]
+    assert [o["audio_path"] for o in outs[1]] == [str(p) for p in (*wavs[:2], broken, *wavs[2:])]
+    assert "error" in outs[1][2] and all("transcription" in o for i, o in enumerate(outs[1]) if i != 2)
+
+
+def test_test_py_on_onnx_matches_the_checkpoint(tiny_dataset, tmp_path, capsys):
+    cfg = CONFIGS["ds2-bi-lstm"]
+    m = random_model(cfg)
+    ckpt = save_checkpoint(tmp_path / "tiny.pth", Checkpoint.from_model(m, AudioConfig(), LABELS))
+    onnx_path = tmp_path / "tiny.onnx"
+    assert model_cli.main(["--model-path", str(ckpt), "--export-onnx", str(onnx_path)]) == 0
+    assert "fp32" in capsys.readouterr().out
+    reports = {}
+    for path in (ckpt, onnx_path):
+        report = tmp_path / f"{path.suffix[1:]}.json"
+        assert test_cli.main(["--model-path", str(path), "--test-manifest", str(tiny_dataset), "--batch-size", "4",
+                              "--silent", "--report", str(report)]) == 0
+        reports[path.suffix] = json.loads(report.read_text())
+    pth, onnx_report = reports[".pth"], reports[".onnx"]
+    assert onnx_report["wer"] == pth["wer"] and onnx_report["cer"] == pth["cer"]
+    assert onnx_report["loss"] == pytest.approx(pth["loss"], rel=1e-4)
+    assert [u["hypothesis"] for u in onnx_report["utterances"]] == [u["hypothesis"] for u in pth["utterances"]]
+    # and an int8 export of the same checkpoint through the CLI
+    int8 = tmp_path / "tiny_int8.onnx"
+    assert model_cli.main(["--model-path", str(ckpt), "--export-onnx", str(int8), "--int8"]) == 0
+    rec = load_recognizer(InferenceConfig(int8))
+    assert rec.metadata["precision"] == "int8-dynamic"
+    (lp,) = rec.log_probs([spectrogram(np.zeros(4000, np.float32))])
+    assert lp.shape[1] == len(LABELS)
+
+
+def test_model_cli_refuses_flags_that_do_nothing(tmp_path, capsys):
+    for argv in (["--int8"], ["--calibration-manifest", "x.csv"], ["--export-onnx", "x.onnx", "--calibration-manifest",
+                                                                      "x.csv"]):
+        with pytest.raises(SystemExit) as info:
+            model_cli.main(["--model-path", "models/an4.pth", *argv])
+        assert info.value.code == 2
+    capsys.readouterr()
+    assert model_cli.main(["--model-path", str(tmp_path / "missing.pth"), "--export-onnx",
+                           str(tmp_path / "x.onnx")]) == 2
+    assert model_cli.main(["--model-path", "models/an4.pth", "--export-onnx", str(tmp_path / "x.bin")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err) and ".onnx suffix" in err[1]
+
+
+def test_amp_is_refused_for_onnx(exported):
+    _, path = exported["ds1-bi-rnn"]
+    with pytest.raises(ValueError, match="--int8"):
+        load_recognizer(InferenceConfig(path, amp=True))
