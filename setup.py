@@ -21,7 +21,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # test.py is deliberately not installed as a module: it would shadow the standard library's `test`.
-    py_modules=["model", "decoder", "utils", "train", "transcribe", "search_lm_params", "streaming"],
+    py_modules=["model", "decoder", "utils", "train", "transcribe", "search_lm_params", "inference", "checkpoint",
+                "onnx_export", "onnx_runtime", "streaming", "server", "dspt_import", "robustness"],
     packages=["data"],
     install_requires=read_requirements("requirements.txt"),
     extras_require={
@@ -30,5 +31,7 @@ setup(
         "visdom": ["visdom>=0.2.4"],
         "lm": ["flashlight-text>=0.0.7"],
         "server": [r for r in read_requirements("requirements-server.txt") if r not in read_requirements("requirements.txt")],
+        # export to ONNX and run it with onnxruntime; requirements-onnx.txt is the torch-free runtime set
+        "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
     },
 )
