@@ -17,12 +17,17 @@ Figures (each the median of ``--runs`` timed runs after warm-up, with min and ma
 * ``train_mfu``: 3 x ``model.forward_flops`` over each utterance's real frames per step
   second, over the fp32 ``torch.mm`` rate measured in this run (2048^2, and 4096^2 without
   ``--quick``; the higher median is the reference).
-* ``infer_x_realtime``: audio -> spectrogram -> padded batches of 16 AN4-like utterances
-  (0.7-6.4 s, duration-sorted) -> model (eval, fp32) -> greedy decoding, ``--threads``
-  threads; ``infer_single_x_realtime``: one utterance at a time, as transcribe.py does.
-  ``infer_int8_x_realtime``: the same batches through ``quantize_dynamic`` (qint8
-  ``nn.Linear`` and ``nn.GRU``/``nn.LSTM``); with ``--model-path`` and a validation manifest
-  the greedy WER of the fp32 and int8 models on it is reported beside it.
+* Transcription end to end, WAV file to text, as ``transcribe.py`` does it
+  (``transcribe.transcribe_files``: read the WAV, spectrogram, model, greedy decoding), on
+  AN4-like utterances (0.7-6.4 s) written as 16-bit WAV files, ``--threads`` threads, for
+  each runtime: PyTorch fp32 (``infer_*``), PyTorch under bf16 autocast (``infer_bf16_*``),
+  the model exported to ONNX and run by onnxruntime in fp32 (``onnx_*``) and with dynamic
+  int8 quantization (``onnx_int8_*``); ``*_x_realtime`` in duration-sorted batches of
+  ``--batch-size``, ``*_single_x_realtime`` one file at a time. All variants take turns in
+  every timed round, on the same files. ``infer_int8_x_realtime``: PyTorch's
+  ``quantize_dynamic`` (qint8 ``nn.Linear`` and RNNs), batched. The ``*_speedup`` figures
+  are ratios within each round. With ``--model-path`` and a validation manifest the greedy
+  WER of every variant on it is reported too.
 * ``decode_greedy_x_realtime`` / ``decode_beam_x_realtime``: bench_decode's AN4-like
   log-probs, one thread; beam 32 with a 3-gram word LM (``--lm-path``, else built by
   data/build_lm.py's estimator from ``--train-manifest``, else from bench_decode's
@@ -30,7 +35,9 @@ Figures (each the median of ``--runs`` timed runs after warm-up, with min and ma
 * ``features_x_realtime``: :func:`data.data_loader.spectrogram` per core (bench_features).
 * ``cli_cold_start_s``: wall time of ``python transcribe.py --model-path M --audio-path
   <3 s wav>`` as a new process (``--model-path``, else the default model with random
-  weights saved to a temporary checkpoint).
+  weights saved to a temporary checkpoint); ``cli_onnx_cold_start_s`` and
+  ``cli_onnx_int8_cold_start_s``: the same with the fp32 and int8 ONNX exports of that
+  model (onnxruntime, no torch imported).
 
 The table goes to stdout, progress to stderr; the last stdout line is one JSON object.
 ``--write-docs PATH`` puts the command, the machine and the table into a section of
@@ -73,12 +80,15 @@ from bench.bench_model import make_batch, matmul_gflops  # noqa: E402
 from checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from data.audio import AudioConfig, AudioError, spectrogram  # noqa: E402
 from data.build_lm import KneserNeyModel, LMError, read_sentences  # noqa: E402
-from data.data_loader import AudioDataLoader, Batch, BucketingSampler, SpectrogramDataset, collate  # noqa: E402
+from data.data_loader import AudioDataLoader, Batch, BucketingSampler, SpectrogramDataset  # noqa: E402
 from data.manifest import ManifestError, read_manifest  # noqa: E402
 from data.text import TranscriptError, load_labels  # noqa: E402
 from decoder import BeamCTCDecoder, DecoderError, GreedyDecoder, lm_file_kind, load_lm_defaults  # noqa: E402
-from inference import TorchRecognizer, evaluate, transcribe_audio  # noqa: E402
+from inference import Recognizer, TorchRecognizer, evaluate  # noqa: E402
 from model import AcousticModel, ModelConfig, build_model, count_parameters, forward_flops  # noqa: E402
+from onnx_export import export_onnx, quantize_onnx  # noqa: E402
+from onnx_runtime import OnnxRecognizer  # noqa: E402
+from transcribe import transcribe_files  # noqa: E402
 
 DEFAULT_VAL_MANIFEST = REPO / "data" / "an4_val_manifest.csv"
 DEFAULT_TRAIN_MANIFEST = REPO / "data" / "an4_train_manifest.csv"
@@ -227,6 +237,14 @@ def machine_info(cuda: bool) -> dict:
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
     }
     return info
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes; on a shared machine other users' work shows here)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def machine_key(info: dict) -> str:
@@ -420,69 +438,126 @@ def quantize_int8(model: nn.Module) -> nn.Module:
                                                       dtype=torch.qint8)
 
 
-def transcribe_batches(model: nn.Module, decoder: GreedyDecoder, audio: Sequence[np.ndarray],
-                       audio_cfg: AudioConfig, batch_size: int) -> list[str]:
-    """Audio -> spectrograms -> padded batches (in the given order) -> model -> greedy text."""
-    texts: list[str] = []
-    with torch.inference_mode():
-        for start in range(0, len(audio), batch_size):
-            items = [(torch.from_numpy(spectrogram(a, audio_cfg)), [], "", "") for a in audio[start:start + batch_size]]
-            batch = collate(items)
-            log_probs, out_lengths = model(batch.inputs, batch.input_lengths)
-            texts += [paths[0].text for paths in decoder.decode(log_probs, out_lengths)]
-    return texts
-
-
-def greedy_wer(model: nn.Module, manifest: Path, audio_cfg: AudioConfig, labels: Sequence[str]) -> float:
-    """Corpus WER (%) of ``model`` with greedy decoding on ``manifest`` (utils.evaluate)."""
+def greedy_wer(model: nn.Module | Recognizer, manifest: Path, audio_cfg: AudioConfig, labels: Sequence[str],
+               amp: bool = False) -> float:
+    """Corpus WER (%) with greedy decoding on ``manifest`` (inference.evaluate) of a PyTorch
+    model (``amp``: bf16 autocast) or any recognizer (e.g. ONNX)."""
     data = SpectrogramDataset(manifest, audio_cfg, labels, on_error="skip")
     loader = AudioDataLoader(data, batch_sampler=BucketingSampler(len(data), batch_size=16, shuffle=False))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*deprecated.*")
-        return evaluate(model, loader, GreedyDecoder(labels)).wer
+        return evaluate(model, loader, GreedyDecoder(labels), amp=amp).wer
 
 
-def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig,
-                  labels: Sequence[str]) -> tuple[list[Figure], dict]:
+# (key prefix, label) of each inference runtime; the order of the table rows
+RUNTIMES = (("infer", "PyTorch fp32"), ("infer_bf16", "PyTorch bf16 autocast"), ("onnx", "ONNX fp32"),
+            ("onnx_int8", "ONNX int8 dynamic"))
+
+
+def write_wavs(folder: Path, audio: Sequence[np.ndarray], sample_rate: int) -> list[Path]:
+    """Each waveform as a 16-bit mono WAV file in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, a in enumerate(audio):
+        path = folder / f"u{i:03d}.wav"
+        sf.write(str(path), a, sample_rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def export_for_bench(model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str],
+                     tmp: Path) -> dict[str, Path]:
+    """The fp32 and dynamic int8 ONNX exports of ``model``: {"onnx": path, "onnx_int8": path}."""
+    fp32 = export_onnx(model, audio_cfg, labels, tmp / "model.onnx")
+    return {"onnx": fp32, "onnx_int8": quantize_onnx(fp32, tmp / "model_int8.onnx")}
+
+
+def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str],
+                  onnx_files: dict[str, Path], tmp: Path) -> tuple[list[Figure], dict]:
     durations = an4_like_durations(s.infer_utterances, s.mean_seconds)
     audio = synthetic_audio(durations, audio_cfg.sample_rate)
-    by_length = sorted(audio, key=len)  # duration-sorted batches, as test.py builds them
+    files = write_wavs(tmp / "infer_wavs", audio, audio_cfg.sample_rate)
     total = sum(len(a) for a in audio) / audio_cfg.sample_rate
-    single = audio[: s.single_utterances]
-    single_s = sum(len(a) for a in single) / audio_cfg.sample_rate
+    single = files[: s.single_utterances]
+    single_s = sum(len(a) for a in audio[: s.single_utterances]) / audio_cfg.sample_rate
     decoder = GreedyDecoder(labels)
     int8 = quantize_int8(model)
-    recognizer = TorchRecognizer(model, audio_cfg, labels)
+    recognizers: dict[str, Recognizer] = {
+        "infer": TorchRecognizer(model, audio_cfg, labels),
+        "infer_bf16": TorchRecognizer(model, audio_cfg, labels, amp=True),
+        "onnx": OnnxRecognizer(onnx_files["onnx"], threads=s.threads),
+        "onnx_int8": OnnxRecognizer(onnx_files["onnx_int8"], threads=s.threads),
+    }
+    torch_int8 = TorchRecognizer(int8, audio_cfg, labels)
+
+    def batched(rec: Recognizer) -> Callable[[], object]:
+        return lambda: transcribe_files(files, rec, decoder, batch_size=s.batch_size)
+
+    def one_at_a_time(rec: Recognizer) -> Callable[[], object]:
+        return lambda: transcribe_files(single, rec, decoder, batch_size=1)
+
+    names = [name for name, _ in RUNTIMES]
+    fns = [batched(recognizers[n]) for n in names] + [one_at_a_time(recognizers[n]) for n in names]
+    fns.append(batched(torch_int8))
     with torch_threads(s.threads):
-        log(f"infer: {len(audio)} utterances ({total:.0f} s) in batches of {s.batch_size}, fp32 and int8")
-        fp32_t, int8_t, single_t = timed_in_turns([
-            lambda: transcribe_batches(model, decoder, by_length, audio_cfg, s.batch_size),
-            lambda: transcribe_batches(int8, decoder, by_length, audio_cfg, s.batch_size),
-            lambda: [transcribe_audio(recognizer, decoder, a) for a in single],
-        ], s.runs, s.warmup)
-        wers: dict[str, float | None] = {"fp32": None, "int8": None}
+        log(f"infer: {len(audio)} WAV files ({total:.0f} s) in batches of {s.batch_size} and {len(single)} one at a "
+            f"time; {', '.join(label for _, label in RUNTIMES)} and PyTorch int8, taking turns")
+        times = timed_in_turns(fns, s.runs, s.warmup)
+        wers: dict[str, float | None] = dict.fromkeys([*names, "torch_int8"])
         manifest = s.val_manifest if s.model_path is not None else None
         if manifest is not None:
-            log(f"infer: greedy WER of fp32 and int8 on {shown(manifest)}")
-            wers = {"fp32": greedy_wer(model, manifest, audio_cfg, labels),
-                    "int8": greedy_wer(int8, manifest, audio_cfg, labels)}
-    batches = f"{threads_note(s.threads)}, batches of {s.batch_size}, features + model + greedy"
-    if wers["fp32"] is not None:
-        delta = wers["int8"] - wers["fp32"]
-        wer_note = f"greedy WER {wers['fp32']:.2f} -> {wers['int8']:.2f} ({delta:+.2f}) on {shown(manifest)}"
+            log(f"infer: greedy WER of every variant on {shown(manifest)}")
+            wers.update(infer=greedy_wer(model, manifest, audio_cfg, labels),
+                        infer_bf16=greedy_wer(model, manifest, audio_cfg, labels, amp=True),
+                        onnx=greedy_wer(recognizers["onnx"], manifest, audio_cfg, labels),
+                        onnx_int8=greedy_wer(recognizers["onnx_int8"], manifest, audio_cfg, labels),
+                        torch_int8=greedy_wer(int8, manifest, audio_cfg, labels))
+    batch_times = dict(zip(names, times[: len(names)]))
+    single_times = dict(zip(names, times[len(names): 2 * len(names)]))
+    where = f"{threads_note(s.threads)}, WAV -> text"
+
+    def wer_note(name: str) -> str:
+        if wers[name] is None:
+            return ""
+        base = f"; greedy WER {wers[name]:.2f}"
+        return base + (f" ({wers[name] - wers['infer']:+.2f})" if name != "infer" else "")
+
+    figs: list[Figure] = []
+    for name, label in RUNTIMES:
+        figs.append(figure(f"{name}_x_realtime", f"transcribe {label}", "x realtime",
+                           [total / t for t in batch_times[name]],
+                           f"{where}, batches of {s.batch_size}{wer_note(name)}"))
+        figs.append(figure(f"{name}_single_x_realtime", f"transcribe {label}, 1 at a time", "x realtime",
+                           [single_s / t for t in single_times[name]], f"{where}, one file at a time"))
+
+    def ratio(key: str, label: str, num: list[float], den: list[float], note: str) -> Figure:
+        return figure(key, label, "ratio", [d / n for n, d in zip(num, den)], note)  # time ratio = speed ratio
+
+    figs += [
+        ratio("onnx_speedup", "ONNX fp32 vs PyTorch fp32", batch_times["onnx"], batch_times["infer"],
+              "speed ratio, batched, per round"),
+        ratio("onnx_single_speedup", "ONNX fp32 vs PyTorch fp32, 1 at a time", single_times["onnx"],
+              single_times["infer"], "speed ratio, per round"),
+        ratio("onnx_int8_speedup", "ONNX int8 vs ONNX fp32", batch_times["onnx_int8"], batch_times["onnx"],
+              "speed ratio, batched, per round"),
+        ratio("onnx_int8_single_speedup", "ONNX int8 vs ONNX fp32, 1 at a time", single_times["onnx_int8"],
+              single_times["onnx"], "speed ratio, per round"),
+    ]
+    if wers["infer"] is not None:
+        delta = wers["torch_int8"] - wers["infer"]
+        int8_note = (f"PyTorch quantize_dynamic, batched; greedy WER {wers['infer']:.2f} -> {wers['torch_int8']:.2f} "
+                     f"({delta:+.2f}) on {shown(manifest)}")
     else:
         delta = None
-        wer_note = "WER change: n/a (needs --model-path and a validation manifest)"
-    figs = [
-        figure("infer_x_realtime", "transcribe fp32", "x realtime", [total / t for t in fp32_t], batches),
-        figure("infer_single_x_realtime", "transcribe fp32, 1 at a time", "x realtime",
-               [single_s / t for t in single_t], "transcribe.transcribe_audio per utterance"),
-        figure("infer_int8_x_realtime", "transcribe int8 dynamic", "x realtime", [total / t for t in int8_t],
-               wer_note),
-    ]
-    info = {"infer_fp32_wer": wers["fp32"], "infer_int8_wer": wers["int8"], "infer_int8_wer_delta": delta,
-            "infer_audio_seconds": round(total, 1),
-            "infer_model": asdict(model.cfg)}
+        int8_note = "PyTorch quantize_dynamic, batched; WER change: n/a (needs --model-path and a validation manifest)"
+    figs.append(figure("infer_int8_x_realtime", "transcribe PyTorch int8 dynamic", "x realtime",
+                       [total / t for t in times[-1]], int8_note))
+    info = {"infer_fp32_wer": wers["infer"], "infer_int8_wer": wers["torch_int8"], "infer_int8_wer_delta": delta,
+            "infer_bf16_wer": wers["infer_bf16"], "onnx_fp32_wer": wers["onnx"], "onnx_int8_wer": wers["onnx_int8"],
+            "infer_wer_manifest": shown(manifest) if manifest is not None else None,
+            "infer_audio_seconds": round(total, 1), "infer_single_audio_seconds": round(single_s, 1),
+            "infer_model": asdict(model.cfg),
+            "onnx_sizes_mib": {k: round(p.stat().st_size / 2**20, 2) for k, p in onnx_files.items()}}
     return figs, info
 
 
@@ -558,12 +633,18 @@ def cli_cold_start(model_path: Path, wav_path: Path, runs: int, warmup: int) -> 
     return timed(once, runs, warmup)
 
 
-def cli_figures(s: Settings, model_path: Path, tmp: Path) -> list[Figure]:
+def cli_figures(s: Settings, model_path: Path, onnx_files: dict[str, Path], tmp: Path) -> list[Figure]:
     wav = tmp / "three_seconds.wav"
     sf.write(str(wav), synthetic(1, 3.0, 16000, seed=7)[0], 16000, subtype="PCM_16")
-    log(f"cli: python transcribe.py on a 3 s wav, {s.cli_runs} runs")
-    times = cli_cold_start(model_path, wav, s.cli_runs, s.cli_warmup)
-    return [figure("cli_cold_start_s", "transcribe.py cold start", "s", times, "whole process, 3 s wav, greedy")]
+    log(f"cli: python transcribe.py on a 3 s wav, PyTorch, ONNX fp32 and ONNX int8 models, {s.cli_runs} runs each")
+    figs = []
+    for key, label, path in (("cli_cold_start_s", "transcribe.py cold start", model_path),
+                             ("cli_onnx_cold_start_s", "transcribe.py cold start, ONNX fp32", onnx_files["onnx"]),
+                             ("cli_onnx_int8_cold_start_s", "transcribe.py cold start, ONNX int8",
+                              onnx_files["onnx_int8"])):
+        times = cli_cold_start(path, wav, s.cli_runs, s.cli_warmup)
+        figs.append(figure(key, label, "s", times, f"whole process, 3 s wav, greedy, {path.suffix} model"))
+    return figs
 
 
 # ----------------------------------------------------------------------------- driver
@@ -575,6 +656,7 @@ def run_benchmarks(s: Settings) -> Report:
     started = time.perf_counter()
     info = machine_info(s.cuda)
     info.update(threads=s.threads, runs=s.runs, warmup=s.warmup, quick=s.quick)
+    load_start = load_average()
     phases: dict[str, float] = {}
     figs: list[Figure] = []
 
@@ -617,8 +699,11 @@ def run_benchmarks(s: Settings) -> Report:
             audio_cfg, labels = AudioConfig(), load_labels(None)
             model_path = save_checkpoint(tmp / "random_default.pth", Checkpoint.from_model(model, audio_cfg, labels))
             info["infer_checkpoint"] = None
+        with phase("export"):
+            log("export: ONNX fp32 and dynamic int8")
+            onnx_files = export_for_bench(model, audio_cfg, labels, tmp)
         with phase("infer"):
-            infer_figs, infer_info = infer_figures(s, model, audio_cfg, labels)
+            infer_figs, infer_info = infer_figures(s, model, audio_cfg, labels, onnx_files, tmp)
         figs += infer_figs
         info.update(infer_info)
         with phase("decode"):
@@ -628,9 +713,10 @@ def run_benchmarks(s: Settings) -> Report:
         with phase("features"):
             figs += feature_figures(s)
         with phase("cli"):
-            figs += cli_figures(s, model_path, tmp)
+            figs += cli_figures(s, model_path, onnx_files, tmp)
     info["phase_seconds"] = phases
     info["elapsed_s"] = round(time.perf_counter() - started, 1)
+    info["load_average"] = {"start": load_start, "end": load_average()}
     return Report(figs, info)
 
 
@@ -675,7 +761,8 @@ def summary(report: Report) -> dict:
         out[f.key] = _round(f.median)
         out[f"{f.key}_min"] = _round(f.min)
         out[f"{f.key}_max"] = _round(f.max)
-    for key in ("infer_fp32_wer", "infer_int8_wer", "infer_int8_wer_delta"):
+    for key in ("infer_fp32_wer", "infer_int8_wer", "infer_int8_wer_delta", "infer_bf16_wer", "onnx_fp32_wer",
+                "onnx_int8_wer"):
         out[key] = _round(report.info.get(key))
     out.update({k: v for k, v in report.info.items() if k not in out})
     return out
@@ -709,6 +796,8 @@ def docs_section(report: Report, command: str) -> tuple[str, str]:
         + f" ({_describe(info['infer_model'])})",
         f"- each figure: median, min and max of {info['runs']} timed runs after {info['warmup']} warm-up "
         f"(CLI: whole processes); the run took {info['elapsed_s']:.0f} s",
+        f"- 1-minute load average at the start and end of the run: {info['load_average']['start']} / "
+        f"{info['load_average']['end']} (above 0 means other processes shared the CPUs)",
         "",
         markdown_table(report.figures),
         "",

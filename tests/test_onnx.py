@@ -302,3 +302,28 @@ def test_amp_is_refused_for_onnx(exported):
     _, path = exported["ds1-bi-rnn"]
     with pytest.raises(ValueError, match="--int8"):
         load_recognizer(InferenceConfig(path, amp=True))
+
+
+@pytest.mark.slow  # three transcribe.py processes, one of them importing torch
+def test_run_all_measures_every_runtime_side_by_side(tiny_dataset, tmp_path):
+    """bench/run_all.py's inference and CLI phases with a tiny model and one repetition."""
+    from bench import run_all
+
+    m = random_model(CONFIGS["ds2-bi-gru"])
+    ckpt = save_checkpoint(tmp_path / "tiny.pth", Checkpoint.from_model(m, AudioConfig(), LABELS))
+    s = run_all.Settings(runs=1, warmup=0, threads=1, model_path=ckpt, val_manifest=tiny_dataset,
+                         infer_utterances=3, single_utterances=2, cli_runs=1, cli_warmup=0, batch_size=2,
+                         mean_seconds=0.5)
+    onnx_files = run_all.export_for_bench(m, AudioConfig(), LABELS, tmp_path)
+    figs, info = run_all.infer_figures(s, m, AudioConfig(), LABELS, onnx_files, tmp_path)
+    figs += run_all.cli_figures(s, ckpt, onnx_files, tmp_path)
+    values = {f.key: f.median for f in figs}
+    for prefix, _ in run_all.RUNTIMES:
+        assert values[f"{prefix}_x_realtime"] > 0 and values[f"{prefix}_single_x_realtime"] > 0
+    for key in ("onnx_speedup", "onnx_int8_speedup", "onnx_single_speedup", "onnx_int8_single_speedup",
+                "infer_int8_x_realtime", "cli_cold_start_s", "cli_onnx_cold_start_s", "cli_onnx_int8_cold_start_s"):
+        assert values[key] > 0, key
+    # the fp32 ONNX model transcribes the manifest exactly as PyTorch does
+    assert info["onnx_fp32_wer"] == info["infer_fp32_wer"]
+    for key in ("infer_bf16_wer", "onnx_int8_wer", "infer_int8_wer"):
+        assert 0 <= info[key] <= 200, key
