@@ -555,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calibration-manifest", default=None, metavar="CSV",
                    help="with --int8: also quantize the convolutions statically, with activation ranges "
                         "measured on utterances of this manifest (training audio)")
-    g.add_argument("--calibration-utterances", type=int, default=64,
+    g.add_argument("--calibration-utterances", type=int, default=256,
                    help="with --calibration-manifest: utterances drawn from it")
     return parser
 

@@ -22,7 +22,9 @@ Figures (each the median of ``--runs`` timed runs after warm-up, with min and ma
   AN4-like utterances (0.7-6.4 s) written as 16-bit WAV files, ``--threads`` threads, for
   each runtime: PyTorch fp32 (``infer_*``), PyTorch under bf16 autocast (``infer_bf16_*``),
   the model exported to ONNX and run by onnxruntime in fp32 (``onnx_*``) and with dynamic
-  int8 quantization (``onnx_int8_*``); ``*_x_realtime`` in duration-sorted batches of
+  int8 quantization (``onnx_int8_*``), and, with ``--model-path`` and a training manifest to
+  calibrate on, int8 with statically quantized convolutions (``onnx_int8_static_*``);
+  ``*_x_realtime`` in duration-sorted batches of
   ``--batch-size``, ``*_single_x_realtime`` one file at a time. All variants take turns in
   every timed round, on the same files. ``infer_int8_x_realtime``: PyTorch's
   ``quantize_dynamic`` (qint8 ``nn.Linear`` and RNNs), batched. The ``*_speedup`` figures
@@ -86,7 +88,7 @@ from data.text import TranscriptError, load_labels  # noqa: E402
 from decoder import BeamCTCDecoder, DecoderError, GreedyDecoder, lm_file_kind, load_lm_defaults  # noqa: E402
 from inference import Recognizer, TorchRecognizer, evaluate  # noqa: E402
 from model import AcousticModel, ModelConfig, build_model, count_parameters, forward_flops  # noqa: E402
-from onnx_export import export_onnx, quantize_onnx  # noqa: E402
+from onnx_export import calibration_features, export_onnx, quantize_onnx  # noqa: E402
 from onnx_runtime import OnnxRecognizer  # noqa: E402
 from transcribe import transcribe_files  # noqa: E402
 
@@ -451,7 +453,7 @@ def greedy_wer(model: nn.Module | Recognizer, manifest: Path, audio_cfg: AudioCo
 
 # (key prefix, label) of each inference runtime; the order of the table rows
 RUNTIMES = (("infer", "PyTorch fp32"), ("infer_bf16", "PyTorch bf16 autocast"), ("onnx", "ONNX fp32"),
-            ("onnx_int8", "ONNX int8 dynamic"))
+            ("onnx_int8", "ONNX int8 dynamic"), ("onnx_int8_static", "ONNX int8, static conv"))
 
 
 def write_wavs(folder: Path, audio: Sequence[np.ndarray], sample_rate: int) -> list[Path]:
@@ -465,11 +467,16 @@ def write_wavs(folder: Path, audio: Sequence[np.ndarray], sample_rate: int) -> l
     return paths
 
 
-def export_for_bench(model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str],
-                     tmp: Path) -> dict[str, Path]:
-    """The fp32 and dynamic int8 ONNX exports of ``model``: {"onnx": path, "onnx_int8": path}."""
+def export_for_bench(model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str], tmp: Path,
+                     calibration_manifest: Path | None = None) -> dict[str, Path]:
+    """The fp32 and dynamic int8 ONNX exports of ``model`` ({"onnx": path, "onnx_int8": path}),
+    and with a calibration manifest the int8 export with static conv quantization ("onnx_int8_static")."""
     fp32 = export_onnx(model, audio_cfg, labels, tmp / "model.onnx")
-    return {"onnx": fp32, "onnx_int8": quantize_onnx(fp32, tmp / "model_int8.onnx")}
+    files = {"onnx": fp32, "onnx_int8": quantize_onnx(fp32, tmp / "model_int8.onnx")}
+    if calibration_manifest is not None:
+        files["onnx_int8_static"] = quantize_onnx(fp32, tmp / "model_int8_static.onnx",
+                                                  calibration_features(calibration_manifest, audio_cfg))
+    return files
 
 
 def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str],
@@ -485,9 +492,9 @@ def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, lab
     recognizers: dict[str, Recognizer] = {
         "infer": TorchRecognizer(model, audio_cfg, labels),
         "infer_bf16": TorchRecognizer(model, audio_cfg, labels, amp=True),
-        "onnx": OnnxRecognizer(onnx_files["onnx"], threads=s.threads),
-        "onnx_int8": OnnxRecognizer(onnx_files["onnx_int8"], threads=s.threads),
     }
+    recognizers.update({name: OnnxRecognizer(path, threads=s.threads) for name, path in onnx_files.items()})
+    runtimes = [(name, label) for name, label in RUNTIMES if name in recognizers]
     torch_int8 = TorchRecognizer(int8, audio_cfg, labels)
 
     def batched(rec: Recognizer) -> Callable[[], object]:
@@ -496,12 +503,12 @@ def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, lab
     def one_at_a_time(rec: Recognizer) -> Callable[[], object]:
         return lambda: transcribe_files(single, rec, decoder, batch_size=1)
 
-    names = [name for name, _ in RUNTIMES]
+    names = [name for name, _ in runtimes]
     fns = [batched(recognizers[n]) for n in names] + [one_at_a_time(recognizers[n]) for n in names]
     fns.append(batched(torch_int8))
     with torch_threads(s.threads):
         log(f"infer: {len(audio)} WAV files ({total:.0f} s) in batches of {s.batch_size} and {len(single)} one at a "
-            f"time; {', '.join(label for _, label in RUNTIMES)} and PyTorch int8, taking turns")
+            f"time; {', '.join(label for _, label in runtimes)} and PyTorch int8, taking turns")
         times = timed_in_turns(fns, s.runs, s.warmup)
         wers: dict[str, float | None] = dict.fromkeys([*names, "torch_int8"])
         manifest = s.val_manifest if s.model_path is not None else None
@@ -509,9 +516,8 @@ def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, lab
             log(f"infer: greedy WER of every variant on {shown(manifest)}")
             wers.update(infer=greedy_wer(model, manifest, audio_cfg, labels),
                         infer_bf16=greedy_wer(model, manifest, audio_cfg, labels, amp=True),
-                        onnx=greedy_wer(recognizers["onnx"], manifest, audio_cfg, labels),
-                        onnx_int8=greedy_wer(recognizers["onnx_int8"], manifest, audio_cfg, labels),
                         torch_int8=greedy_wer(int8, manifest, audio_cfg, labels))
+            wers.update({name: greedy_wer(recognizers[name], manifest, audio_cfg, labels) for name in onnx_files})
     batch_times = dict(zip(names, times[: len(names)]))
     single_times = dict(zip(names, times[len(names): 2 * len(names)]))
     where = f"{threads_note(s.threads)}, WAV -> text"
@@ -523,7 +529,7 @@ def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, lab
         return base + (f" ({wers[name] - wers['infer']:+.2f})" if name != "infer" else "")
 
     figs: list[Figure] = []
-    for name, label in RUNTIMES:
+    for name, label in runtimes:
         figs.append(figure(f"{name}_x_realtime", f"transcribe {label}", "x realtime",
                            [total / t for t in batch_times[name]],
                            f"{where}, batches of {s.batch_size}{wer_note(name)}"))
@@ -554,6 +560,7 @@ def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, lab
                        [total / t for t in times[-1]], int8_note))
     info = {"infer_fp32_wer": wers["infer"], "infer_int8_wer": wers["torch_int8"], "infer_int8_wer_delta": delta,
             "infer_bf16_wer": wers["infer_bf16"], "onnx_fp32_wer": wers["onnx"], "onnx_int8_wer": wers["onnx_int8"],
+            "onnx_int8_static_wer": wers.get("onnx_int8_static"),
             "infer_wer_manifest": shown(manifest) if manifest is not None else None,
             "infer_audio_seconds": round(total, 1), "infer_single_audio_seconds": round(single_s, 1),
             "infer_model": asdict(model.cfg),
@@ -700,8 +707,10 @@ def run_benchmarks(s: Settings) -> Report:
             model_path = save_checkpoint(tmp / "random_default.pth", Checkpoint.from_model(model, audio_cfg, labels))
             info["infer_checkpoint"] = None
         with phase("export"):
-            log("export: ONNX fp32 and dynamic int8")
-            onnx_files = export_for_bench(model, audio_cfg, labels, tmp)
+            calibration = s.train_manifest if s.model_path is not None else None
+            log("export: ONNX fp32 and dynamic int8"
+                + (f", int8 with static conv calibrated on {shown(calibration)}" if calibration else ""))
+            onnx_files = export_for_bench(model, audio_cfg, labels, tmp, calibration)
         with phase("infer"):
             infer_figs, infer_info = infer_figures(s, model, audio_cfg, labels, onnx_files, tmp)
         figs += infer_figs
@@ -762,7 +771,7 @@ def summary(report: Report) -> dict:
         out[f"{f.key}_min"] = _round(f.min)
         out[f"{f.key}_max"] = _round(f.max)
     for key in ("infer_fp32_wer", "infer_int8_wer", "infer_int8_wer_delta", "infer_bf16_wer", "onnx_fp32_wer",
-                "onnx_int8_wer"):
+                "onnx_int8_wer", "onnx_int8_static_wer"):
         out[key] = _round(report.info.get(key))
     out.update({k: v for k, v in report.info.items() if k not in out})
     return out
@@ -845,8 +854,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="manifest for the fp32 vs int8 WER (default: data/an4_val_manifest.csv when present; "
                         "needs --model-path)")
     p.add_argument("--train-manifest", type=Path, default=None,
-                   help="transcripts for the LM and the decoding inputs (default: data/an4_train_manifest.csv "
-                        "when present, else a synthetic AN4-like corpus)")
+                   help="transcripts for the LM and the decoding inputs, and audio to calibrate the static int8 "
+                        "ONNX export on (with --model-path) (default: data/an4_train_manifest.csv when present, "
+                        "else a synthetic AN4-like corpus and no static int8)")
     p.add_argument("--write-docs", type=Path, default=None, metavar="PATH",
                    help="write or update this machine's section in a markdown file (e.g. docs/benchmarks.md)")
     p.add_argument("--runs", type=int, default=None, help="timed runs per figure (default 7, 3 with --quick)")

@@ -314,7 +314,7 @@ def test_run_all_measures_every_runtime_side_by_side(tiny_dataset, tmp_path):
     s = run_all.Settings(runs=1, warmup=0, threads=1, model_path=ckpt, val_manifest=tiny_dataset,
                          infer_utterances=3, single_utterances=2, cli_runs=1, cli_warmup=0, batch_size=2,
                          mean_seconds=0.5)
-    onnx_files = run_all.export_for_bench(m, AudioConfig(), LABELS, tmp_path)
+    onnx_files = run_all.export_for_bench(m, AudioConfig(), LABELS, tmp_path, calibration_manifest=tiny_dataset)
     figs, info = run_all.infer_figures(s, m, AudioConfig(), LABELS, onnx_files, tmp_path)
     figs += run_all.cli_figures(s, ckpt, onnx_files, tmp_path)
     values = {f.key: f.median for f in figs}
@@ -325,5 +325,5 @@ def test_run_all_measures_every_runtime_side_by_side(tiny_dataset, tmp_path):
         assert values[key] > 0, key
     # the fp32 ONNX model transcribes the manifest exactly as PyTorch does
     assert info["onnx_fp32_wer"] == info["infer_fp32_wer"]
-    for key in ("infer_bf16_wer", "onnx_int8_wer", "infer_int8_wer"):
+    for key in ("infer_bf16_wer", "onnx_int8_wer", "onnx_int8_static_wer", "infer_int8_wer"):
         assert 0 <= info[key] <= 200, key
