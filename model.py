@@ -534,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth"
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model-path", help="checkpoint written by train.py")
+    source.add_argument("--model-path",
+                        help="checkpoint written by train.py (or an exported .onnx file, to print its metadata)")
     source.add_argument("--import-deepspeech-pytorch", metavar="OLD", default=None,
                         help="a deepspeech.pytorch v2 model package (.pth) or V3 Lightning checkpoint (.ckpt) "
                              "to convert; needs --export")
@@ -584,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--export-onnx takes --model-path (a deepspeech.pytorch file given there is converted "
                          "in memory)")
         return _export_onnx(args)
+    if args.model_path and str(args.model_path).lower().endswith(".onnx") and not args.export:
+        return _describe_onnx(args.model_path)
 
     try:
         if args.import_deepspeech_pytorch:
@@ -613,6 +616,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"model:         {args.model_path}")
     for line in describe(ckpt):
+        print(line)
+    return 0
+
+
+def _describe_onnx(path: str) -> int:
+    """``python model.py --model-path M.onnx``: what an exported file's metadata says."""
+    from onnx_runtime import OnnxModelError, describe_onnx
+
+    try:
+        lines = describe_onnx(path)
+    except (OnnxModelError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"model:         {path}")
+    for line in lines:
         print(line)
     return 0
 

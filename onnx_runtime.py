@@ -98,6 +98,27 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def describe_onnx(path: str | Path) -> list[str]:
+    """Human-readable lines about an exported file (``python model.py --model-path M.onnx``)."""
+    rec = OnnxRecognizer(path, threads=1)
+    meta, audio = rec.metadata, rec.audio_config.to_dict()
+    if audio.get("feature_mean") is not None:
+        audio["feature_mean"] = audio["feature_std"] = f"<{rec.audio_config.n_freq} values>"
+    cfg = meta["model_config"]
+    arch = ", ".join(f"{k}={v}" for k, v in cfg.items()) if isinstance(cfg, dict) else str(cfg)
+    lines = [
+        f"format:        ONNX (opset {meta['opset']}), {meta['precision']}, "
+        f"{Path(path).stat().st_size / 2**20:.1f} MiB",
+        f"architecture:  {arch}",
+        f"labels ({len(rec.labels)}):   {''.join(rec.labels)!r}",
+        "audio:         " + ", ".join(f"{k}={v}" for k, v in audio.items()),
+        f"frame shift:   {rec.frame_shift * 1000:g} ms",
+    ]
+    if meta["info"]:
+        lines.append("exported from: " + ", ".join(f"{k} {v}" for k, v in meta["info"].items()))
+    return lines
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded metadata of an exported file (loads the file into onnxruntime)."""
     return OnnxRecognizer(path, threads=1).metadata

@@ -298,6 +298,14 @@ def test_model_cli_refuses_flags_that_do_nothing(tmp_path, capsys):
     assert len(err) == 2 and all(line.startswith("error: ") for line in err) and ".onnx suffix" in err[1]
 
 
+def test_model_cli_describes_an_onnx_file(exported, capsys):
+    _, path = exported["ds2-uni-lstm"]
+    assert model_cli.main(["--model-path", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ONNX (opset 17), float32" in out and "bidirectional=False" in out and "epochs 3" in out
+    assert "frame shift:   20 ms" in out
+
+
 def test_amp_is_refused_for_onnx(exported):
     _, path = exported["ds1-bi-rnn"]
     with pytest.raises(ValueError, match="--int8"):
