@@ -25,6 +25,7 @@ import numpy as np
 from data.audio import AudioConfig, spectrogram
 
 DEFAULT_MODEL = "models/an4.pth"
+MAX_BATCH_SECONDS = 120.0  # padded audio per batch in transcribe_many
 
 
 @dataclass(frozen=True)
@@ -177,13 +178,16 @@ def transcribe_audio(recognizer: Recognizer, decoder: Any, audio: np.ndarray, ch
 
 
 def transcribe_many(recognizer: Recognizer, decoder: Any, audios: Sequence[np.ndarray], chunk_seconds: float = 30.0,
-                    batch_size: int = 16) -> list[dict]:
+                    batch_size: int = 16, max_batch_seconds: float = MAX_BATCH_SECONDS) -> list[dict]:
     """:func:`transcribe_audio` for each waveform, with the model run on batches.
 
     Every waveform is cut into chunks (:func:`chunk_bounds`); the chunks of all waveforms
-    are sorted by length and run through the model ``batch_size`` at a time, so padding
-    stays small. Padding is masked by the model, so the results are those of one chunk at
-    a time. Returns one result per waveform, in order.
+    are sorted by length and run through the model up to ``batch_size`` at a time, so
+    padding stays small. A batch holds at most ``max_batch_seconds`` of padded audio (but
+    always one chunk), which bounds memory for long recordings: onnxruntime's int8
+    convolution needs about 7 MB per second of audio in a batch. Padding is masked by the
+    model, so the results are those of one chunk at a time. Returns one result per
+    waveform, in order.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -191,9 +195,15 @@ def transcribe_many(recognizer: Recognizer, decoder: Any, audios: Sequence[np.nd
     chunks = [(i, start, end) for i, audio in enumerate(audios)
               for start, end in chunk_bounds(audio, cfg.sample_rate, chunk_seconds)]
     order = sorted(range(len(chunks)), key=lambda k: chunks[k][2] - chunks[k][1])  # stable: ties keep file order
+    groups: list[list[int]] = []
+    budget = max_batch_seconds * cfg.sample_rate
+    for k in order:  # ascending length: the chunk being added is the longest of its batch
+        if groups and len(groups[-1]) < batch_size and (len(groups[-1]) + 1) * (chunks[k][2] - chunks[k][1]) <= budget:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
     paths: list[Any] = [None] * len(chunks)
-    for b in range(0, len(order), batch_size):
-        group = order[b:b + batch_size]
+    for group in groups:
         features = [spectrogram(audios[chunks[k][0]][chunks[k][1]:chunks[k][2]], cfg) for k in group]
         x, lengths = pad_features(features)
         log_probs, out_lengths = recognizer.forward_padded(x, lengths)

@@ -8,8 +8,8 @@
 Any sample rate or channel count works (resampled to the model's rate, averaged to mono).
 Long recordings are cut into chunks of about --chunk-seconds at the quietest 20 ms near
 each boundary, transcribed chunk by chunk and joined. Files are taken in order of duration
-and run through the model --batch-size chunks at a time (padding is masked, so batching
-changes speed, not results). An ``.onnx`` model (``python model.py --export-onnx``) runs on
+and run through the model --batch-size chunks at a time, at most 120 s of padded audio per
+batch (padding is masked, so batching changes speed, not results). An ``.onnx`` model (``python model.py --export-onnx``) runs on
 onnxruntime, and this script then never imports PyTorch. The output
 follows deepspeech.pytorch's shape, one entry per file::
 

@@ -335,3 +335,34 @@ def test_run_all_measures_every_runtime_side_by_side(tiny_dataset, tmp_path):
     assert info["onnx_fp32_wer"] == info["infer_fp32_wer"]
     for key in ("infer_bf16_wer", "onnx_int8_wer", "onnx_int8_static_wer", "infer_int8_wer"):
         assert 0 <= info[key] <= 200, key
+
+
+def test_transcribe_many_batches_by_length_within_the_size_and_audio_budget():
+    """Chunks go through the model sorted by length, at most batch_size at a time and at most
+    max_batch_seconds of padded audio per batch; results come back in input order."""
+    from inference import Recognizer
+
+    class Spy(Recognizer):
+        audio_config, labels, frame_shift, info = AudioConfig(), list(LABELS), 0.02, {}
+
+        def __init__(self) -> None:
+            self.batches: list[list[int]] = []
+
+        def forward_padded(self, features, lengths):
+            self.batches.append(list(lengths))
+            out = np.full((len(lengths), features.shape[2], len(LABELS)), -10.0, np.float32)
+            out[:, :, 0] = 0.0  # all blank
+            for i, n in enumerate(lengths):
+                out[i, : n // 50, 2] = 1.0  # "A" repeated: one A per utterance with at least 50 frames
+            return out, np.asarray(lengths)
+
+    seconds = [0.3, 2.0, 1.0, 5.0, 0.5, 45.0, 1.0]
+    audios = [np.zeros(int(s * 16000), np.float32) for s in seconds]
+    spy = Spy()
+    results = transcribe_many(spy, GreedyDecoder(LABELS), audios, chunk_seconds=20.0, batch_size=3,
+                              max_batch_seconds=30.0)
+    frames = [n for b in spy.batches for n in b]
+    assert frames == sorted(frames) and all(len(b) <= 3 for b in spy.batches)
+    assert all(len(b) * max(b) <= 30 * 100 + len(b) for b in spy.batches)
+    assert len(frames) == len(seconds) + 2  # the 45 s file is three chunks
+    assert [r["transcription"] for r in results] == ["", "A", "A", "A", "A", "A A A", "A"]
