@@ -155,6 +155,10 @@ class Settings:
     cli_runs: int = 5
     cli_warmup: int = 1
     matmul_sizes: tuple[int, ...] = (2048, 4096)
+    phases: tuple[str, ...] = ()  # benchmarks to run (PHASES); empty: all
+
+
+PHASES = ("matmul", "train", "infer", "decode", "features", "cli")
 
 
 @dataclass
@@ -662,7 +666,8 @@ def run_benchmarks(s: Settings) -> Report:
     (``info["phase_seconds"]``: wall seconds each benchmark took, warm-up included)."""
     started = time.perf_counter()
     info = machine_info(s.cuda)
-    info.update(threads=s.threads, runs=s.runs, warmup=s.warmup, quick=s.quick)
+    wanted = s.phases or PHASES
+    info.update(threads=s.threads, runs=s.runs, warmup=s.warmup, quick=s.quick, phases=list(wanted))
     load_start = load_average()
     phases: dict[str, float] = {}
     figs: list[Figure] = []
@@ -674,55 +679,65 @@ def run_benchmarks(s: Settings) -> Report:
         phases[name] = round(time.perf_counter() - t0, 1)
         log(f"  {name}: {phases[name]:.1f} s")
 
-    with phase("matmul"), torch_threads(s.threads):
-        log(f"matmul: fp32 {', '.join(f'{n}^2' for n in s.matmul_sizes)}, {threads_note(s.threads)}")
-        rates = {n: matmul_rates(n, max(3, s.runs), max(1, s.warmup)) for n in s.matmul_sizes}
-    for n, values in rates.items():
-        figs.append(figure(f"matmul_{n}_gflops", f"torch.mm fp32 {n}^2", "GFLOP/s", values,
-                           threads_note(s.threads)))
-    mm = max(statistics.median(v) for v in rates.values())
-    info["matmul_gflops"] = round(mm, 1)
+    if "matmul" in wanted or "train" in wanted:  # training MFU is relative to the matmul rate
+        with phase("matmul"), torch_threads(s.threads):
+            log(f"matmul: fp32 {', '.join(f'{n}^2' for n in s.matmul_sizes)}, {threads_note(s.threads)}")
+            rates = {n: matmul_rates(n, max(3, s.runs), max(1, s.warmup)) for n in s.matmul_sizes}
+        for n, values in rates.items():
+            figs.append(figure(f"matmul_{n}_gflops", f"torch.mm fp32 {n}^2", "GFLOP/s", values,
+                               threads_note(s.threads)))
+        mm = max(statistics.median(v) for v in rates.values())
+        info["matmul_gflops"] = round(mm, 1)
 
-    with phase("train"):
-        train_figs, train_info = train_figures(s, mm)
-    figs += train_figs
-    info.update(train_info)
-    if s.cuda:
-        with phase("train_cuda"):
-            figs += cuda_train_figures(s)
-    else:
-        figs += [missing("train_cuda_x_realtime", "train step CUDA fp32", "x realtime", "run with --cuda on a GPU"),
-                 missing("train_cuda_amp_x_realtime", "train step CUDA AMP", "x realtime", "run with --cuda on a GPU")]
+    if "train" in wanted:
+        with phase("train"):
+            train_figs, train_info = train_figures(s, mm)
+        figs += train_figs
+        info.update(train_info)
+        if s.cuda:
+            with phase("train_cuda"):
+                figs += cuda_train_figures(s)
+        else:
+            figs += [missing("train_cuda_x_realtime", "train step CUDA fp32", "x realtime", "run with --cuda on a GPU"),
+                     missing("train_cuda_amp_x_realtime", "train step CUDA AMP", "x realtime",
+                             "run with --cuda on a GPU")]
 
     with tempfile.TemporaryDirectory(prefix="run_all_") as tmp_name:
         tmp = Path(tmp_name)
-        if s.model_path is not None:
-            model, ckpt = load_model(s.model_path)
-            audio_cfg, labels, model_path = ckpt.audio_config, ckpt.labels, s.model_path
-            info["infer_checkpoint"] = shown(s.model_path)
-        else:
-            torch.manual_seed(0)
-            model = build_model(s.train_cfg or default_model_config()).eval()
-            audio_cfg, labels = AudioConfig(), load_labels(None)
-            model_path = save_checkpoint(tmp / "random_default.pth", Checkpoint.from_model(model, audio_cfg, labels))
-            info["infer_checkpoint"] = None
-        with phase("export"):
-            calibration = s.train_manifest if s.model_path is not None else None
-            log("export: ONNX fp32 and dynamic int8"
-                + (f", int8 with static conv calibrated on {shown(calibration)}" if calibration else ""))
-            onnx_files = export_for_bench(model, audio_cfg, labels, tmp, calibration)
-        with phase("infer"):
-            infer_figs, infer_info = infer_figures(s, model, audio_cfg, labels, onnx_files, tmp)
-        figs += infer_figs
-        info.update(infer_info)
-        with phase("decode"):
-            decode_figs, decode_info = decode_figures(s, tmp)
-        figs += decode_figs
-        info.update(decode_info)
-        with phase("features"):
-            figs += feature_figures(s)
-        with phase("cli"):
-            figs += cli_figures(s, model_path, onnx_files, tmp)
+        if "infer" in wanted or "cli" in wanted:
+            if s.model_path is not None:
+                model, ckpt = load_model(s.model_path)
+                audio_cfg, labels, model_path = ckpt.audio_config, ckpt.labels, s.model_path
+                info["infer_checkpoint"] = shown(s.model_path)
+            else:
+                torch.manual_seed(0)
+                model = build_model(s.train_cfg or default_model_config()).eval()
+                audio_cfg, labels = AudioConfig(), load_labels(None)
+                model_path = save_checkpoint(tmp / "random_default.pth",
+                                             Checkpoint.from_model(model, audio_cfg, labels))
+                info["infer_checkpoint"] = None
+            with phase("export"):
+                calibration = s.train_manifest if s.model_path is not None else None
+                log("export: ONNX fp32 and dynamic int8"
+                    + (f", int8 with static conv calibrated on {shown(calibration)}" if calibration else ""))
+                onnx_files = export_for_bench(model, audio_cfg, labels, tmp, calibration)
+            info["infer_model"] = asdict(model.cfg)
+        if "infer" in wanted:
+            with phase("infer"):
+                infer_figs, infer_info = infer_figures(s, model, audio_cfg, labels, onnx_files, tmp)
+            figs += infer_figs
+            info.update(infer_info)
+        if "decode" in wanted:
+            with phase("decode"):
+                decode_figs, decode_info = decode_figures(s, tmp)
+            figs += decode_figs
+            info.update(decode_info)
+        if "features" in wanted:
+            with phase("features"):
+                figs += feature_figures(s)
+        if "cli" in wanted:
+            with phase("cli"):
+                figs += cli_figures(s, model_path, onnx_files, tmp)
     info["phase_seconds"] = phases
     info["elapsed_s"] = round(time.perf_counter() - started, 1)
     info["load_average"] = {"start": load_start, "end": load_average()}
@@ -787,7 +802,8 @@ def docs_section(report: Report, command: str) -> tuple[str, str]:
     """(key, markdown) of this run's section in the benchmarks document."""
     info = report.info
     key = machine_key(info)
-    cfg = info["train_model"]
+    if info.get("phases") and set(info["phases"]) != set(PHASES):
+        key += f" (only {', '.join(info['phases'])})"
     body: list[str] = [
         f"## {key}",
         "",
@@ -798,11 +814,12 @@ def docs_section(report: Report, command: str) -> tuple[str, str]:
         + (f", GPU {info['gpu']}" if info.get("gpu") else ""),
         f"- torch {info['torch']}, Python {info['python']}; {threads_note(info['threads'])} for matmul, training "
         "and inference, 1 for decoding and features",
-        f"- training model (train.py defaults): {_describe(cfg)}, {info['train_params']:,} parameters; "
-        f"batch {info['train_batch']['size']} utterances, {info['train_batch']['audio_seconds']} s of audio",
-        "- inference and CLI model: "
-        + (f"`{info['infer_checkpoint']}`" if info.get("infer_checkpoint") else "the same, random weights")
-        + f" ({_describe(info['infer_model'])})",
+        *([f"- training model (train.py defaults): {_describe(info['train_model'])}, {info['train_params']:,} "
+           f"parameters; batch {info['train_batch']['size']} utterances, {info['train_batch']['audio_seconds']} s "
+           "of audio"] if "train_model" in info else []),
+        *(["- inference and CLI model: "
+           + (f"`{info['infer_checkpoint']}`" if info.get("infer_checkpoint") else "train.py's default, random weights")
+           + f" ({_describe(info['infer_model'])})"] if "infer_model" in info else []),
         f"- each figure: median, min and max of {info['runs']} timed runs after {info['warmup']} warm-up "
         f"(CLI: whole processes); the run took {info['elapsed_s']:.0f} s",
         f"- 1-minute load average at the start and end of the run: {info['load_average']['start']} / "
@@ -861,6 +878,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write or update this machine's section in a markdown file (e.g. docs/benchmarks.md)")
     p.add_argument("--runs", type=int, default=None, help="timed runs per figure (default 7, 3 with --quick)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for matmul, training and inference")
+    p.add_argument("--only", nargs="+", choices=PHASES, default=None, metavar="PHASE",
+                   help=f"run only these benchmarks ({', '.join(PHASES)}); with --write-docs they get a section "
+                        "of their own")
     return p
 
 
@@ -888,7 +908,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.runs is not None:
         preset["runs"] = preset["cli_runs"] = args.runs
     settings = Settings(
-        threads=args.threads, quick=args.quick, cuda=args.cuda,
+        threads=args.threads, quick=args.quick, cuda=args.cuda, phases=tuple(args.only or ()),
         model_path=_existing(args.model_path, "--model-path"),
         lm_path=_existing(args.lm_path, "--lm-path"),
         val_manifest=_existing(args.val_manifest, "--val-manifest", DEFAULT_VAL_MANIFEST),

@@ -313,28 +313,36 @@ def test_amp_is_refused_for_onnx(exported):
 
 
 @pytest.mark.slow  # three transcribe.py processes, one of them importing torch
-def test_run_all_measures_every_runtime_side_by_side(tiny_dataset, tmp_path):
-    """bench/run_all.py's inference and CLI phases with a tiny model and one repetition."""
+def test_run_all_measures_every_runtime_side_by_side(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """bench/run_all.py --only infer cli with a tiny model and one repetition: every runtime's
+    figures, the WERs, the CLI cold starts, and a docs section of its own."""
     from bench import run_all
 
     m = random_model(CONFIGS["ds2-bi-gru"])
     ckpt = save_checkpoint(tmp_path / "tiny.pth", Checkpoint.from_model(m, AudioConfig(), LABELS))
-    s = run_all.Settings(runs=1, warmup=0, threads=1, model_path=ckpt, val_manifest=tiny_dataset,
-                         infer_utterances=3, single_utterances=2, cli_runs=1, cli_warmup=0, batch_size=2,
-                         mean_seconds=0.5)
-    onnx_files = run_all.export_for_bench(m, AudioConfig(), LABELS, tmp_path, calibration_manifest=tiny_dataset)
-    figs, info = run_all.infer_figures(s, m, AudioConfig(), LABELS, onnx_files, tmp_path)
-    figs += run_all.cli_figures(s, ckpt, onnx_files, tmp_path)
-    values = {f.key: f.median for f in figs}
+    tiny = dict(runs=1, warmup=0, infer_utterances=3, single_utterances=2, cli_runs=1, cli_warmup=0, batch_size=2,
+                mean_seconds=0.5)
+    for mode in ("quick", "full"):
+        monkeypatch.setitem(run_all.PRESETS, mode, {**run_all.PRESETS[mode], **tiny})
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\nhand-written notes\n")
+    assert run_all.main(["--quick", "--only", "infer", "cli", "--model-path", str(ckpt), "--val-manifest",
+                         str(tiny_dataset), "--train-manifest", str(tiny_dataset), "--threads", "1",
+                         "--write-docs", str(docs)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for prefix, _ in run_all.RUNTIMES:
-        assert values[f"{prefix}_x_realtime"] > 0 and values[f"{prefix}_single_x_realtime"] > 0
+        assert summary[f"{prefix}_x_realtime"] > 0 and summary[f"{prefix}_single_x_realtime"] > 0, prefix
     for key in ("onnx_speedup", "onnx_int8_speedup", "onnx_single_speedup", "onnx_int8_single_speedup",
                 "infer_int8_x_realtime", "cli_cold_start_s", "cli_onnx_cold_start_s", "cli_onnx_int8_cold_start_s"):
-        assert values[key] > 0, key
+        assert summary[key] > 0, key
+    assert "train_x_realtime" not in summary and summary["phases"] == ["infer", "cli"]
     # the fp32 ONNX model transcribes the manifest exactly as PyTorch does
-    assert info["onnx_fp32_wer"] == info["infer_fp32_wer"]
+    assert summary["onnx_fp32_wer"] == summary["infer_fp32_wer"]
     for key in ("infer_bf16_wer", "onnx_int8_wer", "onnx_int8_static_wer", "infer_int8_wer"):
-        assert 0 <= info[key] <= 200, key
+        assert 0 <= summary[key] <= 200, key
+    text = docs.read_text()
+    assert "hand-written notes" in text and "(only infer, cli) -->" in text
+    assert "| transcribe ONNX int8 dynamic | `onnx_int8_x_realtime` |" in text and "load average" in text
 
 
 def test_transcribe_many_batches_by_length_within_the_size_and_audio_budget():
