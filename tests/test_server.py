@@ -234,13 +234,13 @@ def test_busy_server_answers_503_and_health_stays_responsive(models, monkeypatch
     """Uploads beyond --max-pending get 503; inference runs off the event loop, so /health
     answers at once while every worker is busy."""
     service = make_service(models["offline"], None, **{**LIMITS, "max_pending": 2, "workers": 1})
-    slow_log_probs = service.recognizer.log_probs
+    fast_forward = service.recognizer.forward_padded
 
-    def slow(features):
+    def slow(features, lengths):
         time.sleep(1.0)
-        return slow_log_probs(features)
+        return fast_forward(features, lengths)
 
-    monkeypatch.setattr(service.recognizer, "log_probs", slow)
+    monkeypatch.setattr(service.recognizer, "forward_padded", slow)
     data = wav_bytes(speechlike(0.5))
     results: list[httpx.Response] = []
     with serve(service) as address:
