@@ -7,7 +7,7 @@ import it when used, so a deployment that runs an exported model needs no torch.
 * :class:`InferenceConfig` owns the flags test.py, transcribe.py and the server share.
 * :func:`load_recognizer` returns a :class:`Recognizer`: audio config, labels, frame
   shift, and ``log_probs(features)`` from spectrograms. A ``.onnx`` model path gives an
-  ``onnx_runtime.OnnxRecognizer`` (onnxruntime, no torch), anything else a
+  ONNX :class:`OnnxRecognizer` (onnxruntime, no torch), anything else a
   :class:`TorchRecognizer` (a checkpoint).
 * :func:`transcribe_audio` turns a waveform into text and word times (long audio in
   chunks cut at quiet points); :func:`transcribe_many` does the same for many waveforms,
@@ -131,6 +131,92 @@ class TorchRecognizer(Recognizer):
         return out.float().cpu().numpy(), out_lengths.cpu().numpy()
 
 
+class OnnxRecognizer(Recognizer):
+    """An exported model run by onnxruntime on the CPU (or CUDA with onnxruntime-gpu)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, cuda: bool = False) -> None:
+        import os
+
+        from onnx_runtime import (
+            INPUT_NAMES,
+            OUTPUT_NAMES,
+            OnnxModelError,
+            _import_onnxruntime,
+            parse_metadata,
+            session_options,
+        )
+
+        ort = _import_onnxruntime()
+        path = Path(path)
+        if not path.is_file():
+            raise OnnxModelError(f"{path}: ONNX model not found; export one with python model.py --export-onnx")
+        if path.stat().st_size == 0:
+            raise OnnxModelError(f"{path}: ONNX model is empty (0 bytes), probably an interrupted copy")
+        providers = ["CPUExecutionProvider"]
+        if cuda:
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError("--cuda with an .onnx model needs onnxruntime-gpu; drop --cuda to run on the CPU")
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), session_options(threads), providers=providers)
+        except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for bad files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise OnnxModelError(f"{path}: not a usable ONNX model ({first[:200]})") from None
+        self.metadata = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        inputs = tuple(i.name for i in self.session.get_inputs())
+        outputs = tuple(o.name for o in self.session.get_outputs())
+        if inputs != INPUT_NAMES or outputs != OUTPUT_NAMES:
+            raise OnnxModelError(f"{path}: graph inputs {inputs} / outputs {outputs}, expected {INPUT_NAMES} / "
+                                 f"{OUTPUT_NAMES}; export the model again")
+        self.path = path
+        self.audio_config: AudioConfig = self.metadata["audio_config"]
+        self.labels = list(self.metadata["labels"])
+        self.frame_shift = float(self.metadata["frame_shift"])
+        model_cfg = self.metadata["model_config"]
+        self.info = {"path": str(path), "name": path.name, "format": "onnx",
+                     "precision": self.metadata["precision"], "epochs": self.metadata["info"].get("epochs"),
+                     "architecture": model_cfg.get("arch") if isinstance(model_cfg, dict) else None}
+
+    @classmethod
+    def load(cls, cfg: InferenceConfig) -> "OnnxRecognizer":
+        if cfg.amp:
+            raise ValueError("--half/--amp applies to PyTorch models; for a faster ONNX model export with --int8")
+        return cls(cfg.model_path, cfg.threads, cfg.cuda)
+
+    def forward_padded(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        log_probs, out_lengths = self.session.run(None, {
+            "features": np.ascontiguousarray(features, dtype=np.float32),
+            "lengths": np.asarray(lengths, dtype=np.int64).reshape(-1),
+        })
+        return log_probs, out_lengths
+
+
+def describe_onnx(path: str | Path) -> list[str]:
+    """Human-readable lines about an exported file (``python model.py --model-path M.onnx``)."""
+    rec = OnnxRecognizer(path, threads=1)
+    meta, audio = rec.metadata, rec.audio_config.to_dict()
+    if audio.get("feature_mean") is not None:
+        audio["feature_mean"] = audio["feature_std"] = f"<{rec.audio_config.n_freq} values>"
+    cfg = meta["model_config"]
+    arch = ", ".join(f"{k}={v}" for k, v in cfg.items()) if isinstance(cfg, dict) else str(cfg)
+    lines = [
+        f"format:        ONNX (opset {meta['opset']}), {meta['precision']}, "
+        f"{Path(path).stat().st_size / 2**20:.1f} MiB",
+        f"architecture:  {arch}",
+        f"labels ({len(rec.labels)}):   {''.join(rec.labels)!r}",
+        "audio:         " + ", ".join(f"{k}={v}" for k, v in audio.items()),
+        f"frame shift:   {rec.frame_shift * 1000:g} ms",
+    ]
+    if meta["info"]:
+        lines.append("exported from: " + ", ".join(f"{k} {v}" for k, v in meta["info"].items()))
+    return lines
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of an exported file (loads the file into onnxruntime)."""
+    return OnnxRecognizer(path, threads=1).metadata
+
+
 def is_onnx_path(path: str | Path) -> bool:
     """Whether ``path`` names an exported ONNX model (by its suffix)."""
     return Path(path).suffix.lower() == ".onnx"
@@ -140,8 +226,6 @@ def load_recognizer(cfg: InferenceConfig) -> Recognizer:
     """The recognizer for ``cfg.model_path``: onnxruntime for ``.onnx`` files (torch is not
     imported then), PyTorch for checkpoints."""
     if is_onnx_path(cfg.model_path):
-        from onnx_runtime import OnnxRecognizer
-
         return OnnxRecognizer.load(cfg)
     return TorchRecognizer.load(cfg)
 

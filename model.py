@@ -584,9 +584,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.import_deepspeech_pytorch:
             parser.error("--export-onnx takes --model-path (a deepspeech.pytorch file given there is converted "
                          "in memory)")
-        return _export_onnx(args)
+        try:
+            from onnx_export import OnnxExportError, export_checkpoint
+        except ImportError as e:
+            print(f"error: --export-onnx needs the onnx and onnxruntime packages ({e}); "
+                  "pip install -r requirements-onnx.txt onnx", file=sys.stderr)
+            return 2
+        try:
+            path = export_checkpoint(args.model_path, args.export_onnx, int8=args.int8,
+                                     calibration_manifest=args.calibration_manifest,
+                                     calibration_utterances=args.calibration_utterances)
+        except (OnnxExportError, OSError, ValueError) as e:  # CheckpointError is a ValueError
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        kind = ("int8, static conv" if args.calibration_manifest else "int8 dynamic") if args.int8 else "fp32"
+        print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB, {kind})")
+        return 0
     if args.model_path and str(args.model_path).lower().endswith(".onnx") and not args.export:
-        return _describe_onnx(args.model_path)
+        from inference import describe_onnx
+        from onnx_runtime import OnnxModelError
+
+        try:
+            lines = describe_onnx(args.model_path)
+        except (OnnxModelError, ImportError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"model:         {args.model_path}")
+        for line in lines:
+            print(line)
+        return 0
 
     try:
         if args.import_deepspeech_pytorch:
@@ -617,43 +643,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model:         {args.model_path}")
     for line in describe(ckpt):
         print(line)
-    return 0
-
-
-def _describe_onnx(path: str) -> int:
-    """``python model.py --model-path M.onnx``: what an exported file's metadata says."""
-    from onnx_runtime import OnnxModelError, describe_onnx
-
-    try:
-        lines = describe_onnx(path)
-    except (OnnxModelError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"model:         {path}")
-    for line in lines:
-        print(line)
-    return 0
-
-
-def _export_onnx(args: argparse.Namespace) -> int:
-    """``--export-onnx``: onnx_export.export_checkpoint with one error line on failure."""
-    from checkpoint import CheckpointError
-
-    try:
-        from onnx_export import OnnxExportError, export_checkpoint
-    except ImportError as e:
-        print(f"error: --export-onnx needs the onnx and onnxruntime packages ({e}); "
-              "pip install -r requirements-onnx.txt onnx", file=sys.stderr)
-        return 2
-    try:
-        path = export_checkpoint(args.model_path, args.export_onnx, int8=args.int8,
-                                 calibration_manifest=args.calibration_manifest,
-                                 calibration_utterances=args.calibration_utterances)
-    except (CheckpointError, OnnxExportError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    kind = ("int8, static conv" if args.calibration_manifest else "int8 dynamic") if args.int8 else "fp32"
-    print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB, {kind})")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Run an exported ONNX acoustic model with onnxruntime, without PyTorch.
+"""The exported ONNX file format: metadata, graph names and onnxruntime sessions, without PyTorch.
 
     python transcribe.py --model-path models/an4.onnx --audio-path a.wav
     python test.py --model-path models/an4_int8.onnx --test-manifest data/an4_test_manifest.csv
@@ -13,19 +13,16 @@ or ``int8-static-conv``), ``opset`` and ``info`` (source checkpoint, epochs).
 The graph takes ``features`` (B, F, T) float32 zero-padded spectrograms with ``lengths``
 (B,) int64 and returns ``log_probs`` (B, T', C) and ``output_lengths`` (B,). Features are
 computed by :func:`data.audio.spectrogram` in numpy, exactly as for the PyTorch model.
-Only numpy and onnxruntime are needed here (``requirements-onnx.txt``).
+Only numpy and onnxruntime are needed here (``requirements-onnx.txt``);
+:class:`inference.OnnxRecognizer` runs such a file.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from data.audio import AudioConfig
-from inference import InferenceConfig, Recognizer
 
 FORMAT = "deepspeech-ctc-onnx"
 FORMAT_VERSION = 1
@@ -96,78 +93,3 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     if not isinstance(meta["frame_shift"], (int, float)) or meta["frame_shift"] <= 0:
         raise OnnxModelError(f"{path}: metadata frame_shift must be a positive number of seconds")
     return meta
-
-
-def describe_onnx(path: str | Path) -> list[str]:
-    """Human-readable lines about an exported file (``python model.py --model-path M.onnx``)."""
-    rec = OnnxRecognizer(path, threads=1)
-    meta, audio = rec.metadata, rec.audio_config.to_dict()
-    if audio.get("feature_mean") is not None:
-        audio["feature_mean"] = audio["feature_std"] = f"<{rec.audio_config.n_freq} values>"
-    cfg = meta["model_config"]
-    arch = ", ".join(f"{k}={v}" for k, v in cfg.items()) if isinstance(cfg, dict) else str(cfg)
-    lines = [
-        f"format:        ONNX (opset {meta['opset']}), {meta['precision']}, "
-        f"{Path(path).stat().st_size / 2**20:.1f} MiB",
-        f"architecture:  {arch}",
-        f"labels ({len(rec.labels)}):   {''.join(rec.labels)!r}",
-        "audio:         " + ", ".join(f"{k}={v}" for k, v in audio.items()),
-        f"frame shift:   {rec.frame_shift * 1000:g} ms",
-    ]
-    if meta["info"]:
-        lines.append("exported from: " + ", ".join(f"{k} {v}" for k, v in meta["info"].items()))
-    return lines
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The decoded metadata of an exported file (loads the file into onnxruntime)."""
-    return OnnxRecognizer(path, threads=1).metadata
-
-
-class OnnxRecognizer(Recognizer):
-    """An exported model run by onnxruntime on the CPU (or CUDA with onnxruntime-gpu)."""
-
-    def __init__(self, path: str | Path, threads: int | None = None, cuda: bool = False) -> None:
-        ort = _import_onnxruntime()
-        path = Path(path)
-        if not path.is_file():
-            raise OnnxModelError(f"{path}: ONNX model not found; export one with python model.py --export-onnx")
-        if path.stat().st_size == 0:
-            raise OnnxModelError(f"{path}: ONNX model is empty (0 bytes), probably an interrupted copy")
-        providers = ["CPUExecutionProvider"]
-        if cuda:
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ValueError("--cuda with an .onnx model needs onnxruntime-gpu; drop --cuda to run on the CPU")
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(os.fspath(path), session_options(threads), providers=providers)
-        except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for bad files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise OnnxModelError(f"{path}: not a usable ONNX model ({first[:200]})") from None
-        self.metadata = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
-        inputs = tuple(i.name for i in self.session.get_inputs())
-        outputs = tuple(o.name for o in self.session.get_outputs())
-        if inputs != INPUT_NAMES or outputs != OUTPUT_NAMES:
-            raise OnnxModelError(f"{path}: graph inputs {inputs} / outputs {outputs}, expected {INPUT_NAMES} / "
-                                 f"{OUTPUT_NAMES}; export the model again")
-        self.path = path
-        self.audio_config: AudioConfig = self.metadata["audio_config"]
-        self.labels = list(self.metadata["labels"])
-        self.frame_shift = float(self.metadata["frame_shift"])
-        model_cfg = self.metadata["model_config"]
-        self.info = {"path": str(path), "name": path.name, "format": "onnx",
-                     "precision": self.metadata["precision"], "epochs": self.metadata["info"].get("epochs"),
-                     "architecture": model_cfg.get("arch") if isinstance(model_cfg, dict) else None}
-
-    @classmethod
-    def load(cls, cfg: InferenceConfig) -> "OnnxRecognizer":
-        if cfg.amp:
-            raise ValueError("--half/--amp applies to PyTorch models; for a faster ONNX model export with --int8")
-        return cls(cfg.model_path, cfg.threads, cfg.cuda)
-
-    def forward_padded(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        log_probs, out_lengths = self.session.run(None, {
-            "features": np.ascontiguousarray(features, dtype=np.float32),
-            "lengths": np.asarray(lengths, dtype=np.int64).reshape(-1),
-        })
-        return log_probs, out_lengths

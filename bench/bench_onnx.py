@@ -63,8 +63,8 @@ def run_variant(recognizer: Recognizer, features: Sequence[np.ndarray], batch_si
 def compare(model_path: Path, manifests: Sequence[Path], calibration: Path | None, threads: int,
             batch_size: int, out_dir: Path) -> dict:
     from checkpoint import load_model
+    from inference import OnnxRecognizer
     from onnx_export import calibration_features, export_onnx, quantize_onnx
-    from onnx_runtime import OnnxRecognizer
 
     torch.set_num_threads(threads)
     model, ckpt = load_model(model_path)

@@ -86,10 +86,14 @@ from data.data_loader import AudioDataLoader, Batch, BucketingSampler, Spectrogr
 from data.manifest import ManifestError, read_manifest  # noqa: E402
 from data.text import TranscriptError, load_labels  # noqa: E402
 from decoder import BeamCTCDecoder, DecoderError, GreedyDecoder, lm_file_kind, load_lm_defaults  # noqa: E402
-from inference import Recognizer, TorchRecognizer, evaluate  # noqa: E402
+from inference import (  # noqa: E402
+    OnnxRecognizer,  # noqa: E402
+    Recognizer,
+    TorchRecognizer,
+    evaluate,
+)
 from model import AcousticModel, ModelConfig, build_model, count_parameters, forward_flops  # noqa: E402
 from onnx_export import calibration_features, export_onnx, quantize_onnx  # noqa: E402
-from onnx_runtime import OnnxRecognizer  # noqa: E402
 from transcribe import transcribe_files  # noqa: E402
 
 DEFAULT_VAL_MANIFEST = REPO / "data" / "an4_val_manifest.csv"

@@ -25,9 +25,15 @@ from checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from data.audio import AudioConfig, spectrogram  # noqa: E402
 from data.text import LABELS  # noqa: E402
 from decoder import GreedyDecoder  # noqa: E402
-from inference import InferenceConfig, TorchRecognizer, load_recognizer, transcribe_many  # noqa: E402
+from inference import (  # noqa: E402
+    InferenceConfig,
+    OnnxRecognizer,  # noqa: E402
+    TorchRecognizer,
+    load_recognizer,
+    transcribe_many,
+)
 from model import ModelConfig, build_model  # noqa: E402
-from onnx_runtime import FORMAT_VERSION, OnnxModelError, OnnxRecognizer  # noqa: E402
+from onnx_runtime import FORMAT_VERSION, OnnxModelError  # noqa: E402
 
 CONFIGS = {
     "ds2-bi-lstm": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm"),
