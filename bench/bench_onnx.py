@@ -14,6 +14,12 @@ are statically quantized on that audio. Batches of ``--batch-size`` in manifest 
 WER/CER, the largest absolute difference of any valid log-prob from PyTorch's, how many
 hypotheses equal PyTorch's, and the model's wall time (``--threads`` threads).
 
+Then every variant transcribes the same 32 AN4-like WAV files end to end (``transcribe_files``:
+read, spectrogram, model, greedy), in batches of 16 and one file at a time, on **one thread**,
+timed by the process's CPU time as well as the wall clock: x realtime per CPU-second is what
+one core delivers, and stays meaningful when other processes share the machine (the wall
+clock then does not). PyTorch under bf16 autocast is included.
+
 The front-end part times the features three ways on the same 2.7 s utterances, one thread:
 numpy (``data.audio.spectrogram``, what the runtime uses), and inside an ONNX graph run by
 onnxruntime, as a strided convolution with a windowed DFT basis or with ONNX's ``STFT`` op.
@@ -66,7 +72,6 @@ def compare(model_path: Path, manifests: Sequence[Path], calibration: Path | Non
     from inference import OnnxRecognizer
     from onnx_export import calibration_features, export_onnx, quantize_onnx
 
-    torch.set_num_threads(threads)
     model, ckpt = load_model(model_path)
     cfg, labels = ckpt.audio_config, ckpt.labels
     log(f"export {model_path} -> {out_dir}")
@@ -78,9 +83,19 @@ def compare(model_path: Path, manifests: Sequence[Path], calibration: Path | Non
                                                   calibration_features(calibration, cfg))
     variants: dict[str, Recognizer] = {"torch_fp32": TorchRecognizer(model, cfg, labels)}
     variants.update({name: OnnxRecognizer(path, threads=threads) for name, path in files.items()})
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _compare_sets(variants, files, manifests, cfg, labels, batch_size,
+                             {"model": str(model_path), "threads": threads, "batch_size": batch_size})
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _compare_sets(variants: dict, files: dict, manifests: Sequence[Path], cfg: AudioConfig, labels: Sequence[str],
+                  batch_size: int, results: dict) -> dict:
     decoder = GreedyDecoder(labels)
-    results: dict = {"model": str(model_path), "threads": threads, "batch_size": batch_size,
-                     "sizes_mib": {k: round(p.stat().st_size / 2**20, 1) for k, p in files.items()}, "sets": {}}
+    results.update(sizes_mib={k: round(p.stat().st_size / 2**20, 1) for k, p in files.items()}, sets={})
     for manifest in manifests:
         rows = read_manifest(manifest)
         log(f"{manifest}: {len(rows)} utterances")
@@ -103,7 +118,54 @@ def compare(model_path: Path, manifests: Sequence[Path], calibration: Path | Non
                 "model_x_realtime": round(audio_s / seconds, 1),
             }
         results["sets"][str(manifest)] = per_set
+    results["files"] = {k: str(v) for k, v in files.items()}
     return results
+
+
+def cpu_time_speed(model_path: Path, files: dict[str, str], runs: int = 3, n_files: int = 32,
+                   n_single: int = 8) -> dict:
+    """x realtime per CPU-second and per wall second, one thread, WAV -> text, every variant in turn."""
+    from bench.run_all import an4_like_durations, synthetic_audio, write_wavs
+    from checkpoint import load_model
+    from onnx_runtime import OnnxRecognizer
+
+    model, ckpt = load_model(model_path)
+    cfg, labels = ckpt.audio_config, ckpt.labels
+    durations = an4_like_durations(n_files)
+    variants: dict[str, Recognizer] = {"torch_fp32": TorchRecognizer(model, cfg, labels),
+                                       "torch_bf16": TorchRecognizer(model, cfg, labels, amp=True)}
+    variants.update({name: OnnxRecognizer(path, threads=1) for name, path in files.items()})
+    decoder = GreedyDecoder(labels)
+    out: dict = {"threads": 1, "files": n_files, "single_files": n_single, "runs": runs,
+                 "audio_seconds": round(sum(durations), 1)}
+    with tempfile.TemporaryDirectory(prefix="bench_onnx_wavs_") as tmp:
+        wavs = write_wavs(Path(tmp), synthetic_audio(durations, cfg.sample_rate), cfg.sample_rate)
+        modes = {"batched": (wavs, 16, sum(durations)), "single": (wavs[:n_single], 1, sum(durations[:n_single]))}
+        samples: dict = {name: {mode: ([], []) for mode in modes} for name in variants}
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            _speed_rounds(variants, modes, decoder, runs, samples)
+        finally:
+            torch.set_num_threads(threads)
+    for name, per_mode in samples.items():
+        out[name] = {f"{mode}_{kind}": round(statistics.median(values), 1)
+                     for mode, (cpu, wall) in per_mode.items() for kind, values in (("cpu", cpu), ("wall", wall))}
+    return out
+
+
+def _speed_rounds(variants: dict, modes: dict, decoder: GreedyDecoder, runs: int, samples: dict) -> None:
+    from transcribe import transcribe_files
+
+    for r in range(runs + 1):  # the first round warms up
+            for name, rec in variants.items():
+                for mode, (paths, batch_size, seconds) in modes.items():
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    transcribe_files(paths, rec, decoder, batch_size=batch_size)
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    if r:
+                        samples[name][mode][0].append(seconds / cpu)
+                        samples[name][mode][1].append(seconds / wall)
 
 
 def front_end(seconds: float = 2.7, n: int = 16, runs: int = 7) -> dict:
@@ -209,12 +271,22 @@ def main(argv: list[str] | None = None) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
             results["compare"] = compare(args.model_path, args.manifests, args.calibration_manifest, args.threads,
                                          args.batch_size, out_dir)
+            log("speed: one thread, CPU time and wall clock, WAV -> text")
+            results["speed"] = cpu_time_speed(args.model_path, results["compare"]["files"])
         for manifest, per_set in results["compare"]["sets"].items():
             print(f"\n{manifest}")
             print(f"  {'variant':18s} {'WER':>7s} {'CER':>7s} {'max |diff|':>11s} {'same hyps':>10s} {'model x rt':>10s}")
             for name, r in per_set.items():
                 print(f"  {name:18s} {r['wer']:7.3f} {r['cer']:7.3f} {r['max_abs_diff']:11.2e} "
                       f"{r['same_hypotheses']:>4d}/{r['utterances']:<5d} {r['model_x_realtime']:10.1f}")
+        sp = results["speed"]
+        print(f"\nWAV -> text, 1 thread, x realtime per CPU-second (per wall second), {sp['audio_seconds']} s in "
+              f"{sp['files']} files")
+        print(f"  {'variant':18s} {'batches of 16':>22s} {'one file at a time':>22s}")
+        for name, r in sp.items():
+            if isinstance(r, dict):
+                print(f"  {name:18s} {r['batched_cpu']:12.1f} ({r['batched_wall']:6.1f}) "
+                      f"{r['single_cpu']:13.1f} ({r['single_wall']:6.1f})")
     print(json.dumps(results))
     return 0
 

@@ -380,3 +380,18 @@ def test_transcribe_many_batches_by_length_within_the_size_and_audio_budget():
     assert all(len(b) * max(b) <= 30 * 100 + len(b) for b in spy.batches)
     assert len(frames) == len(seconds) + 2  # the 45 s file is three chunks
     assert [r["transcription"] for r in results] == ["", "A", "A", "A", "A", "A A A", "A"]
+
+
+def test_bench_onnx_compares_every_variant(tiny_dataset, tmp_path):
+    from bench import bench_onnx
+
+    m = random_model(CONFIGS["ds2-bi-lstm"])
+    ckpt = save_checkpoint(tmp_path / "tiny.pth", Checkpoint.from_model(m, AudioConfig(), LABELS))
+    result = bench_onnx.compare(ckpt, [tiny_dataset], tiny_dataset, threads=1, batch_size=4, out_dir=tmp_path)
+    per_set = result["sets"][str(tiny_dataset)]
+    assert set(per_set) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static"}
+    assert per_set["onnx_fp32"]["max_abs_diff"] < 1e-4 and per_set["onnx_fp32"]["wer"] == per_set["torch_fp32"]["wer"]
+    assert per_set["onnx_fp32"]["same_hypotheses"] == per_set["onnx_fp32"]["utterances"] == 6
+    speed = bench_onnx.cpu_time_speed(ckpt, result["files"], runs=1, n_files=2, n_single=1)
+    for name in ("torch_fp32", "torch_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_static"):
+        assert all(speed[name][k] > 0 for k in ("batched_cpu", "batched_wall", "single_cpu", "single_wall")), name
