@@ -127,7 +127,7 @@ def cpu_time_speed(model_path: Path, files: dict[str, str], runs: int = 3, n_fil
     """x realtime per CPU-second and per wall second, one thread, WAV -> text, every variant in turn."""
     from bench.run_all import an4_like_durations, synthetic_audio, write_wavs
     from checkpoint import load_model
-    from onnx_runtime import OnnxRecognizer
+    from inference import OnnxRecognizer
 
     model, ckpt = load_model(model_path)
     cfg, labels = ckpt.audio_config, ckpt.labels
