@@ -731,3 +731,24 @@ def test_v3_size_checkpoint_imports_quickly_without_network(tmp_path, monkeypatc
     assert seconds <= 10, seconds
     model, _ = load_model(tmp_path / "librispeech.pth")
     assert count_parameters(model) == 86_618_400  # V3's 86.6 M
+
+
+@needs_fixtures
+def test_imported_model_exports_to_onnx(tmp_path):
+    """A converted model runs through the ONNX export (the torch-free runtime) with the reference's
+    probabilities and text."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from inference import OnnxRecognizer
+
+    out = tmp_path / "imported.pth"
+    assert model_cli.main(["--import-deepspeech-pytorch", str(FIXTURES / "dspt_v2_gru_bi.pth"), "--export", str(out),
+                           "--pad-mode", "constant"]) == 0
+    onnx_path = tmp_path / "imported.onnx"
+    assert model_cli.main(["--model-path", str(out), "--export-onnx", str(onnx_path)]) == 0
+    rec = OnnxRecognizer(onnx_path, threads=1)
+    for wav, ref in _references()["dspt_v2_gru_bi.pth"].items():
+        spect = spectrogram(load_audio(EXAMPLES / wav, rec.audio_config.sample_rate), rec.audio_config)
+        probs = np.exp(rec.log_probs([spect])[0])
+        assert np.abs(probs - np.load(FIXTURES / ref["probs"])).max() < TOL
+        assert best_path(probs, rec.labels) == ref["greedy"]
