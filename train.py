@@ -226,10 +226,14 @@ def find_resumable(folder: Path) -> Path | None:
     return None
 
 
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 over the names and bytes of a model's weights (unwrapped from DDP)."""
+def weights_digest(model: nn.Module, buffers: bool = False) -> str:
+    """SHA-256 over the names and bytes of a model's parameters (unwrapped from DDP), or with
+    ``buffers`` of its buffers (BatchNorm running statistics: under DDP each rank updates
+    them from its own batches, and rank 0's are the ones saved)."""
     h = hashlib.sha256()
-    for k, v in sorted(unwrap_model(model).state_dict().items()):
+    bare = unwrap_model(model)
+    tensors = bare.named_buffers() if buffers else bare.named_parameters()
+    for k, v in sorted(tensors):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -631,7 +635,8 @@ class Trainer:
             (Path(digest_dir) / f"rank{self.rank}.json").write_text(json.dumps(
                 {"rank": self.rank, "world_size": self.world_size, "epoch": self.epoch, "step": self.step,
                  "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-                 "sha256": weights_digest(self.model)}))
+                 "save_folder": str(self.save_folder.resolve()),
+                 "sha256": weights_digest(self.model), "buffers_sha256": weights_digest(self.model, True)}))
         if self.distributed:
             dist.barrier()
             dist.destroy_process_group()

@@ -1,15 +1,24 @@
 """train.py at scale: --batch-frames, --cache-mb, --lazy-transcripts, --continue-from auto, multi-node torchrun."""
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from test_train import TINY, load_flat, run_train
 
 import train
+from checkpoint import load_checkpoint
 from data.data_loader import FrameBatchSampler
+from model import build_model
 
 NO_BATCH_SIZE = [a for a in TINY if a not in ("--batch-size", "3")]
 
@@ -67,3 +76,127 @@ def test_continue_from_auto_starts_fresh_then_resumes_the_newest(tiny_dataset, t
     assert b["epoch"] == 3
     assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
     assert train.find_resumable(tmp_path / "empty") is None
+
+
+# ---------------------------------------------------------------------------- 2 nodes x 1 process on torchrun
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TwoNodes:
+    """Two torchrun agents on 127.0.0.1 as node 0 and node 1 (c10d rendezvous, gloo)."""
+
+    def __init__(self, manifest: Path, tmp: Path) -> None:
+        self.manifest, self.tmp = manifest, tmp
+        self.flags = ["--epochs", "4", "--batch-size", "1", "--hidden-size", "8", "--hidden-layers", "1",
+                      "--conv-channels", "4", "--silent", "--threads", "1"]
+
+    def cmd(self, node: int, port: int, run_id: str, save: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+                "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                "--rdzv-id", run_id, "--local-addr", "127.0.0.1", "--max-restarts", "1", "--monitor-interval", "0.2",
+                "--rdzv-conf", f"is_host={int(node == 0)},keep_alive_interval=1,keep_alive_max_attempt=2",
+                str(REPO / "train.py"), "--train-manifest", str(self.manifest), "--val-manifest", str(self.manifest),
+                "--save-folder", str(save), "--model-path", str(save / "best.pth"), *self.flags, *extra]
+
+    def start(self, node: int, port: int, run_id: str, save: Path, digests: Path, *extra: str) -> subprocess.Popen:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPSPEECH_WEIGHTS_DIGEST_DIR": str(digests)}
+        log = open(self.tmp / f"{run_id}-node{node}.log", "ab")
+        return subprocess.Popen(self.cmd(node, port, run_id, save, *extra), cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def run(self, name: str, saves: tuple[Path, Path], *extra: str) -> dict[int, dict]:
+        port, digests = free_port(), self.tmp / f"digest-{name}"
+        agents = [self.start(0, port, name, saves[0], digests, *extra)]
+        time.sleep(0.5)  # node 0 hosts the rendezvous store
+        agents.append(self.start(1, port, name, saves[1], digests, *extra))
+        self.wait(agents, name)
+        return read_digests(digests)
+
+    def wait(self, agents: list[subprocess.Popen], name: str) -> None:
+        try:
+            for a in agents:
+                assert a.wait(90) == 0, self.logs(name)
+        finally:
+            for a in agents:
+                if a.poll() is None:
+                    os.killpg(a.pid, signal.SIGKILL)
+
+    def logs(self, name: str) -> str:
+        return "\n".join(p.read_text(errors="replace")[-2500:] for p in sorted(self.tmp.glob(f"{name}-node*.log")))
+
+
+def read_digests(folder: Path) -> dict[int, dict]:
+    out = {}
+    for path in folder.glob("rank*.json"):
+        d = json.loads(path.read_text())
+        out[d["rank"]] = d
+    return out
+
+
+def file_digest(path: Path, buffers: bool = False) -> str:
+    model = build_model(load_checkpoint(path).model_config)
+    model.load_state_dict(load_checkpoint(path).state_dict)
+    return train.weights_digest(model, buffers)
+
+
+@pytest.mark.slow
+def test_two_nodes_on_torchrun_resume_and_elastic_restart(tiny_dataset, tmp_path):
+    """2 nodes x 1 process (c10d rendezvous on 127.0.0.1, gloo): the ranks end with identical
+    weights, only rank 0 writes, a stopped run resumes exactly with --continue-from auto, and
+    after node 1 is SIGKILLed mid-run torchrun --max-restarts 1 reruns the same command line,
+    which continues from the last per-batch checkpoint to the same weights."""
+    nodes = TwoNodes(tiny_dataset, tmp_path)
+    shared = tmp_path / "shared"
+    # uninterrupted reference, one save folder seen by both nodes (a shared file system)
+    ref = nodes.run("ref", (shared / "ref", shared / "ref"))
+    assert set(ref) == {0, 1} and ref[0]["world_size"] == 2
+    assert ref[0]["sha256"] == ref[1]["sha256"]
+    assert file_digest(shared / "ref" / "deepspeech_last.pth") == ref[0]["sha256"]
+    # BatchNorm running statistics are each rank's own; rank 0's are saved
+    assert file_digest(shared / "ref" / "deepspeech_last.pth", buffers=True) == ref[0]["buffers_sha256"]
+    assert load_flat(shared / "ref" / "deepspeech_last.pth")["epoch"] == 4
+
+    # a stop after epoch 1 with a save folder per node: only rank 0's folder gets files
+    a, b = tmp_path / "node0", tmp_path / "node1"
+    first = nodes.run("stop", (a, b), "--stop-after-epoch", "1", "--continue-from", "auto")
+    assert first[0]["sha256"] == first[1]["sha256"] and first[0]["resumed_from"] is None
+    rank0_folder, rank1_folder = Path(first[0]["save_folder"]), Path(first[1]["save_folder"])
+    assert {rank0_folder, rank1_folder} == {a.resolve(), b.resolve()}
+    assert (rank0_folder / "deepspeech_last.pth").is_file()
+    assert not rank1_folder.exists() or not any(rank1_folder.iterdir())
+    assert file_digest(rank0_folder / "deepspeech_last.pth") == first[0]["sha256"]
+    # resume with the same command line: exactly the uninterrupted run
+    resumed = nodes.run("resume", (rank0_folder, rank0_folder), "--continue-from", "auto")
+    assert resumed[0]["resumed_from"] == str(rank0_folder / "deepspeech_last.pth")
+    assert resumed[0]["sha256"] == resumed[1]["sha256"] == ref[0]["sha256"]
+    assert resumed[0]["buffers_sha256"] == ref[0]["buffers_sha256"]
+
+    # elastic restart: SIGKILL node 1's agent and its worker mid-run, start it again
+    save = shared / "elastic"
+    port, digests = free_port(), tmp_path / "digest-elastic"
+    extra = ("--continue-from", "auto", "--checkpoint-per-batch", "1")
+    agents = [nodes.start(0, port, "elastic", save, digests, *extra)]
+    time.sleep(0.5)
+    agents.append(nodes.start(1, port, "elastic", save, digests, *extra))
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(save.glob("deepspeech_checkpoint_epoch_1_iter_2.pth")):
+        assert agents[0].poll() is None, nodes.logs("elastic")
+        time.sleep(0.01)
+    # the node dies: its agent and the worker (torchrun starts workers in their own session)
+    workers = [int(p) for p in Path(f"/proc/{agents[1].pid}/task/{agents[1].pid}/children").read_text().split()]
+    os.killpg(agents[1].pid, signal.SIGKILL)
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    agents[1].wait()
+    assert not (save / "deepspeech_checkpoint_epoch_4_iter_3.pth").exists()  # killed mid-run
+    agents[1] = nodes.start(1, port, "elastic", save, digests, *extra)
+    nodes.wait(agents, "elastic")
+    elastic = read_digests(digests)
+    assert elastic[0]["resumed_from"] is not None, nodes.logs("elastic")  # the restart continued from a checkpoint
+    assert elastic[0]["sha256"] == elastic[1]["sha256"] == ref[0]["sha256"]
+    assert elastic[0]["buffers_sha256"] == ref[0]["buffers_sha256"]
