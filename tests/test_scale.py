@@ -204,3 +204,16 @@ def test_distributed_frame_batches_partition_and_pad(replicas: int) -> None:
     run.load_state_dict({"epoch": 1, "batches_done": 2, "n_batches": len(run)})
     run.set_epoch(1)
     assert [list(b) for b in run] == full[2:]
+
+
+def test_bench_loader_quick(capsys: pytest.CaptureFixture) -> None:
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_loader
+
+    assert bench_loader.main(["--rows", "2000", "--files", "2", "--seconds", "1", "--stream", "200", "--runs", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"manifest_load_s", "flac_x_realtime", "rss_growth_mb"}
+    assert result["flac_x_realtime"] > 0 and result["manifest_load_s"] < 10
