@@ -14,6 +14,7 @@ resumable checkpoints and the training curves (curves.png).
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import logging
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp", action="store_true",
                    help="mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on CPU")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--dist-timeout", type=float, default=1800.0,
+                   help="DDP: seconds a collective waits for the other ranks before failing, so that torchrun "
+                        "can restart the workers after a rank died")
     g = p.add_argument_group("logging")
     g.add_argument("--visdom", action="store_true", help="plot loss/WER/CER to a visdom server")
     g.add_argument("--visdom-server", default="http://localhost", help="with --visdom")
@@ -344,7 +348,8 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = self._device()
         if self.distributed:
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=args.dist_timeout))
         self.optim_cfg = OptimConfig.from_args(args)
         self.save_folder = Path(args.save_folder)
         self.last_path = self.save_folder / "deepspeech_last.pth"
@@ -756,6 +761,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"{flag(name)} applies with {flag(needs)} only")
     if args.stop_after_epoch is not None and args.stop_after_epoch < 1:
         parser.error("--stop-after-epoch must be at least 1")
+    if args.dist_timeout <= 0:
+        parser.error("--dist-timeout must be > 0 seconds")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     if args.num_workers < 0 or args.checkpoint_per_batch < 0:
