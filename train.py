@@ -4,6 +4,8 @@
     python train.py --cuda --amp                       # the same on a GPU with mixed precision
     torchrun --nproc_per_node 2 train.py --cuda        # DDP over 2 GPUs (gloo on CPU)
     python train.py --continue-from models/deepspeech_last.pth   # resume exactly
+    python train.py --continue-from auto               # resume from the newest checkpoint in --save-folder, if any
+    python train.py --batch-frames 40000               # batches bounded by padded frames instead of a count
 
 The effective configuration is printed at start and stored in every checkpoint.
 The best model by validation WER goes to --model-path; --save-folder holds the
@@ -12,6 +14,8 @@ resumable checkpoints and the training curves (curves.png).
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
 import json
 import logging
 import math
@@ -19,6 +23,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,10 +33,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from checkpoint import Checkpoint, CheckpointError, TrainingState, load_model, save_checkpoint, unwrap_model
+from checkpoint import Checkpoint, CheckpointError, TrainingState, load_checkpoint, load_model, save_checkpoint, unwrap_model
 from data.audio import AudioConfig, AudioError, with_feature_stats
 from data.augment import AugmentConfig
-from data.data_loader import AudioDataLoader, BucketingSampler, DistributedBucketingSampler, SpectrogramDataset
+from data.data_loader import (
+    AudioDataLoader,
+    BucketingSampler,
+    DistributedBucketingSampler,
+    DistributedFrameBatchSampler,
+    FrameBatchSampler,
+    SpectrogramDataset,
+)
 from data.manifest import ManifestError
 from data.text import TranscriptError, load_labels
 from decoder import GreedyDecoder
@@ -106,7 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-manifest", default="data/an4_val_manifest.csv",
                    help="CSV manifest for validation and model selection (never the test set)")
     g.add_argument("--labels-path", default=None, help="JSON list of labels, blank '_' first (default: English letters)")
-    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="utterances per batch (default: 16; not with --batch-frames)")
+    g.add_argument("--batch-frames", type=int, default=None,
+                   help="dynamic batches instead of --batch-size: duration-sorted utterances grouped so that "
+                        "each batch's padded spectrogram frames (longest x count) stay within N (100 frames = 1 s)")
+    g.add_argument("--cache-mb", type=float, default=None,
+                   help="keep at most this many MB of decoded audio in memory per loader process; 0: decode on "
+                        "demand only (flat memory). Default: automatic, the whole manifest when its float32 audio "
+                        "fits in 512 MB, else no cache")
+    g.add_argument("--lazy-transcripts", action="store_true",
+                   help="read and check transcripts when an utterance is loaded instead of all at start (large "
+                        "manifests with a duration column then load without opening a file); bad ones are "
+                        "skipped and counted")
     g.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     g.add_argument("--no-shuffle", action="store_true", help="keep the duration-sorted order every epoch")
     g.add_argument("--no-sortaGrad", dest="no_sorta_grad", action="store_true",
@@ -122,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", action="store_true", help="also keep deepspeech_{epoch}.pth every epoch")
     g.add_argument("--checkpoint-per-batch", type=int, default=0,
                    help="write a resumable checkpoint every N batches (0: off)")
-    g.add_argument("--continue-from", default=None, help="resume training exactly from this checkpoint")
+    g.add_argument("--continue-from", default=None,
+                   help="resume training exactly from this checkpoint; 'auto': from the newest resumable "
+                        "checkpoint in --save-folder (deepspeech_last.pth or a per-batch one), or start fresh "
+                        "when there is none (what an elastic torchrun restart needs)")
     g.add_argument("--finetune", action="store_true",
                    help="with --continue-from: take the weights only, start a fresh optimizer and epoch count")
     g.add_argument("--stop-after-epoch", type=int, default=None,
@@ -132,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp", action="store_true",
                    help="mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on CPU")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--dist-timeout", type=float, default=1800.0,
+                   help="DDP: seconds a collective waits for the other ranks before failing, so that torchrun "
+                        "can restart the workers after a rank died")
     g = p.add_argument_group("logging")
     g.add_argument("--visdom", action="store_true", help="plot loss/WER/CER to a visdom server")
     g.add_argument("--visdom-server", default="http://localhost", help="with --visdom")
@@ -175,6 +205,42 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+CHECKPOINT_GLOBS = ("deepspeech_last.pth", "deepspeech_checkpoint_epoch_*_iter_*.pth", "deepspeech_[0-9]*.pth")
+
+
+def find_resumable(folder: Path) -> Path | None:
+    """The newest checkpoint in ``folder`` that holds a training state to resume from
+    (``--continue-from auto``), or None. Newest by modification time; on a tie
+    deepspeech_last.pth wins. Files that do not load (a copy cut short) are passed over."""
+    seen: dict[Path, tuple[int, int]] = {}
+    for rank, pattern in enumerate(CHECKPOINT_GLOBS):
+        for path in folder.glob(pattern):
+            if path.is_file() and path not in seen:
+                seen[path] = (path.stat().st_mtime_ns, -rank)
+    for path in sorted(seen, key=seen.get, reverse=True):
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            log.warning("--continue-from auto: passing over %s (%s)", path, e)
+            continue
+        if ckpt.training is not None and ckpt.training.resumable:
+            return path
+    return None
+
+
+def weights_digest(model: nn.Module, buffers: bool = False) -> str:
+    """SHA-256 over the names and bytes of a model's parameters (unwrapped from DDP), or with
+    ``buffers`` of its buffers (BatchNorm running statistics: under DDP each rank updates
+    them from its own batches, and rank 0's are the ones saved)."""
+    h = hashlib.sha256()
+    bare = unwrap_model(model)
+    tensors = bare.named_buffers() if buffers else bare.named_parameters()
+    for k, v in sorted(tensors):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
@@ -273,6 +339,8 @@ class GracefulStop:
 class Trainer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        if args.batch_size is None and not args.batch_frames:
+            args.batch_size = 16
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -280,7 +348,8 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = self._device()
         if self.distributed:
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=args.dist_timeout))
         self.optim_cfg = OptimConfig.from_args(args)
         self.save_folder = Path(args.save_folder)
         self.last_path = self.save_folder / "deepspeech_last.pth"
@@ -301,11 +370,12 @@ class Trainer:
         args = self.args
         seed_everything(args.seed)
         resume: Checkpoint | None = None
-        if args.continue_from:
-            model, resume = load_model(args.continue_from, self.device)
+        self.resumed_from = self._resume_source()
+        if self.resumed_from is not None:
+            model, resume = self._load_resume()
             if not args.finetune and (resume.training is None or not resume.training.resumable):
                 raise CheckpointError(
-                    f"{args.continue_from}: holds a model but no training state; "
+                    f"{self.resumed_from}: holds a model but no training state; "
                     "use --finetune to start a new run from its weights"
                 )
             self.audio_cfg = resume.audio_config
@@ -316,29 +386,30 @@ class Trainer:
             self.labels = load_labels(args.labels_path)
             if args.normalize == "global":
                 stats_set = SpectrogramDataset(args.train_manifest, self.audio_cfg, self.labels, on_error="skip",
-                                               cache_audio=False)
+                                               cache_audio=False, lazy_transcripts=args.lazy_transcripts)
                 self.audio_cfg = with_feature_stats(self.audio_cfg, *feature_stats(stats_set))
                 self.info("feature statistics measured on %d training utterances", len(stats_set))
             cfg = ModelConfig.from_args(args, self.audio_cfg.n_freq, len(self.labels))
             model = build_model(cfg).to(self.device)
 
         augment = AugmentConfig.from_args(args)
+        data_kw = dict(on_error="skip", lazy_transcripts=args.lazy_transcripts,
+                       cache_bytes=None if args.cache_mb is None else int(args.cache_mb * 2**20))
         self.train_set = SpectrogramDataset(args.train_manifest, self.audio_cfg, self.labels, augment=augment,
-                                            on_error="skip", seed=args.seed)
-        self.val_set = SpectrogramDataset(args.val_manifest, self.audio_cfg, self.labels, on_error="skip")
-        sampler_kw = dict(batch_size=args.batch_size, shuffle=not args.no_shuffle,
-                          sortagrad=not args.no_sorta_grad, seed=args.seed)
-        if self.distributed:
-            self.sampler = DistributedBucketingSampler(self.train_set, num_replicas=self.world_size,
-                                                       rank=self.rank, **sampler_kw)
+                                            seed=args.seed, **data_kw)
+        self.val_set = SpectrogramDataset(args.val_manifest, self.audio_cfg, self.labels, **data_kw)
+        order_kw = dict(shuffle=not args.no_shuffle, sortagrad=not args.no_sorta_grad, seed=args.seed)
+        rank_kw = dict(num_replicas=self.world_size, rank=self.rank)
+        if args.batch_frames:
+            self.sampler = (DistributedFrameBatchSampler(self.train_set, args.batch_frames, **order_kw, **rank_kw)
+                            if self.distributed else FrameBatchSampler(self.train_set, args.batch_frames, **order_kw))
+            val_sampler = FrameBatchSampler(self.val_set, args.batch_frames, shuffle=False)
         else:
-            self.sampler = BucketingSampler(self.train_set, **sampler_kw)
+            self.sampler = (DistributedBucketingSampler(self.train_set, args.batch_size, **order_kw, **rank_kw)
+                            if self.distributed else BucketingSampler(self.train_set, args.batch_size, **order_kw))
+            val_sampler = BucketingSampler(len(self.val_set), batch_size=max(args.batch_size, 16), shuffle=False)
         self.train_loader = AudioDataLoader(self.train_set, batch_sampler=self.sampler, num_workers=args.num_workers)
-        self.val_loader = AudioDataLoader(
-            self.val_set,
-            batch_sampler=BucketingSampler(len(self.val_set), batch_size=max(args.batch_size, 16), shuffle=False),
-            num_workers=args.num_workers,
-        )
+        self.val_loader = AudioDataLoader(self.val_set, batch_sampler=val_sampler, num_workers=args.num_workers)
         self.steps_per_epoch = len(self.sampler)
 
         self.attach_model(model)
@@ -364,6 +435,42 @@ class Trainer:
                 if logger is not None:
                     logger.log_history(self.history)
 
+    def _resume_source(self) -> Path | None:
+        """The checkpoint to start from: --continue-from, or with 'auto' the newest resumable one
+        in --save-folder (None: a fresh start). Under DDP rank 0 decides for every rank."""
+        given = self.args.continue_from
+        if not given:
+            return None
+        path: Path | None = Path(given)
+        if given == "auto":
+            path = find_resumable(self.save_folder) if self.is_main else None
+            if self.is_main:
+                if path is None:
+                    self.info("--continue-from auto: no resumable checkpoint in %s, starting fresh", self.save_folder)
+                else:
+                    self.info("--continue-from auto: resuming from %s", path)
+        if self.distributed:
+            chosen = [str(path) if path is not None else None]
+            dist.broadcast_object_list(chosen, src=0)
+            path = Path(chosen[0]) if chosen[0] is not None else None
+        return path
+
+    def _load_resume(self) -> tuple[nn.Module, Checkpoint]:
+        """Load the checkpoint to resume from. Under DDP rank 0 reads the file and sends its
+        bytes to the other ranks, so the checkpoint need exist on the first node only."""
+        if not self.distributed:
+            return load_model(self.resumed_from, self.device)
+        payload = [self.resumed_from.read_bytes() if self.is_main else None]
+        dist.broadcast_object_list(payload, src=0)
+        if self.is_main:
+            return load_model(self.resumed_from, self.device)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / self.resumed_from.name
+            local.write_bytes(payload[0])
+            model, ckpt = load_model(local, self.device)
+        ckpt.path = self.resumed_from
+        return model, ckpt
+
     def attach_model(self, model: nn.Module) -> None:
         """Take ``model`` (on this trainer's device) with a fresh optimizer, gradient scaler and
         skip counters: everything :meth:`train_step` needs."""
@@ -381,7 +488,7 @@ class Trainer:
         differ = [k for k, v in given.items() if k in stored and stored[k] != v and v != defaults[k]]
         if differ:
             log.warning("--continue-from: the architecture and audio come from %s; ignoring %s",
-                        self.args.continue_from, ", ".join(flag(k) for k in differ))
+                        self.resumed_from, ", ".join(flag(k) for k in differ))
 
     def _restore(self, state: TrainingState) -> None:
         self.optimizer.load_state_dict(state.optimizer)
@@ -402,7 +509,7 @@ class Trainer:
         self.best_state_dict = state.best_state_dict
         self.counters.update(state.counters)
         set_rng_state(state.rng)
-        self.info("resumed from %s: %d epochs done, step %d", self.args.continue_from, self.epoch, self.step)
+        self.info("resumed from %s: %d epochs done, step %d", self.resumed_from, self.epoch, self.step)
 
     # -- checkpoints ------------------------------------------------------------------
 
@@ -527,6 +634,14 @@ class Trainer:
             self.save_best_model()
         if self.tb is not None:
             self.tb.close()
+        digest_dir = os.environ.get("DEEPSPEECH_WEIGHTS_DIGEST_DIR")
+        if digest_dir:  # for checking that every rank ends with the same weights
+            Path(digest_dir).mkdir(parents=True, exist_ok=True)
+            (Path(digest_dir) / f"rank{self.rank}.json").write_text(json.dumps(
+                {"rank": self.rank, "world_size": self.world_size, "epoch": self.epoch, "step": self.step,
+                 "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                 "save_folder": str(self.save_folder.resolve()),
+                 "sha256": weights_digest(self.model), "buffers_sha256": weights_digest(self.model, True)}))
         if self.distributed:
             dist.barrier()
             dist.destroy_process_group()
@@ -628,8 +743,17 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--cuda given but no CUDA device is available; drop --cuda to train on the CPU")
     if args.finetune and not args.continue_from:
         parser.error("--finetune needs --continue-from MODEL")
-    if args.batch_size < 1:
+    if args.batch_frames is not None:
+        if args.batch_size is not None:
+            parser.error("--batch-frames sets the batches by padded frames; drop --batch-size")
+        if args.batch_frames < 1:
+            parser.error("--batch-frames must be at least 1")
+    elif args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.cache_mb is not None and args.cache_mb < 0:
+        parser.error("--cache-mb must be >= 0 (0: no cache)")
+    if args.continue_from == "auto" and args.finetune:
+        parser.error("--finetune takes the weights of a given model; give its path, not --continue-from auto")
     OptimConfig.check_args(parser, args)
     ModelConfig.check_args(parser, args)
     for name, needs in (("visdom_server", "visdom"), ("visdom_port", "visdom"), ("log_dir", "tensorboard")):
@@ -637,12 +761,16 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"{flag(name)} applies with {flag(needs)} only")
     if args.stop_after_epoch is not None and args.stop_after_epoch < 1:
         parser.error("--stop-after-epoch must be at least 1")
+    if args.dist_timeout <= 0:
+        parser.error("--dist-timeout must be > 0 seconds")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     if args.num_workers < 0 or args.checkpoint_per_batch < 0:
         parser.error("--num-workers and --checkpoint-per-batch must be >= 0")
     AugmentConfig.from_args(args, parser)  # refuses invalid augmentation flags and ones that would do nothing
-    if args.continue_from and not Path(args.continue_from).is_file():
+    # Under DDP only rank 0 reads the checkpoint (and sends it), so other nodes need not have it.
+    if (args.continue_from and args.continue_from != "auto" and int(os.environ.get("RANK", "0")) == 0
+            and not Path(args.continue_from).is_file()):
         parser.error(f"--continue-from {args.continue_from}: file not found")
     for name in ("train_manifest", "val_manifest"):
         if not Path(getattr(args, name)).is_file():
@@ -672,8 +800,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("done: %d epochs, best val WER %.2f, model %s, curves %s", result["epochs_done"], best,
                      args.model_path, Path(args.save_folder) / "curves.png")
         else:
-            log.info("done: no epoch finished, so no model was validated yet; resume with --continue-from %s",
-                     trainer.last_path)
+            log.info("done: no epoch finished, so no model was validated yet; resume with --continue-from %s "
+                     "(or auto)", trainer.last_path)
     return 0
 
 

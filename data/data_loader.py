@@ -5,7 +5,9 @@
   (:mod:`data.text`); training-time augmentation lives in :mod:`data.augment`.
 * :func:`collate` / :class:`Batch` pad utterances into a batch.
 * :class:`BucketingSampler` and :class:`DistributedBucketingSampler` give SortaGrad,
-  seeded shuffling and exact resume; :class:`AudioDataLoader` ties them together.
+  seeded shuffling and exact resume; :class:`FrameBatchSampler` and
+  :class:`DistributedFrameBatchSampler` do the same with batches bounded by padded frames;
+  :class:`AudioDataLoader` ties them together.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from data.text import LABELS, TranscriptError, ids_to_text, read_transcript, tex
 
 logger = logging.getLogger(__name__)
 
+AUTO_CACHE_BYTES = 512 * 2**20  # cache_bytes=None caches a manifest whose float32 audio fits in this
+
 
 # ---------------------------------------------------------------------------- dataset
 
@@ -41,9 +45,22 @@ class SpectrogramDataset(Dataset):
     reported in one ``logging`` warning. A malformed manifest line always raises
     (:class:`ManifestError`), and so does a manifest with no usable row.
 
-    Decoded audio is cached in memory with ``cache_audio`` (AN4's 2,546 s of train
-    audio are ~160 MB float32); each DataLoader worker keeps its own cache, so
-    :class:`AudioDataLoader` keeps workers alive between epochs by default.
+    Audio is decoded on demand. Decoded waveforms are kept in memory only up to
+    ``cache_bytes`` (float32 bytes, per process): ``None`` (the default) caches everything
+    when the whole manifest fits in :data:`AUTO_CACHE_BYTES` (512 MB, about 2.3 hours at
+    16 kHz; AN4's 2,546 s of train audio are ~160 MB) and nothing otherwise; ``0`` or
+    ``cache_audio=False`` turns the cache off, so resident memory stays flat over an epoch
+    of any corpus. A bounded cache keeps the first utterances that fit and never evicts
+    (an epoch visits every utterance once, so eviction would only churn). Each DataLoader
+    worker keeps its own cache, so :class:`AudioDataLoader` keeps workers alive between
+    epochs by default.
+
+    ``lazy_transcripts`` skips reading the transcripts at construction (a 281k-row
+    manifest with durations then loads without opening a file): each transcript is read
+    and checked in :meth:`__getitem__`, and a bad one is raised (``on_error="raise"``) or
+    returned as an :class:`Unusable` that :func:`collate` counts (``"skip"``), like
+    undecodable audio. ``ids`` and ``texts`` then hold ``None`` until read (use
+    :meth:`transcript`).
 
     Augmentation (``augment``; give it to the training set only) draws every random
     choice from generators seeded with ``(seed, epoch, index)``: the same epoch gives
@@ -68,13 +85,17 @@ class SpectrogramDataset(Dataset):
         cache_audio: bool = True,
         on_error: str = "raise",
         seed: int = 123456,
+        cache_bytes: int | None = None,
+        lazy_transcripts: bool = False,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.manifest_path = Path(manifest_path)
         self.audio_cfg = audio_cfg
         self.labels = list(labels)
-        self.cache_audio = cache_audio
+        if cache_bytes is not None and cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0 or None (automatic), got {cache_bytes}")
+        self.lazy_transcripts = bool(lazy_transcripts)
         self.seed = int(seed)
         self.on_error = on_error
         self.augment = augment if augment is not None and augment.enabled else None
@@ -85,8 +106,8 @@ class SpectrogramDataset(Dataset):
         rows = read_manifest(self.manifest_path)
         self.wav_paths: list[Path] = []
         self.transcript_paths: list[Path] = []
-        self.ids: list[list[int]] = []
-        self.texts: list[str] = []
+        self.ids: list[list[int] | None] = []
+        self.texts: list[str | None] = []
         self.n_samples: list[int] = []
         self.durations: list[float] = []
         self.skipped: list[tuple[str, str]] = []
@@ -101,7 +122,7 @@ class SpectrogramDataset(Dataset):
             self.wav_paths.append(row.wav)
             self.transcript_paths.append(row.txt)
             self.ids.append(ids)
-            self.texts.append(ids_to_text(ids, self.labels))
+            self.texts.append(None if ids is None else ids_to_text(ids, self.labels))
             self.n_samples.append(n_samples)
             self.durations.append(duration)
         if self.skipped:
@@ -113,18 +134,30 @@ class SpectrogramDataset(Dataset):
             detail = f" (all {len(rows)} rows were bad; first: {self.skipped[0][1]})" if self.skipped else ""
             raise ManifestError(f"{self.manifest_path}: no usable utterances{detail}")
         self.n_frames = [audio_cfg.n_frames(n) for n in self.n_samples]
+        total_bytes = 4 * sum(self.n_samples)
+        if not cache_audio:
+            cache_bytes = 0
+        elif cache_bytes is None:
+            cache_bytes = total_bytes if total_bytes <= AUTO_CACHE_BYTES else 0
+        self.cache_bytes = int(cache_bytes)
+        self.cache_audio = self.cache_bytes > 0
         self._cache: dict[int, np.ndarray] = {}
+        self._cached_bytes = 0
         # Shared memory, so that set_epoch() in the main process reaches running workers.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
 
-    def _check_row(self, wav: Path, txt: Path, duration: float | None) -> tuple[list[int], int, float]:
-        """(label ids, samples at the model rate, seconds) for one row, or the row's error.
-        A duration from the manifest saves opening the audio file; otherwise its header is read."""
+    def _read_ids(self, txt: Path) -> list[int]:
         try:
             text = read_transcript(txt)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e} (listed in {self.manifest_path})") from None
-        ids = text_to_ids(text, self.labels, source=txt)
+        return text_to_ids(text, self.labels, source=txt)
+
+    def _check_row(self, wav: Path, txt: Path, duration: float | None) -> tuple[list[int] | None, int, float]:
+        """(label ids, samples at the model rate, seconds) for one row, or the row's error.
+        A duration from the manifest saves opening the audio file; otherwise its header is read.
+        With lazy transcripts the ids are None (read in :meth:`__getitem__`)."""
+        ids = None if self.lazy_transcripts else self._read_ids(txt)
         if duration is not None:
             return ids, max(1, round(duration * self.audio_cfg.sample_rate)), duration
         try:
@@ -144,27 +177,46 @@ class SpectrogramDataset(Dataset):
         """Select the augmentation draws of ``epoch`` (no effect without augmentation)."""
         self._epoch.fill_(int(epoch))
 
+    def transcript(self, index: int) -> tuple[list[int], str]:
+        """(label ids, normalised text) of utterance ``index``; with lazy transcripts the file
+        is read and checked now (raising its FileNotFoundError or TranscriptError)."""
+        ids = self.ids[index]
+        if ids is None:
+            ids = self._read_ids(self.transcript_paths[index])
+            return ids, ids_to_text(ids, self.labels)
+        return ids, self.texts[index]
+
     def load(self, index: int) -> np.ndarray:
-        """The decoded (n,) float32 waveform of utterance ``index`` (cached; do not modify)."""
+        """The decoded (n,) float32 waveform of utterance ``index`` (cached within
+        ``cache_bytes``; do not modify)."""
         audio = self._cache.get(index)
         if audio is None:
             audio = load_audio(self.wav_paths[index], self.audio_cfg.sample_rate)
-            if self.cache_audio:
+            if self.cache_bytes and self._cached_bytes + audio.nbytes <= self.cache_bytes:
                 self._cache[index] = audio
+                self._cached_bytes += audio.nbytes
         return audio
 
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of decoded audio held in this process's cache."""
+        return self._cached_bytes
+
     def preload(self) -> None:
-        """Decode every utterance into the cache now (in this process)."""
+        """Decode utterances into the cache now (in this process), as many as ``cache_bytes`` holds."""
         if not self.cache_audio:
-            raise ValueError("preload() needs cache_audio=True")
+            raise ValueError("preload() needs a cache (cache_audio=True and cache_bytes > 0)")
         for i in range(len(self)):
+            if self._cached_bytes + 4 * self.n_samples[i] > self.cache_bytes:
+                break
             self.load(i)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[int], str, str] | Unusable:
         """Returns (spectrogram (n_freq, T) float32, label ids, wav path, normalised text).
 
-        Audio that passed the header check but fails to decode (or holds NaN/inf samples)
-        raises with ``on_error="raise"``; with ``"skip"`` it is returned as an
+        Audio that passed the header check but fails to decode (or holds NaN/inf samples),
+        and with lazy transcripts a missing or unencodable transcript, raise with
+        ``on_error="raise"``; with ``"skip"`` the item is returned as an
         :class:`Unusable` that :func:`collate` leaves out of the batch and reports.
         """
         index = operator.index(index)
@@ -173,8 +225,9 @@ class SpectrogramDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} utterances")
         try:
+            ids, text = self.transcript(index)
             audio = self.load(index)
-        except (AudioError, FileNotFoundError) as e:
+        except (AudioError, FileNotFoundError, TranscriptError) as e:
             if self.on_error == "raise":
                 raise
             return Unusable(str(self.wav_paths[index]), str(e))
@@ -184,11 +237,12 @@ class SpectrogramDataset(Dataset):
             rngs = self._augmentor.rngs_for(self.seed, self.epoch, index)
             spect = torch.from_numpy(spectrogram(self._augmentor.waveform(audio, rngs), self.audio_cfg))
             spect = self._augmentor.spectrogram(spect, rngs)
-        return spect, list(self.ids[index]), str(self.wav_paths[index]), self.texts[index]
+        return spect, list(ids), str(self.wav_paths[index]), text
 
 
 class Unusable(NamedTuple):
-    """A dataset item whose audio could not be decoded (``on_error="skip"``)."""
+    """A dataset item whose audio could not be decoded, or whose transcript (read lazily)
+    is missing or unencodable (``on_error="skip"``)."""
 
     path: str
     reason: str
@@ -312,12 +366,15 @@ class BucketingSampler(Sampler[list[int]]):
                     f"drop_last with batch_size {batch_size} leaves no batch from {n_items} utterances"
                 )
             bins.pop()
-        self.bins: list[list[int]] = bins
         self.batch_size = int(batch_size)
+        self.drop_last = drop_last
+        self._init_order(bins, shuffle, sortagrad, seed)
+
+    def _init_order(self, bins: list[list[int]], shuffle: bool, sortagrad: bool, seed: int) -> None:
+        self.bins: list[list[int]] = bins
         self.shuffle = shuffle
         self.sortagrad = sortagrad
         self.seed = int(seed)
-        self.drop_last = drop_last
         self.epoch = 0
         self.batches_done = 0
         self._resume = False
@@ -382,7 +439,40 @@ class BucketingSampler(Sampler[list[int]]):
         self.epoch, self.batches_done, self._resume = epoch, done, True
 
 
-class DistributedBucketingSampler(BucketingSampler):
+def _replica(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """(num_replicas, rank), defaulting to the initialised process group."""
+    if num_replicas is None or rank is None:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("give num_replicas and rank, or initialise torch.distributed first")
+        num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
+        rank = dist.get_rank() if rank is None else rank
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}")
+    return int(num_replicas), int(rank)
+
+
+class _RankShare:
+    """Rank ``r`` of ``R`` takes bins ``r, r+R, ...`` of the shared epoch order, padded by
+    repeating its first bins so that every rank runs ``ceil(n_bins / R)`` batches."""
+
+    bins: list[list[int]]
+    num_replicas: int
+    rank: int
+    epoch: int
+
+    def _my_bins(self) -> list[int]:
+        order = self.bin_order(self.epoch)
+        total = len(self) * self.num_replicas
+        padded = (order * math.ceil(total / len(order)))[:total]
+        return padded[self.rank::self.num_replicas]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.bins) / self.num_replicas)
+
+
+class DistributedBucketingSampler(_RankShare, BucketingSampler):
     """:class:`BucketingSampler` for DDP: rank ``r`` of ``R`` takes bins ``r, r+R, ...``
     of the shared epoch order.
 
@@ -405,26 +495,81 @@ class DistributedBucketingSampler(BucketingSampler):
         rank: int | None = None,
     ) -> None:
         super().__init__(data, batch_size, shuffle=shuffle, sortagrad=sortagrad, seed=seed, drop_last=drop_last)
-        if num_replicas is None or rank is None:
-            import torch.distributed as dist
+        self.num_replicas, self.rank = _replica(num_replicas, rank)
 
-            if not (dist.is_available() and dist.is_initialized()):
-                raise ValueError("give num_replicas and rank, or initialise torch.distributed first")
-            num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
-            rank = dist.get_rank() if rank is None else rank
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}")
-        self.num_replicas = int(num_replicas)
-        self.rank = int(rank)
 
-    def _my_bins(self) -> list[int]:
-        order = self.bin_order(self.epoch)
-        total = len(self) * self.num_replicas
-        padded = (order * math.ceil(total / len(order)))[:total]
-        return padded[self.rank::self.num_replicas]
+class FrameBatchSampler(BucketingSampler):
+    """Dynamic batches: duration-sorted utterances grouped so that each batch's padded
+    size, ``max(frames) * count``, stays within ``max_frames``.
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.bins) / self.num_replicas)
+    ``data`` is a dataset with ``n_frames`` (spectrogram frames per utterance, before
+    augmentation) or a sequence of frame counts. Utterances are sorted by length (stable)
+    and cut greedily: a batch grows while the padded size of the batch with the next
+    utterance stays <= ``max_frames``. An utterance longer than ``max_frames`` on its own
+    becomes a batch of one (it is never dropped) and is counted in
+    :attr:`oversized`. Short utterances make large batches and long ones small batches,
+    so every step holds a similar amount of padded audio.
+
+    SortaGrad, seeded shuffling of the batches per epoch, ``batches_done`` and
+    :meth:`state_dict` / :meth:`load_state_dict` are those of :class:`BucketingSampler`.
+    """
+
+    def __init__(
+        self,
+        data: Sized | Sequence[int],
+        max_frames: int,
+        shuffle: bool = True,
+        sortagrad: bool = True,
+        seed: int = 123456,
+    ) -> None:
+        Sampler.__init__(self)
+        frames = getattr(data, "n_frames", data)
+        frames = [int(f) for f in frames]
+        if int(max_frames) != max_frames or max_frames < 1:
+            raise ValueError(f"max_frames must be a positive integer, got {max_frames}")
+        if not frames:
+            raise ValueError("cannot sample batches from an empty dataset")
+        order = [int(i) for i in np.argsort(np.asarray(frames, dtype=np.int64), kind="stable")]
+        bins: list[list[int]] = []
+        current: list[int] = []
+        self.oversized = 0
+        for i in order:
+            if current and frames[i] * (len(current) + 1) > max_frames:
+                bins.append(current)
+                current = []
+            current.append(i)
+            if frames[i] > max_frames:
+                self.oversized += 1
+        bins.append(current)
+        if self.oversized:
+            logger.warning("%d utterances are longer than --batch-frames %d on their own; each is a batch of one",
+                           self.oversized, max_frames)
+        self.max_frames = int(max_frames)
+        self.n_frames = frames
+        self._init_order(bins, shuffle, sortagrad, seed)
+
+    def padded_frames(self, batch: Sequence[int]) -> int:
+        """``max(frames) * len(batch)``: the batch's size once padded."""
+        return max(self.n_frames[i] for i in batch) * len(batch)
+
+
+class DistributedFrameBatchSampler(_RankShare, FrameBatchSampler):
+    """:class:`FrameBatchSampler` for DDP: every rank builds the same batches and epoch
+    order and takes every ``R``-th batch, padded by repetition so that all ranks run
+    ``ceil(n_batches / R)`` steps per epoch (no rank waits at a collective)."""
+
+    def __init__(
+        self,
+        data: Sized | Sequence[int],
+        max_frames: int,
+        shuffle: bool = True,
+        sortagrad: bool = True,
+        seed: int = 123456,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        super().__init__(data, max_frames, shuffle=shuffle, sortagrad=sortagrad, seed=seed)
+        self.num_replicas, self.rank = _replica(num_replicas, rank)
 
 
 # ---------------------------------------------------------------------------- loader
@@ -495,5 +640,7 @@ __all__ = [
     "Unusable",
     "BucketingSampler",
     "DistributedBucketingSampler",
+    "FrameBatchSampler",
+    "DistributedFrameBatchSampler",
     "AudioDataLoader",
 ]
