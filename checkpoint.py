@@ -16,6 +16,7 @@ checkpoints, converted in memory by dspt_import.py. ``python model.py --model-pa
 prints what a file holds (:func:`describe`) and ``--export`` writes a release copy
 (:func:`export`).
 """
+
 from __future__ import annotations
 
 import math
@@ -76,8 +77,7 @@ class TrainingState:
 
     def run_info(self) -> "TrainingState":
         """A copy without the resume-only fields (what an exported model keeps)."""
-        return TrainingState(**{f.name: getattr(self, f.name) for f in fields(self)
-                                if f.name not in self.RESUME_FIELDS})
+        return TrainingState(**{f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RESUME_FIELDS})
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -102,8 +102,9 @@ class Checkpoint:
     imported_from: dict | None = None  # a converted model: the toolkit, its version and file (dspt_import)
 
     @classmethod
-    def from_model(cls, model: nn.Module, audio_config: AudioConfig, labels: Sequence[str],
-                   training: TrainingState | None = None) -> "Checkpoint":
+    def from_model(
+        cls, model: nn.Module, audio_config: AudioConfig, labels: Sequence[str], training: TrainingState | None = None
+    ) -> "Checkpoint":
         """The weights of ``model`` (unwrapped from DDP / DataParallel / torch.compile), copied to CPU."""
         bare = unwrap_model(model)
         cfg = getattr(bare, "cfg", None)
@@ -118,14 +119,16 @@ class Checkpoint:
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as e:
-            raise CheckpointError(f"{self.path}: weights do not load into the model ({str(e).splitlines()[0]})") \
-                from None
+            raise CheckpointError(f"{self.path}: weights do not load into the model ({str(e).splitlines()[0]})") from None
         return model.to(device).eval()
 
     @property
     def n_parameters(self) -> int:
-        return sum(v.numel() for k, v in self.state_dict.items()
-                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+        return sum(
+            v.numel()
+            for k, v in self.state_dict.items()
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        )
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -219,8 +222,9 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, fp16_weights: bool = Fal
     }
     if training is not None:
         if fp16_weights and training.get("best_state_dict"):
-            training["best_state_dict"] = {k: v.half() if v.is_floating_point() else v
-                                           for k, v in training["best_state_dict"].items()}
+            training["best_state_dict"] = {
+                k: v.half() if v.is_floating_point() else v for k, v in training["best_state_dict"].items()
+            }
         package["training"] = training
     if ckpt.imported_from is not None:
         package["imported_from"] = ckpt.imported_from
@@ -255,8 +259,19 @@ def read_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
             # A foreign pickle makes torch warn about its protocol before failing; the error says it all.
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
-            AttributeError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        UnicodeDecodeError,
+        zipfile.BadZipFile,
+    ) as e:
         if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e) and zipfile.is_zipfile(path):
             raise PythonObjectsError(
                 f"{path}: holds Python objects other than plain data (a pickled model or another toolkit's "
@@ -299,8 +314,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if python_objects is not None or (isinstance(obj, dict) and "format" not in obj):
             if dspt_import.detect_version(obj):
                 converted = dspt_import.convert(obj, path)
-                return validate_package({"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION,
-                                         **converted}, path)
+                return validate_package({"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **converted}, path)
             if python_objects is not None:
                 raise python_objects
     except dspt_import.DeepSpeechPytorchError as e:
@@ -323,8 +337,7 @@ def validate_package(obj: Any, path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: unknown checkpoint format_version {version!r}; the file is damaged or foreign")
     if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format_version {version} is newer than this code reads ({FORMAT_VERSION}); "
-            "update deepspeech-ctc"
+            f"{path}: checkpoint format_version {version} is newer than this code reads ({FORMAT_VERSION}); update deepspeech-ctc"
         )
     missing = [k for k in REQUIRED_KEYS if k not in obj]
     if missing:
@@ -343,9 +356,7 @@ def validate_package(obj: Any, path: str | Path) -> Checkpoint:
     if len(labels) != cfg.n_classes:
         raise CheckpointError(f"{path}: {len(labels)} labels but the model has {cfg.n_classes} output classes")
     if audio_cfg.n_freq != cfg.n_features:
-        raise CheckpointError(
-            f"{path}: audio config gives {audio_cfg.n_freq} features but the model expects {cfg.n_features}"
-        )
+        raise CheckpointError(f"{path}: audio config gives {audio_cfg.n_freq} features but the model expects {cfg.n_features}")
     state_dict = obj["state_dict"]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{path}: state_dict must map names to tensors")
@@ -369,8 +380,7 @@ def validate_package(obj: Any, path: str | Path) -> Checkpoint:
     imported_from = obj.get("imported_from")
     if imported_from is not None and not isinstance(imported_from, dict):
         raise CheckpointError(f"{path}: 'imported_from' must be a dict; the file is damaged")
-    return Checkpoint(cfg, audio_cfg, list(labels), as_fp32(state_dict), training, weights_dtype, Path(path),
-                      imported_from)
+    return Checkpoint(cfg, audio_cfg, list(labels), as_fp32(state_dict), training, weights_dtype, Path(path), imported_from)
 
 
 def check_state_dict(cfg: ModelConfig, state_dict: dict, path: str | Path) -> None:
@@ -432,8 +442,11 @@ def describe(ckpt: Checkpoint) -> list[str]:
         audio["feature_mean"] = audio["feature_std"] = f"<{ckpt.audio_config.n_freq} values>"
     source = ckpt.imported_from
     lines = [
-        *([f"imported from: {source.get('toolkit')} {source.get('version')} ({source.get('file')})"]
-          if source is not None else []),
+        *(
+            [f"imported from: {source.get('toolkit')} {source.get('version')} ({source.get('file')})"]
+            if source is not None
+            else []
+        ),
         f"architecture:  {describe_architecture(ckpt.model_config)}",
         f"parameters:    {ckpt.n_parameters:,}",
         f"weights saved: {ckpt.weights_dtype}",
@@ -464,6 +477,7 @@ def export(ckpt: Checkpoint, path: str | Path, fp16_weights: bool = False) -> Pa
     """A release copy of ``ckpt``: weights, configs, labels, the run's history and where an
     imported model came from, without the state needed only to resume training."""
     training = ckpt.training.run_info() if ckpt.training is not None else None
-    release = Checkpoint(ckpt.model_config, ckpt.audio_config, ckpt.labels, ckpt.state_dict, training,
-                         imported_from=ckpt.imported_from)
+    release = Checkpoint(
+        ckpt.model_config, ckpt.audio_config, ckpt.labels, ckpt.state_dict, training, imported_from=ckpt.imported_from
+    )
     return save_checkpoint(path, release, fp16_weights=fp16_weights)

@@ -27,6 +27,7 @@ Beam search modes:
   bonus per word.
 * lexicon without LM: the same vocabulary constraint with a zero LM; ``beta`` applies.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -108,17 +109,20 @@ class Hypothesis:
             end = self.text.find(" ", start)
             end = n if end < 0 else end
             if end > start:
-                out.append({
-                    "word": self.text[start:end],
-                    "start": round(self.char_frames[start] * frame_shift_s, 6),
-                    "end": round((self.char_frames[end - 1] + 1) * frame_shift_s, 6),
-                })
+                out.append(
+                    {
+                        "word": self.text[start:end],
+                        "start": round(self.char_frames[start] * frame_shift_s, 6),
+                        "end": round((self.char_frames[end - 1] + 1) * frame_shift_s, 6),
+                    }
+                )
             start = end + 1
         return out
 
 
-def _make_hypothesis(labels: Sequence[str], space_index: int | None, tokens: Sequence[int],
-                     frames: Sequence[int], score: float) -> Hypothesis:
+def _make_hypothesis(
+    labels: Sequence[str], space_index: int | None, tokens: Sequence[int], frames: Sequence[int], score: float
+) -> Hypothesis:
     """Build a :class:`Hypothesis` from emitted (already collapsed, blank-free) tokens."""
     chars: list[str] = []
     out_frames: list[int] = []
@@ -208,8 +212,7 @@ class GreedyDecoder:
         pos = 0
         for b in range(B):
             n = counts[b]
-            out.append([_make_hypothesis(self.labels, self.space_index, tokens[pos:pos + n],
-                                         frames[pos:pos + n], scores[b])])
+            out.append([_make_hypothesis(self.labels, self.space_index, tokens[pos : pos + n], frames[pos : pos + n], scores[b])])
             pos += n
         return out
 
@@ -396,10 +399,18 @@ class BeamCTCDecoder:
                 raise DecoderError("an LM or lexicon needs a space ' ' label to separate words")
 
         self._init_args = dict(
-            labels=self.labels, beam_width=self.beam_width, lm_path=self.lm_path,
-            alpha=self.alpha, beta=self.beta, cutoff_top_n=self.cutoff_top_n,
-            cutoff_prob=self.cutoff_prob, top_paths=self.top_paths, lexicon=self.lexicon_path,
-            lm_workers=1, blank_index=self.blank_index, beam_threshold=self.beam_threshold,
+            labels=self.labels,
+            beam_width=self.beam_width,
+            lm_path=self.lm_path,
+            alpha=self.alpha,
+            beta=self.beta,
+            cutoff_top_n=self.cutoff_top_n,
+            cutoff_prob=self.cutoff_prob,
+            top_paths=self.top_paths,
+            lexicon=self.lexicon_path,
+            lm_workers=1,
+            blank_index=self.blank_index,
+            beam_threshold=self.beam_threshold,
         )
         self.uses_lexicon = self.lm_path is not None or self.lexicon_path is not None
         self.vocabulary: list[str] = []
@@ -412,7 +423,6 @@ class BeamCTCDecoder:
         self._decoder = self._new_decoder()
 
     # -- construction
-
 
     def _build_lexicon_search(self, fl_dictionary: Any) -> None:
         fl = self._fl
@@ -443,13 +453,14 @@ class BeamCTCDecoder:
             spellings[word] = ids
         if not spellings:
             raise DecoderError(
-                f"{source}: none of its {len(words)} words can be spelled with the model's "
-                f"labels {''.join(self.labels)!r}"
+                f"{source}: none of its {len(words)} words can be spelled with the model's labels {''.join(self.labels)!r}"
             )
         if skipped:
             logger.warning(
                 "%s: %d words cannot be spelled with the labels and are left out (e.g. %s)",
-                source, len(skipped), ", ".join(repr(w) for w in skipped[:5]),
+                source,
+                len(skipped),
+                ", ".join(repr(w) for w in skipped[:5]),
             )
         self.vocabulary = list(spellings)
         word_dict = fl_dictionary.Dictionary(["<unk>"] + self.vocabulary)
@@ -481,18 +492,25 @@ class BeamCTCDecoder:
         token_beam = min(self.cutoff_top_n, len(self.labels))
         if self.uses_lexicon:
             opts = fl.LexiconDecoderOptions(
-                beam_size=self.beam_width, beam_size_token=token_beam,
+                beam_size=self.beam_width,
+                beam_size_token=token_beam,
                 beam_threshold=self.beam_threshold,
                 lm_weight=self.alpha * _LN10 if self.lm_path is not None else 0.0,
-                word_score=self.beta, unk_score=float("-inf"), sil_score=0.0,
-                log_add=False, criterion_type=fl.CriterionType.CTC,
+                word_score=self.beta,
+                unk_score=float("-inf"),
+                sil_score=0.0,
+                log_add=False,
+                criterion_type=fl.CriterionType.CTC,
             )
-            return fl.LexiconDecoder(opts, self._trie, self._lm, self.space_index,
-                                     self.blank_index, self._unk_index, [], False)
+            return fl.LexiconDecoder(opts, self._trie, self._lm, self.space_index, self.blank_index, self._unk_index, [], False)
         opts = fl.LexiconFreeDecoderOptions(
-            beam_size=self.beam_width, beam_size_token=token_beam,
-            beam_threshold=self.beam_threshold, lm_weight=0.0, sil_score=0.0,
-            log_add=True, criterion_type=fl.CriterionType.CTC,
+            beam_size=self.beam_width,
+            beam_size_token=token_beam,
+            beam_threshold=self.beam_threshold,
+            lm_weight=0.0,
+            sil_score=0.0,
+            log_add=True,
+            criterion_type=fl.CriterionType.CTC,
         )
         sil = self.space_index if self.space_index is not None else self.blank_index
         return fl.LexiconFreeDecoder(opts, self._lm, sil, self.blank_index, [])
@@ -538,7 +556,7 @@ class BeamCTCDecoder:
             prev = path[0]
             tokens: list[int] = []
             frames: list[int] = []
-            for t, tok in enumerate(path[1:T + 1]):
+            for t, tok in enumerate(path[1 : T + 1]):
                 if tok != self.blank_index and tok != prev:
                     tokens.append(tok)
                     frames.append(t)
@@ -597,11 +615,15 @@ class BeamCTCDecoder:
     def describe(self) -> dict[str, Any]:
         """Plain-data description of the decoder (for reports and JSON metadata)."""
         return {
-            "type": "beam", "beam_width": self.beam_width, "lm": self.lm_path,
+            "type": "beam",
+            "beam_width": self.beam_width,
+            "lm": self.lm_path,
             "alpha": self.alpha if self.lm_path else None,
             "beta": self.beta if self.uses_lexicon else None,
-            "cutoff_top_n": self.cutoff_top_n, "cutoff_prob": self.cutoff_prob,
-            "top_paths": self.top_paths, "lexicon": self.lexicon_path,
+            "cutoff_top_n": self.cutoff_top_n,
+            "cutoff_prob": self.cutoff_prob,
+            "top_paths": self.top_paths,
+            "lexicon": self.lexicon_path,
             "vocabulary_size": len(self.vocabulary) if self.uses_lexicon else None,
         }
 
@@ -680,9 +702,15 @@ class ErrorRate:
         return _rate(self.char_edits, self.n_chars)
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"wer": self.wer, "cer": self.cer, "word_edits": self.word_edits,
-                "n_words": self.n_words, "char_edits": self.char_edits, "n_chars": self.n_chars,
-                "n_utterances": self.n_utterances}
+        return {
+            "wer": self.wer,
+            "cer": self.cer,
+            "word_edits": self.word_edits,
+            "n_words": self.n_words,
+            "char_edits": self.char_edits,
+            "n_chars": self.n_chars,
+            "n_utterances": self.n_utterances,
+        }
 
 
 # ---------------------------------------------------------------------------- config
@@ -705,36 +733,60 @@ class DecoderConfig:
     lexicon: Path | None = None
     lm_workers: int | None = None  # DEFAULT_LM_WORKERS
 
-    BEAM_FIELDS = ("beam_width", "lm_path", "alpha", "beta", "cutoff_top_n", "cutoff_prob",
-                   "top_paths", "lexicon", "lm_workers")
+    BEAM_FIELDS = ("beam_width", "lm_path", "alpha", "beta", "cutoff_top_n", "cutoff_prob", "top_paths", "lexicon", "lm_workers")
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
         """The decoder flags (test.py, transcribe.py, the server), in one group."""
         g = parser.add_argument_group("decoder")
-        g.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
-                       help="greedy (best path) or beam search")
-        g.add_argument("--beam-width", type=int, default=None,
-                       help=f"beam: hypotheses kept per frame (default: {DEFAULT_BEAM_WIDTH})")
-        g.add_argument("--lm-path", type=Path, default=None,
-                       help="beam: word n-gram LM, ARPA (data/build_lm.py) or KenLM binary (with --lexicon)")
-        g.add_argument("--alpha", type=float, default=None,
-                       help=f"beam + LM: LM weight (default: the LM's tuned value in LM.json, else {DEFAULT_ALPHA})")
-        g.add_argument("--beta", type=float, default=None,
-                       help="beam + LM or lexicon: word insertion bonus "
-                            f"(default: the LM's tuned value, else {DEFAULT_BETA})")
-        g.add_argument("--cutoff-top-n", type=int, default=None,
-                       help=f"beam: tokens considered per frame (default: {DEFAULT_CUTOFF_TOP_N})")
-        g.add_argument("--cutoff-prob", type=float, default=None,
-                       help="beam: consider per frame only the best tokens whose cumulative probability "
-                            f"reaches this (default: {DEFAULT_CUTOFF_PROB}, no pruning)")
-        g.add_argument("--top-paths", type=int, default=None,
-                       help=f"beam: transcripts returned per utterance (default: {DEFAULT_TOP_PATHS})")
-        g.add_argument("--lexicon", type=Path, default=None,
-                       help="beam: word list (one word per line) restricting the output words "
-                            "(default with an ARPA LM: the LM's vocabulary)")
-        g.add_argument("--lm-workers", type=int, default=None,
-                       help=f"beam: processes decoding a batch in parallel (default: {DEFAULT_LM_WORKERS})")
+        g.add_argument("--decoder", choices=("greedy", "beam"), default="greedy", help="greedy (best path) or beam search")
+        g.add_argument(
+            "--beam-width", type=int, default=None, help=f"beam: hypotheses kept per frame (default: {DEFAULT_BEAM_WIDTH})"
+        )
+        g.add_argument(
+            "--lm-path",
+            type=Path,
+            default=None,
+            help="beam: word n-gram LM, ARPA (data/build_lm.py) or KenLM binary (with --lexicon)",
+        )
+        g.add_argument(
+            "--alpha",
+            type=float,
+            default=None,
+            help=f"beam + LM: LM weight (default: the LM's tuned value in LM.json, else {DEFAULT_ALPHA})",
+        )
+        g.add_argument(
+            "--beta",
+            type=float,
+            default=None,
+            help=f"beam + LM or lexicon: word insertion bonus (default: the LM's tuned value, else {DEFAULT_BETA})",
+        )
+        g.add_argument(
+            "--cutoff-top-n", type=int, default=None, help=f"beam: tokens considered per frame (default: {DEFAULT_CUTOFF_TOP_N})"
+        )
+        g.add_argument(
+            "--cutoff-prob",
+            type=float,
+            default=None,
+            help="beam: consider per frame only the best tokens whose cumulative probability "
+            f"reaches this (default: {DEFAULT_CUTOFF_PROB}, no pruning)",
+        )
+        g.add_argument(
+            "--top-paths", type=int, default=None, help=f"beam: transcripts returned per utterance (default: {DEFAULT_TOP_PATHS})"
+        )
+        g.add_argument(
+            "--lexicon",
+            type=Path,
+            default=None,
+            help="beam: word list (one word per line) restricting the output words "
+            "(default with an ARPA LM: the LM's vocabulary)",
+        )
+        g.add_argument(
+            "--lm-workers",
+            type=int,
+            default=None,
+            help=f"beam: processes decoding a batch in parallel (default: {DEFAULT_LM_WORKERS})",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DecoderConfig":
@@ -807,8 +859,10 @@ def load_lm_defaults(lm_path: str | Path) -> dict[str, float]:
         data = json.loads(path.read_text())
         return {k: float(data[k]) for k in ("alpha", "beta")}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise DecoderError(f"{path}: not a decoder-defaults file (expected JSON with alpha and beta); "
-                           "remove it or re-run search_lm_params.py --save-defaults") from None
+        raise DecoderError(
+            f"{path}: not a decoder-defaults file (expected JSON with alpha and beta); "
+            "remove it or re-run search_lm_params.py --save-defaults"
+        ) from None
 
 
 def make_decoder(cfg: DecoderConfig, labels: Sequence[str]) -> GreedyDecoder | BeamCTCDecoder:
@@ -845,8 +899,14 @@ def make_decoder(cfg: DecoderConfig, labels: Sequence[str]) -> GreedyDecoder | B
 # ---------------------------------------------------------------------------- saved outputs
 
 
-def save_outputs(path: str | Path, log_probs: Sequence[Any], references: Sequence[str],
-                 labels: Sequence[str], frame_shift: float, half: bool = True) -> None:
+def save_outputs(
+    path: str | Path,
+    log_probs: Sequence[Any],
+    references: Sequence[str],
+    labels: Sequence[str],
+    frame_shift: float,
+    half: bool = True,
+) -> None:
     """Save model outputs for LM tuning (``search_lm_params.py --saved-output``).
 
     Args:
@@ -873,9 +933,12 @@ def save_outputs(path: str | Path, log_probs: Sequence[Any], references: Sequenc
             raise ValueError(f"log_probs[{i}] has shape {tuple(lp.shape)}, expected (T, {len(labels)})")
         tensors.append(lp.to(dtype).contiguous().clone())
     payload = {
-        "format": OUTPUTS_FORMAT, "format_version": OUTPUTS_FORMAT_VERSION,
-        "log_probs": tensors, "references": [str(r) for r in references],
-        "labels": list(labels), "frame_shift": float(frame_shift),
+        "format": OUTPUTS_FORMAT,
+        "format_version": OUTPUTS_FORMAT_VERSION,
+        "log_probs": tensors,
+        "references": [str(r) for r in references],
+        "labels": list(labels),
+        "frame_shift": float(frame_shift),
     }
     with atomic_write(path, "wb") as f:
         torch.save(payload, f)
@@ -891,10 +954,7 @@ def load_outputs(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated/foreign files
-        raise ValueError(
-            f"{path}: not a saved-outputs file ({type(e).__name__}); "
-            "write it with test.py --save-output"
-        ) from None
+        raise ValueError(f"{path}: not a saved-outputs file ({type(e).__name__}); write it with test.py --save-output") from None
     if not isinstance(data, dict) or data.get("format") != OUTPUTS_FORMAT:
         raise ValueError(f"{path}: not a saved-outputs file; write it with test.py --save-output")
     if data.get("format_version") != OUTPUTS_FORMAT_VERSION:
@@ -903,15 +963,31 @@ def load_outputs(path: str | Path) -> dict[str, Any]:
             f"this code reads {OUTPUTS_FORMAT_VERSION}; re-run test.py --save-output"
         )
     lps, refs, labels = data.get("log_probs"), data.get("references"), data.get("labels")
-    if not (isinstance(lps, list) and isinstance(refs, list) and isinstance(labels, list)
-            and len(lps) == len(refs)
-            and all(isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape[1] == len(labels) for t in lps)):
+    if not (
+        isinstance(lps, list)
+        and isinstance(refs, list)
+        and isinstance(labels, list)
+        and len(lps) == len(refs)
+        and all(isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape[1] == len(labels) for t in lps)
+    ):
         raise ValueError(f"{path}: saved outputs are inconsistent (log_probs/references/labels)")
     return data
 
 
 __all__ = [
-    "Hypothesis", "GreedyDecoder", "BeamCTCDecoder", "DecoderError", "BeamSearchUnavailable", "DecoderConfig",
-    "word_errors", "char_errors", "ErrorRate", "make_decoder",
-    "save_outputs", "load_outputs", "lm_file_kind", "read_arpa_vocabulary", "read_lexicon",
+    "Hypothesis",
+    "GreedyDecoder",
+    "BeamCTCDecoder",
+    "DecoderError",
+    "BeamSearchUnavailable",
+    "DecoderConfig",
+    "word_errors",
+    "char_errors",
+    "ErrorRate",
+    "make_decoder",
+    "save_outputs",
+    "load_outputs",
+    "lm_file_kind",
+    "read_arpa_vocabulary",
+    "read_lexicon",
 ]

@@ -60,6 +60,7 @@ before the file is unpickled. The file is then read by ``torch.load(weights_only
 with exactly those names allowed for the call, so torch's weights-only unpickler, which
 imports nothing, is what runs the pickle.
 """
+
 from __future__ import annotations
 
 import _compat_pickle
@@ -137,9 +138,14 @@ class _AllowList:
 
     def __init__(self) -> None:
         self.stubs: dict[str, type] = {}
-        self.callables = {"builtins.type": self.none_type, "builtins.getattr": self.enum_member_by_name,
-                          "operator.getitem": self.subscript, "_operator.getitem": self.subscript,
-                          "collections.defaultdict": self.plain_dict, "builtins.Ellipsis": Ellipsis}
+        self.callables = {
+            "builtins.type": self.none_type,
+            "builtins.getattr": self.enum_member_by_name,
+            "operator.getitem": self.subscript,
+            "_operator.getitem": self.subscript,
+            "collections.defaultdict": self.plain_dict,
+            "builtins.Ellipsis": Ellipsis,
+        }
 
     def stub(self, path: str) -> type:
         if path not in self.stubs:
@@ -156,8 +162,7 @@ class _AllowList:
             return self.stub(path)
         # Protocol-2 pickles name some modules as Python 2 did (subprocess as commands): say which is meant.
         module, _, name = path.rpartition(".")
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name),
-                                                       (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
         raise UnsafeCheckpointError(f"refused {module}.{name}")
 
     def subscript(self, origin: Any, args: Any) -> type:
@@ -206,16 +211,29 @@ def load_restricted(path: str | Path, map_location: str | torch.device = "cpu") 
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location=map_location, weights_only=True)
     except (UnsafeCheckpointError, pickle.UnpicklingError) as e:
-        reason = str(e) if isinstance(e, UnsafeCheckpointError) else f"refused by torch's weights-only unpickler: " \
-            f"{str(e).strip().splitlines()[-1]}"
+        reason = (
+            str(e)
+            if isinstance(e, UnsafeCheckpointError)
+            else f"refused by torch's weights-only unpickler: {str(e).strip().splitlines()[-1]}"
+        )
         raise UnsafeCheckpointError(
             f"{path}: {reason}: the file holds Python objects that are neither plain data nor part of a "
             f"{TOOLKIT} checkpoint, so it was not loaded and nothing in it was run. Checkpoints load with "
             f"torch.load(weights_only=True), {TOOLKIT} V3 files with stand-ins for their config classes; "
             "re-save it with checkpoint.save_checkpoint"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-            UnicodeDecodeError, zipfile.BadZipFile) as e:
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        UnicodeDecodeError,
+        zipfile.BadZipFile,
+    ) as e:
         raise DeepSpeechPytorchError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
 
 
@@ -229,8 +247,7 @@ def _class_name(obj: Any) -> str | None:
         return None
     if type(obj)._path.endswith(".DictConfig") and isinstance(obj.state, dict):
         meta = obj.state.get("_metadata")
-        object_type = meta.state.get("object_type") if isinstance(meta, Stub) and isinstance(meta.state, dict) \
-            else None
+        object_type = meta.state.get("object_type") if isinstance(meta, Stub) and isinstance(meta.state, dict) else None
         return object_type._path.rpartition(".")[2] if _is_stub_class(object_type) else None
     return type(obj)._path.rpartition(".")[2]
 
@@ -393,8 +410,11 @@ def _labels(labels: Any, source: str | Path) -> list[str]:
 
 
 def _check_declared(declared: dict, arch: dict, source: str | Path) -> None:
-    wrong = [f"{k} {declared[k]!r} (weights: {arch.get(k)!r})" for k in declared
-             if declared[k] is not None and declared[k] != arch.get(k)]
+    wrong = [
+        f"{k} {declared[k]!r} (weights: {arch.get(k)!r})"
+        for k in declared
+        if declared[k] is not None and declared[k] != arch.get(k)
+    ]
     if wrong:
         raise DeepSpeechPytorchError(f"{source}: the file declares {', '.join(wrong)}; it is inconsistent or damaged")
 
@@ -413,8 +433,12 @@ def _v2_parts(obj: dict, source: str | Path, pad_mode: str) -> tuple[dict, Audio
         pad_mode=pad_mode,
         int16_divisor=32767,
     )
-    declared = {"hidden_size": obj.get("hidden_size"), "hidden_layers": obj.get("hidden_layers"),
-                "rnn_type": obj.get("rnn_type"), "bidirectional": obj.get("bidirectional", True)}
+    declared = {
+        "hidden_size": obj.get("hidden_size"),
+        "hidden_layers": obj.get("hidden_layers"),
+        "rnn_type": obj.get("rnn_type"),
+        "bidirectional": obj.get("bidirectional", True),
+    }
     training: dict = {}
     epochs = obj.get("epoch")
     if type(epochs) is int and epochs > 0:
@@ -434,8 +458,9 @@ def _v3_parts(obj: dict, source: str | Path, pad_mode: str) -> tuple[dict, Audio
     raw = obj["hyper_parameters"]
     hparams = to_plain(raw)
     if not isinstance(hparams, dict) or not {"labels", "model_cfg", "spect_cfg"} <= hparams.keys():
-        raise DeepSpeechPytorchError(f"{source}: a Lightning checkpoint without {TOOLKIT} V3's hyper-parameters "
-                              "(labels, model_cfg, spect_cfg)")
+        raise DeepSpeechPytorchError(
+            f"{source}: a Lightning checkpoint without {TOOLKIT} V3's hyper-parameters (labels, model_cfg, spect_cfg)"
+        )
     model_cfg, spect = hparams["model_cfg"], hparams["spect_cfg"]
     if not isinstance(model_cfg, dict) or not isinstance(spect, dict):
         raise DeepSpeechPytorchError(f"{source}: model_cfg and spect_cfg must be configs, got {model_cfg!r}, {spect!r}")
@@ -488,16 +513,14 @@ def convert(obj: Any, source: str | Path, pad_mode: str = DEFAULT_PAD_MODE) -> d
     if version is None:
         raise DeepSpeechPytorchError(f"{source}: not a {TOOLKIT} v2 model package or V3 Lightning checkpoint")
     try:
-        declared, audio, labels, training, info = (_v2_parts if version == "v2" else _v3_parts)(obj, source,
-                                                                                                pad_mode)
+        declared, audio, labels, training, info = (_v2_parts if version == "v2" else _v3_parts)(obj, source, pad_mode)
         state_dict, arch = map_weights(obj["state_dict"], f"{source} ({TOOLKIT} {version})")
         _check_declared(declared, arch, source)
         model_cfg = ModelConfig(n_features=audio.n_freq, **arch)
     except DeepSpeechPytorchError:
         raise
     except (TypeError, ValueError, AttributeError) as e:
-        raise DeepSpeechPytorchError(
-            f"{source}: a {TOOLKIT} {version} file with settings this cannot read ({e})") from None
+        raise DeepSpeechPytorchError(f"{source}: a {TOOLKIT} {version} file with settings this cannot read ({e})") from None
     package = {
         "model_config": asdict(model_cfg),
         "audio_config": audio.to_dict(),

@@ -13,6 +13,7 @@ import it when used, so a deployment that runs an exported model needs no torch.
   chunks cut at quiet points); :func:`transcribe_many` does the same for many waveforms,
   running their chunks through the model in length-sorted batches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,16 +41,27 @@ class InferenceConfig:
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
         g = parser.add_argument_group("model")
-        g.add_argument("--model-path", type=Path, default=Path(default_model),
-                       help="checkpoint written by train.py, or an .onnx file from model.py --export-onnx "
-                            "(run by onnxruntime)")
+        g.add_argument(
+            "--model-path",
+            type=Path,
+            default=Path(default_model),
+            help="checkpoint written by train.py, or an .onnx file from model.py --export-onnx (run by onnxruntime)",
+        )
         g.add_argument("--cuda", action="store_true", help="run on the GPU")
-        g.add_argument("--amp", "--half", dest="amp", action="store_true",
-                       help="reduced-precision compute: fp16 autocast on CUDA, bf16 autocast on CPU "
-                            "(--half is deepspeech.pytorch's name for it)")
-        g.add_argument("--threads", type=int, default=None,
-                       help="CPU threads: torch's, or onnxruntime's intra-op threads for an .onnx model "
-                            "(default: the library's choice)")
+        g.add_argument(
+            "--amp",
+            "--half",
+            dest="amp",
+            action="store_true",
+            help="reduced-precision compute: fp16 autocast on CUDA, bf16 autocast on CPU "
+            "(--half is deepspeech.pytorch's name for it)",
+        )
+        g.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="CPU threads: torch's, or onnxruntime's intra-op threads for an .onnx model (default: the library's choice)",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "InferenceConfig":
@@ -93,8 +105,15 @@ def pad_features(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray
 class TorchRecognizer(Recognizer):
     """A PyTorch acoustic model (:meth:`load` reads a checkpoint)."""
 
-    def __init__(self, model: Any, audio_config: AudioConfig, labels: Sequence[str], device: Any = "cpu",
-                 amp: bool = False, info: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        audio_config: AudioConfig,
+        labels: Sequence[str],
+        device: Any = "cpu",
+        amp: bool = False,
+        info: dict | None = None,
+    ) -> None:
         import torch
 
         self.model = model.eval()
@@ -117,8 +136,12 @@ class TorchRecognizer(Recognizer):
             torch.set_num_threads(cfg.threads)
         device = torch.device("cuda" if cfg.cuda else "cpu")
         model, ckpt = load_model(cfg.model_path, device)
-        info = {"path": str(cfg.model_path), "name": cfg.model_path.name,
-                "epochs": ckpt.training.epoch if ckpt.training else None, "architecture": model.cfg.arch}
+        info = {
+            "path": str(cfg.model_path),
+            "name": cfg.model_path.name,
+            "epochs": ckpt.training.epoch if ckpt.training else None,
+            "architecture": model.cfg.arch,
+        }
         return cls(model, ckpt.audio_config, ckpt.labels, device, cfg.amp, info)
 
     def forward_padded(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,16 +189,23 @@ class OnnxRecognizer(Recognizer):
         inputs = tuple(i.name for i in self.session.get_inputs())
         outputs = tuple(o.name for o in self.session.get_outputs())
         if inputs != INPUT_NAMES or outputs != OUTPUT_NAMES:
-            raise OnnxModelError(f"{path}: graph inputs {inputs} / outputs {outputs}, expected {INPUT_NAMES} / "
-                                 f"{OUTPUT_NAMES}; export the model again")
+            raise OnnxModelError(
+                f"{path}: graph inputs {inputs} / outputs {outputs}, expected {INPUT_NAMES} / "
+                f"{OUTPUT_NAMES}; export the model again"
+            )
         self.path = path
         self.audio_config: AudioConfig = self.metadata["audio_config"]
         self.labels = list(self.metadata["labels"])
         self.frame_shift = float(self.metadata["frame_shift"])
         model_cfg = self.metadata["model_config"]
-        self.info = {"path": str(path), "name": path.name, "format": "onnx",
-                     "precision": self.metadata["precision"], "epochs": self.metadata["info"].get("epochs"),
-                     "architecture": model_cfg.get("arch") if isinstance(model_cfg, dict) else None}
+        self.info = {
+            "path": str(path),
+            "name": path.name,
+            "format": "onnx",
+            "precision": self.metadata["precision"],
+            "epochs": self.metadata["info"].get("epochs"),
+            "architecture": model_cfg.get("arch") if isinstance(model_cfg, dict) else None,
+        }
 
     @classmethod
     def load(cls, cfg: InferenceConfig) -> "OnnxRecognizer":
@@ -184,10 +214,13 @@ class OnnxRecognizer(Recognizer):
         return cls(cfg.model_path, cfg.threads, cfg.cuda)
 
     def forward_padded(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        log_probs, out_lengths = self.session.run(None, {
-            "features": np.ascontiguousarray(features, dtype=np.float32),
-            "lengths": np.asarray(lengths, dtype=np.int64).reshape(-1),
-        })
+        log_probs, out_lengths = self.session.run(
+            None,
+            {
+                "features": np.ascontiguousarray(features, dtype=np.float32),
+                "lengths": np.asarray(lengths, dtype=np.int64).reshape(-1),
+            },
+        )
         return log_probs, out_lengths
 
 
@@ -200,8 +233,7 @@ def describe_onnx(path: str | Path) -> list[str]:
     cfg = meta["model_config"]
     arch = ", ".join(f"{k}={v}" for k, v in cfg.items()) if isinstance(cfg, dict) else str(cfg)
     lines = [
-        f"format:        ONNX (opset {meta['opset']}), {meta['precision']}, "
-        f"{Path(path).stat().st_size / 2**20:.1f} MiB",
+        f"format:        ONNX (opset {meta['opset']}), {meta['precision']}, {Path(path).stat().st_size / 2**20:.1f} MiB",
         f"architecture:  {arch}",
         f"labels ({len(rec.labels)}):   {''.join(rec.labels)!r}",
         "audio:         " + ", ".join(f"{k}={v}" for k, v in audio.items()),
@@ -261,8 +293,14 @@ def transcribe_audio(recognizer: Recognizer, decoder: Any, audio: np.ndarray, ch
     return transcribe_many(recognizer, decoder, [audio], chunk_seconds, batch_size=1)[0]
 
 
-def transcribe_many(recognizer: Recognizer, decoder: Any, audios: Sequence[np.ndarray], chunk_seconds: float = 30.0,
-                    batch_size: int = 16, max_batch_seconds: float = MAX_BATCH_SECONDS) -> list[dict]:
+def transcribe_many(
+    recognizer: Recognizer,
+    decoder: Any,
+    audios: Sequence[np.ndarray],
+    chunk_seconds: float = 30.0,
+    batch_size: int = 16,
+    max_batch_seconds: float = MAX_BATCH_SECONDS,
+) -> list[dict]:
     """:func:`transcribe_audio` for each waveform, with the model run on batches.
 
     Every waveform is cut into chunks (:func:`chunk_bounds`); the chunks of all waveforms
@@ -276,8 +314,9 @@ def transcribe_many(recognizer: Recognizer, decoder: Any, audios: Sequence[np.nd
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     cfg = recognizer.audio_config
-    chunks = [(i, start, end) for i, audio in enumerate(audios)
-              for start, end in chunk_bounds(audio, cfg.sample_rate, chunk_seconds)]
+    chunks = [
+        (i, start, end) for i, audio in enumerate(audios) for start, end in chunk_bounds(audio, cfg.sample_rate, chunk_seconds)
+    ]
     order = sorted(range(len(chunks)), key=lambda k: chunks[k][2] - chunks[k][1])  # stable: ties keep file order
     groups: list[list[int]] = []
     budget = max_batch_seconds * cfg.sample_rate
@@ -288,7 +327,7 @@ def transcribe_many(recognizer: Recognizer, decoder: Any, audios: Sequence[np.nd
             groups.append([k])
     paths: list[Any] = [None] * len(chunks)
     for group in groups:
-        features = [spectrogram(audios[chunks[k][0]][chunks[k][1]:chunks[k][2]], cfg) for k in group]
+        features = [spectrogram(audios[chunks[k][0]][chunks[k][1] : chunks[k][2]], cfg) for k in group]
         x, lengths = pad_features(features)
         log_probs, out_lengths = recognizer.forward_padded(x, lengths)
         for k, hyps in zip(group, decoder.decode(log_probs, out_lengths)):
@@ -304,8 +343,10 @@ def transcribe_many(recognizer: Recognizer, decoder: Any, audios: Sequence[np.nd
             offset = chunks[k][1] / cfg.sample_rate
             if best.text:
                 texts.append(best.text)
-            words.extend({"word": w["word"], "start": round(w["start"] + offset, 3),
-                          "end": round(w["end"] + offset, 3)} for w in best.words(recognizer.frame_shift))
+            words.extend(
+                {"word": w["word"], "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)}
+                for w in best.words(recognizer.frame_shift)
+            )
             alternatives.append([h.text for h in paths[k][1:]])
         result = {"transcription": " ".join(texts), "words": words}
         if any(alternatives):
@@ -330,8 +371,15 @@ class EvalResult:
     outputs: list[Any] = field(default_factory=list)
 
 
-def evaluate(model: Any, loader: Any, decoder: Any, device: Any = "cpu", amp: bool = False,
-             keep_outputs: bool = False, progress: bool = False) -> EvalResult:
+def evaluate(
+    model: Any,
+    loader: Any,
+    decoder: Any,
+    device: Any = "cpu",
+    amp: bool = False,
+    keep_outputs: bool = False,
+    progress: bool = False,
+) -> EvalResult:
     """Run a PyTorch ``model`` over ``loader``: mean CTC loss per utterance, corpus-level WER/CER.
 
     ``model`` may also be a :class:`Recognizer` (e.g. an ONNX model): its
@@ -374,8 +422,13 @@ def evaluate(model: Any, loader: Any, decoder: Any, device: Any = "cpu", amp: bo
                     log_probs, out_lengths = model(batch.inputs.to(device), batch.input_lengths.to(device))
             log_probs = log_probs.float()
             losses = torch.nn.functional.ctc_loss(
-                log_probs.transpose(0, 1), batch.targets.to(device), out_lengths, batch.target_lengths.to(device),
-                blank=0, reduction="none", zero_infinity=True,
+                log_probs.transpose(0, 1),
+                batch.targets.to(device),
+                out_lengths,
+                batch.target_lengths.to(device),
+                blank=0,
+                reduction="none",
+                zero_infinity=True,
             )
             loss_sum += float(losses.sum())
             n += len(batch.texts)
@@ -385,10 +438,15 @@ def evaluate(model: Any, loader: Any, decoder: Any, device: Any = "cpu", amp: bo
                 total.update([ref], [hyp])
                 w_edits, w_n = word_errors(ref, hyp)
                 c_edits, c_n = char_errors(ref, hyp)
-                utterances.append({
-                    "path": batch.paths[i], "reference": ref, "hypothesis": hyp,
-                    "wer": 100.0 * w_edits / max(1, w_n), "cer": 100.0 * c_edits / max(1, c_n),
-                })
+                utterances.append(
+                    {
+                        "path": batch.paths[i],
+                        "reference": ref,
+                        "hypothesis": hyp,
+                        "wer": 100.0 * w_edits / max(1, w_n),
+                        "cer": 100.0 * c_edits / max(1, c_n),
+                    }
+                )
                 if keep_outputs:
                     outputs.append(log_probs[i, : int(out_lengths[i])].to(torch.float16).cpu())
     if recognizer is None:

@@ -4,6 +4,7 @@ All three read the same per-epoch history, a dict of equal-length lists::
 
     {"epoch": [1, 2, ...], "train_loss": [...], "val_loss": [...], "wer": [...], "cer": [...], "lr": [...]}
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,9 +60,7 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:
-            raise ImportError(
-                "--tensorboard needs the tensorboard package: pip install tensorboard"
-            ) from e
+            raise ImportError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
         self.writer = SummaryWriter(log_dir=str(Path(log_dir) / run_id))
 
     def log_epoch(self, history: dict[str, list]) -> None:

@@ -25,6 +25,7 @@ Lightning checkpoint (dspt_import.py)::
     python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth
     python model.py --model-path models/an4.pth --export-onnx models/an4.onnx [--int8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,24 +128,42 @@ class ModelConfig:
         g = parser.add_argument_group("model")
         g.add_argument("--arch", default=d.arch, choices=ARCHS, help="Deep Speech 2 (conv + RNN) or Deep Speech 1")
         g.add_argument("--hidden-size", type=int, default=d.hidden_size, help="RNN width")
-        g.add_argument("--hidden-layers", type=int, default=None,
-                       help=f"RNN layers (default: {d.hidden_layers} for ds2, 1 for ds1 as in the paper)")
-        g.add_argument("--rnn-type", default=d.rnn_type, choices=tuple(RNN_TYPES),
-                       help="LSTM: on CPU its padded kernel is faster than GRU's")
-        g.add_argument("--no-bidirectional", dest="bidirectional", action="store_false",
-                       help="unidirectional RNNs (with a lookahead convolution in ds2): streamable")
+        g.add_argument(
+            "--hidden-layers",
+            type=int,
+            default=None,
+            help=f"RNN layers (default: {d.hidden_layers} for ds2, 1 for ds1 as in the paper)",
+        )
+        g.add_argument(
+            "--rnn-type", default=d.rnn_type, choices=tuple(RNN_TYPES), help="LSTM: on CPU its padded kernel is faster than GRU's"
+        )
+        g.add_argument(
+            "--no-bidirectional",
+            dest="bidirectional",
+            action="store_false",
+            help="unidirectional RNNs (with a lookahead convolution in ds2): streamable",
+        )
         g.add_argument("--conv-channels", type=int, default=d.conv_channels, help="ds2: channels of both conv layers")
-        g.add_argument("--lookahead-context", type=int, default=d.lookahead_context,
-                       help="ds2 with --no-bidirectional: output frames the lookahead convolution sees "
-                            "(current + future)")
+        g.add_argument(
+            "--lookahead-context",
+            type=int,
+            default=d.lookahead_context,
+            help="ds2 with --no-bidirectional: output frames the lookahead convolution sees (current + future)",
+        )
         g.add_argument("--ds1-context", type=int, default=d.ds1_context, help="ds1: frames of context on each side")
-        g.add_argument("--ds1-stride", type=int, default=d.ds1_stride, choices=(1, 2),
-                       help="ds1: 1 = an output every 10 ms frame, 2 = every other frame")
+        g.add_argument(
+            "--ds1-stride",
+            type=int,
+            default=d.ds1_stride,
+            choices=(1, 2),
+            help="ds1: 1 = an output every 10 ms frame, 2 = every other frame",
+        )
         g.add_argument("--dropout", type=float, default=d.dropout)
 
     @staticmethod
     def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         """Refuse architecture flags that would do nothing with the others."""
+
         def given(name: str) -> bool:
             return getattr(args, name) != parser.get_default(name)
 
@@ -164,10 +183,17 @@ class ModelConfig:
         """The architecture the flags of :meth:`add_args` ask for."""
         try:
             return cls(
-                arch=args.arch, n_features=n_features, n_classes=n_classes, hidden_size=args.hidden_size,
+                arch=args.arch,
+                n_features=n_features,
+                n_classes=n_classes,
+                hidden_size=args.hidden_size,
                 hidden_layers=args.hidden_layers or (1 if args.arch == "ds1" else cls.hidden_layers),
-                rnn_type=args.rnn_type, bidirectional=args.bidirectional, conv_channels=args.conv_channels,
-                lookahead_context=args.lookahead_context, ds1_context=args.ds1_context, ds1_stride=args.ds1_stride,
+                rnn_type=args.rnn_type,
+                bidirectional=args.bidirectional,
+                conv_channels=args.conv_channels,
+                lookahead_context=args.lookahead_context,
+                ds1_context=args.ds1_context,
+                ds1_stride=args.ds1_stride,
                 dropout=args.dropout,
             )
         except ValueError as e:
@@ -177,8 +203,9 @@ class ModelConfig:
 # ---------------------------------------------------------------------------- building blocks
 
 
-def _masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, mask: Tensor, n: Tensor,
-                       dims: tuple[int, ...], shape: tuple[int, ...]) -> Tensor:
+def _masked_batch_norm(
+    bn: nn.modules.batchnorm._BatchNorm, x: Tensor, mask: Tensor, n: Tensor, dims: tuple[int, ...], shape: tuple[int, ...]
+) -> Tensor:
     """Training-mode batch norm with statistics over the valid elements only.
 
     ``mask`` is a float 0/1 tensor broadcastable to ``x`` (size 1 on the channel
@@ -254,8 +281,7 @@ class BatchRNN(nn.Module):
     Directions are summed. An optional masked BatchNorm normalises the input.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, rnn_type: str, bidirectional: bool,
-                 batch_norm: bool) -> None:
+    def __init__(self, input_size: int, hidden_size: int, rnn_type: str, bidirectional: bool, batch_norm: bool) -> None:
         super().__init__()
         self.batch_norm = MaskedBatchNorm1d(input_size) if batch_norm else None
         rnn_cls = RNN_TYPES[rnn_type]
@@ -315,8 +341,7 @@ class AcousticModel(nn.Module):
     def _check_inputs(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Validate shapes and lengths; returns lengths as a long tensor on x's device."""
         if x.dim() != 4 or x.size(1) != 1 or x.size(2) != self.cfg.n_features:
-            raise ValueError(f"expected spectrograms of shape (B, 1, {self.cfg.n_features}, T), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(f"expected spectrograms of shape (B, 1, {self.cfg.n_features}, T), got {tuple(x.shape)}")
         if lengths.shape != (x.size(0),):
             raise ValueError(f"expected lengths of shape ({x.size(0)},), got {tuple(lengths.shape)}")
         if x.size(0) and (int(lengths.min()) < 1 or int(lengths.max()) > x.size(3)):
@@ -341,8 +366,7 @@ class DeepSpeech2(AcousticModel):
         in_channels, n_freq = 1, cfg.n_features
         for spec in DS2_CONVS:
             # No conv bias by default: the BatchNorm right after it subtracts any constant shift.
-            convs.append(nn.Conv2d(in_channels, cfg.conv_channels, spec.kernel, spec.stride, spec.padding,
-                                   bias=cfg.conv_bias))
+            convs.append(nn.Conv2d(in_channels, cfg.conv_channels, spec.kernel, spec.stride, spec.padding, bias=cfg.conv_bias))
             norms.append(MaskedBatchNorm2d(cfg.conv_channels))
             in_channels = cfg.conv_channels
             n_freq = conv_out_size(n_freq, spec.kernel[0], spec.stride[0], spec.padding[0])
@@ -350,8 +374,13 @@ class DeepSpeech2(AcousticModel):
         self.conv_norms = nn.ModuleList(norms)
         self.rnn_input_size = cfg.conv_channels * n_freq  # 32 * 41 = 1312 for 161 features
         self.rnns = nn.ModuleList(
-            BatchRNN(self.rnn_input_size if i == 0 else cfg.hidden_size, cfg.hidden_size, cfg.rnn_type,
-                     cfg.bidirectional, batch_norm=i > 0)
+            BatchRNN(
+                self.rnn_input_size if i == 0 else cfg.hidden_size,
+                cfg.hidden_size,
+                cfg.rnn_type,
+                cfg.bidirectional,
+                batch_norm=i > 0,
+            )
             for i in range(cfg.hidden_layers)
         )
         self.lookahead = None if cfg.bidirectional else Lookahead(cfg.hidden_size, cfg.lookahead_context)
@@ -413,8 +442,9 @@ class DeepSpeech1(AcousticModel):
         self.cfg = cfg
         self.time_stride = cfg.ds1_stride
         h = cfg.hidden_size
-        self.context = nn.Conv1d(cfg.n_features, h, kernel_size=2 * cfg.ds1_context + 1,
-                                 stride=cfg.ds1_stride, padding=cfg.ds1_context)
+        self.context = nn.Conv1d(
+            cfg.n_features, h, kernel_size=2 * cfg.ds1_context + 1, stride=cfg.ds1_stride, padding=cfg.ds1_context
+        )
         self.dense2 = nn.Linear(h, h)
         self.dense3 = nn.Linear(h, h)
         self.rnns = nn.ModuleList(
@@ -510,8 +540,10 @@ def forward_flops(cfg: ModelConfig, n_frames: int) -> int:
 
 def describe_architecture(cfg: ModelConfig) -> str:
     """One line, e.g. 'DeepSpeech 2: 3 x 512 bidirectional GRU, conv channels 32'."""
-    rnn = f"{cfg.hidden_layers} x {cfg.hidden_size} {'bidirectional' if cfg.bidirectional else 'unidirectional'} " \
-          f"{cfg.rnn_type.upper()}"
+    rnn = (
+        f"{cfg.hidden_layers} x {cfg.hidden_size} {'bidirectional' if cfg.bidirectional else 'unidirectional'} "
+        f"{cfg.rnn_type.upper()}"
+    )
     if cfg.arch == "ds2":
         extra = f"conv channels {cfg.conv_channels}" + (" (with bias)" if cfg.conv_bias else "")
         if not cfg.bidirectional:
@@ -534,30 +566,50 @@ def build_parser() -> argparse.ArgumentParser:
         "  python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth"
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model-path",
-                        help="checkpoint written by train.py (or an exported .onnx file, to print its metadata)")
-    source.add_argument("--import-deepspeech-pytorch", metavar="OLD", default=None,
-                        help="a deepspeech.pytorch v2 model package (.pth) or V3 Lightning checkpoint (.ckpt) "
-                             "to convert; needs --export")
-    parser.add_argument("--export", default=None, metavar="PATH",
-                        help="write a release copy here: weights, architecture, audio config, labels and "
-                             "metric history, without optimizer or other training state")
+    source.add_argument("--model-path", help="checkpoint written by train.py (or an exported .onnx file, to print its metadata)")
+    source.add_argument(
+        "--import-deepspeech-pytorch",
+        metavar="OLD",
+        default=None,
+        help="a deepspeech.pytorch v2 model package (.pth) or V3 Lightning checkpoint (.ckpt) to convert; needs --export",
+    )
+    parser.add_argument(
+        "--export",
+        default=None,
+        metavar="PATH",
+        help="write a release copy here: weights, architecture, audio config, labels and "
+        "metric history, without optimizer or other training state",
+    )
     parser.add_argument("--fp16-weights", action="store_true", help="with --export: store the weights in fp16")
-    parser.add_argument("--pad-mode", choices=("reflect", "constant"), default=None,
-                        help="with --import-deepspeech-pytorch: the STFT centre padding the model was trained "
-                             "with: reflect (librosa < 0.9, the released models; the default) or constant "
-                             "(zeros, librosa >= 0.9)")
+    parser.add_argument(
+        "--pad-mode",
+        choices=("reflect", "constant"),
+        default=None,
+        help="with --import-deepspeech-pytorch: the STFT centre padding the model was trained "
+        "with: reflect (librosa < 0.9, the released models; the default) or constant "
+        "(zeros, librosa >= 0.9)",
+    )
     g = parser.add_argument_group("ONNX export (onnx_export.py; needs the onnx and onnxruntime packages)")
-    g.add_argument("--export-onnx", default=None, metavar="PATH.onnx",
-                   help="write the model as a self-describing ONNX file (opset 17, dynamic batch and time) "
-                        "for transcribe.py/test.py --model-path PATH.onnx")
-    g.add_argument("--int8", action="store_true",
-                   help="with --export-onnx: int8 quantization (dynamic: RNNs and matrix products)")
-    g.add_argument("--calibration-manifest", default=None, metavar="CSV",
-                   help="with --int8: also quantize the convolutions statically, with activation ranges "
-                        "measured on utterances of this manifest (training audio)")
-    g.add_argument("--calibration-utterances", type=int, default=256,
-                   help="with --calibration-manifest: utterances drawn from it")
+    g.add_argument(
+        "--export-onnx",
+        default=None,
+        metavar="PATH.onnx",
+        help="write the model as a self-describing ONNX file (opset 17, dynamic batch and time) "
+        "for transcribe.py/test.py --model-path PATH.onnx",
+    )
+    g.add_argument(
+        "--int8", action="store_true", help="with --export-onnx: int8 quantization (dynamic: RNNs and matrix products)"
+    )
+    g.add_argument(
+        "--calibration-manifest",
+        default=None,
+        metavar="CSV",
+        help="with --int8: also quantize the convolutions statically, with activation ranges "
+        "measured on utterances of this manifest (training audio)",
+    )
+    g.add_argument(
+        "--calibration-utterances", type=int, default=256, help="with --calibration-manifest: utterances drawn from it"
+    )
     return parser
 
 
@@ -582,18 +634,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.export_onnx:
         if args.import_deepspeech_pytorch:
-            parser.error("--export-onnx takes --model-path (a deepspeech.pytorch file given there is converted "
-                         "in memory)")
+            parser.error("--export-onnx takes --model-path (a deepspeech.pytorch file given there is converted in memory)")
         try:
             from onnx_export import OnnxExportError, export_checkpoint
         except ImportError as e:
-            print(f"error: --export-onnx needs the onnx and onnxruntime packages ({e}); "
-                  "pip install -r requirements-onnx.txt onnx", file=sys.stderr)
+            print(
+                f"error: --export-onnx needs the onnx and onnxruntime packages ({e}); pip install -r requirements-onnx.txt onnx",
+                file=sys.stderr,
+            )
             return 2
         try:
-            path = export_checkpoint(args.model_path, args.export_onnx, int8=args.int8,
-                                     calibration_manifest=args.calibration_manifest,
-                                     calibration_utterances=args.calibration_utterances)
+            path = export_checkpoint(
+                args.model_path,
+                args.export_onnx,
+                int8=args.int8,
+                calibration_manifest=args.calibration_manifest,
+                calibration_utterances=args.calibration_utterances,
+            )
         except (OnnxExportError, OSError, ValueError) as e:  # CheckpointError is a ValueError
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -619,13 +676,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = args.import_deepspeech_pytorch
             ckpt = load_checkpoint(source)  # converts deepspeech.pytorch files in memory
             if ckpt.imported_from is None:
-                raise CheckpointError(f"{source}: a deepspeech-ctc checkpoint, not a deepspeech.pytorch file; "
-                                      "nothing to import")
+                raise CheckpointError(f"{source}: a deepspeech-ctc checkpoint, not a deepspeech.pytorch file; nothing to import")
             audio = replace(ckpt.audio_config, pad_mode=args.pad_mode or DEFAULT_PAD_MODE)
             ckpt = replace(ckpt, audio_config=audio, weights_dtype="float16" if args.fp16_weights else "float32")
             path = export(ckpt, args.export, fp16_weights=args.fp16_weights)
-            print(f"found:         {ckpt.imported_from['toolkit']} {ckpt.imported_from['version']} "
-                  f"checkpoint {source}")
+            print(f"found:         {ckpt.imported_from['toolkit']} {ckpt.imported_from['version']} checkpoint {source}")
             for line in describe(ckpt):
                 if not line.startswith(("imported from:", "training state:")):
                     print(line)
@@ -634,8 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ckpt = load_checkpoint(args.model_path)
         if args.export:
             path = export(ckpt, args.export, fp16_weights=args.fp16_weights)
-            print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB"
-                  f"{', fp16 weights' if args.fp16_weights else ''})")
+            print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB{', fp16 weights' if args.fp16_weights else ''})")
             return 0
     except (CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -29,6 +29,7 @@ With a calibration manifest the convolutions are quantized statically as well
 (QDQ, per-channel int8 weights, uint8 activations with ranges measured on that audio),
 which onnxruntime runs as ``QLinearConv``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -117,8 +118,14 @@ class _OnnxGraph(nn.Module):
         return self.model(features.unsqueeze(1), lengths)  # (B, F, T) -> (B, 1, F, T)
 
 
-def metadata(model_cfg: ModelConfig, audio_cfg: AudioConfig, labels: Sequence[str], frame_shift: float,
-             precision: str = "float32", info: dict | None = None) -> dict[str, str]:
+def metadata(
+    model_cfg: ModelConfig,
+    audio_cfg: AudioConfig,
+    labels: Sequence[str],
+    frame_shift: float,
+    precision: str = "float32",
+    info: dict | None = None,
+) -> dict[str, str]:
     """The ``metadata_props`` of an exported file: every value JSON."""
     values: dict[str, Any] = {
         "format": FORMAT,
@@ -158,8 +165,9 @@ def _save(onnx_model: Any, path: Path) -> Path:
     return path
 
 
-def export_onnx(model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str], path: str | Path,
-                info: dict | None = None) -> Path:
+def export_onnx(
+    model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str], path: str | Path, info: dict | None = None
+) -> Path:
     """Write ``model`` as a self-describing fp32 ONNX file (see the module docstring)."""
     import onnx
 
@@ -167,8 +175,10 @@ def export_onnx(model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[s
     if len(labels) != model.cfg.n_classes:
         raise OnnxExportError(f"{len(labels)} labels for a model with {model.cfg.n_classes} classes")
     graph = _OnnxGraph(fold_batch_norms(model)).eval()
-    example = (torch.zeros(2, model.cfg.n_features, EXPORT_FRAMES),
-               torch.tensor([EXPORT_FRAMES, EXPORT_FRAMES - 7], dtype=torch.long))
+    example = (
+        torch.zeros(2, model.cfg.n_features, EXPORT_FRAMES),
+        torch.tensor([EXPORT_FRAMES, EXPORT_FRAMES - 7], dtype=torch.long),
+    )
     with tempfile.TemporaryDirectory(prefix="onnx_export_") as tmp, warnings.catch_warnings():
         # The input checks of AcousticModel.forward run once on the example while tracing and
         # are not part of the graph; the warnings about them, and about the legacy exporter, say nothing new.
@@ -178,10 +188,19 @@ def export_onnx(model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[s
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         raw = Path(tmp) / "model.onnx"
         torch.onnx.export(
-            graph, example, str(raw), dynamo=False, opset_version=OPSET,
-            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-            dynamic_axes={"features": {0: "batch", 2: "time"}, "lengths": {0: "batch"},
-                          "log_probs": {0: "batch", 1: "out_time"}, "output_lengths": {0: "batch"}},
+            graph,
+            example,
+            str(raw),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={
+                "features": {0: "batch", 2: "time"},
+                "lengths": {0: "batch"},
+                "log_probs": {0: "batch", 1: "out_time"},
+                "output_lengths": {0: "batch"},
+            },
             do_constant_folding=True,
         )
         onnx_model = onnx.load(str(raw))
@@ -195,8 +214,9 @@ def export_onnx(model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[s
 # ---------------------------------------------------------------------------- int8
 
 
-def calibration_features(manifest: str | Path, audio_cfg: AudioConfig, n: int = DEFAULT_CALIBRATION_UTTERANCES,
-                         seed: int = 0) -> list[np.ndarray]:
+def calibration_features(
+    manifest: str | Path, audio_cfg: AudioConfig, n: int = DEFAULT_CALIBRATION_UTTERANCES, seed: int = 0
+) -> list[np.ndarray]:
     """Spectrograms of ``n`` utterances drawn at random (seeded) from a manifest."""
     from data.audio import load_audio
     from data.manifest import read_manifest
@@ -213,8 +233,8 @@ class _CalibrationReader:
 
     def __init__(self, features: Sequence[np.ndarray]) -> None:
         self._feeds: Iterator[dict] = iter(
-            {"features": f[None].astype(np.float32), "lengths": np.array([f.shape[1]], dtype=np.int64)}
-            for f in features)
+            {"features": f[None].astype(np.float32), "lengths": np.array([f.shape[1]], dtype=np.int64)} for f in features
+        )
 
     def get_next(self) -> dict | None:
         return next(self._feeds, None)
@@ -232,8 +252,7 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize_onnx(fp32_path: str | Path, out_path: str | Path,
-                  calibration: Sequence[np.ndarray] | None = None) -> Path:
+def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: Sequence[np.ndarray] | None = None) -> Path:
     """Write an int8 copy of an exported fp32 file (metadata kept, ``precision`` updated).
 
     Without ``calibration``: dynamic quantization of the RNNs and matrix products.
@@ -263,16 +282,27 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path,
             source = Path(tmp) / "static.onnx"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                quantize_static(str(fp32_path), str(source), reader, quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=["Conv"], per_channel=True,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=CalibrationMethod.MinMax,
-                                extra_options={"CalibTensorRangeSymmetric": False})
+                quantize_static(
+                    str(fp32_path),
+                    str(source),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["Conv"],
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"CalibTensorRangeSymmetric": False},
+                )
         dynamic = Path(tmp) / "int8.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_dynamic(str(source), str(dynamic), op_types_to_quantize=["LSTM", "GRU", "RNN", "MatMul", "Gemm"],
-                             weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                str(source),
+                str(dynamic),
+                op_types_to_quantize=["LSTM", "GRU", "RNN", "MatMul", "Gemm"],
+                weight_type=QuantType.QInt8,
+            )
         onnx_model = onnx.load(str(dynamic))
     precision = "int8-static-conv" if calibration is not None else "int8-dynamic"
     props["precision"] = json.dumps(precision)
@@ -283,21 +313,23 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path,
 # ---------------------------------------------------------------------------- from a checkpoint
 
 
-def export_checkpoint(model_path: str | Path, out_path: str | Path, int8: bool = False,
-                      calibration_manifest: str | Path | None = None,
-                      calibration_utterances: int = DEFAULT_CALIBRATION_UTTERANCES) -> Path:
+def export_checkpoint(
+    model_path: str | Path,
+    out_path: str | Path,
+    int8: bool = False,
+    calibration_manifest: str | Path | None = None,
+    calibration_utterances: int = DEFAULT_CALIBRATION_UTTERANCES,
+) -> Path:
     """``python model.py --export-onnx``: a checkpoint to an fp32 (or int8) ONNX file."""
     from checkpoint import load_model
 
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
-        raise OnnxExportError(f"{out_path}: give the ONNX file a .onnx suffix (transcribe.py and test.py "
-                              "pick the runtime by it)")
+        raise OnnxExportError(f"{out_path}: give the ONNX file a .onnx suffix (transcribe.py and test.py pick the runtime by it)")
     if calibration_manifest is not None and not int8:
         raise OnnxExportError("--calibration-manifest applies to --int8")
     model, ckpt = load_model(model_path)
-    info = {"source": Path(model_path).name,
-            "epochs": ckpt.training.epoch if ckpt.training else None}
+    info = {"source": Path(model_path).name, "epochs": ckpt.training.epoch if ckpt.training else None}
     if not int8:
         return export_onnx(model, ckpt.audio_config, ckpt.labels, out_path, info)
     calibration = None

@@ -16,6 +16,7 @@ computed by :func:`data.audio.spectrogram` in numpy, exactly as for the PyTorch 
 Only numpy and onnxruntime are needed here (``requirements-onnx.txt``);
 :class:`inference.OnnxRecognizer` runs such a file.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,17 @@ from data.audio import AudioConfig
 
 FORMAT = "deepspeech-ctc-onnx"
 FORMAT_VERSION = 1
-METADATA_FIELDS = ("format", "format_version", "labels", "audio_config", "model_config", "frame_shift",
-                   "precision", "opset", "info")
+METADATA_FIELDS = (
+    "format",
+    "format_version",
+    "labels",
+    "audio_config",
+    "model_config",
+    "frame_shift",
+    "precision",
+    "opset",
+    "info",
+)
 INPUT_NAMES = ("features", "lengths")
 OUTPUT_NAMES = ("log_probs", "output_lengths")
 
@@ -78,8 +88,9 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     if type(version) is not int or version < 1:
         raise OnnxModelError(f"{path}: unknown format_version {version!r}; export the model again")
     if version > FORMAT_VERSION:
-        raise OnnxModelError(f"{path}: format_version {version} is newer than this code reads ({FORMAT_VERSION}); "
-                             "update deepspeech-ctc")
+        raise OnnxModelError(
+            f"{path}: format_version {version} is newer than this code reads ({FORMAT_VERSION}); update deepspeech-ctc"
+        )
     missing = [k for k in METADATA_FIELDS if k not in meta]
     if missing:
         raise OnnxModelError(f"{path}: metadata lacks {missing}; export the model again")

@@ -18,6 +18,7 @@ Babble is made of ``--babble-manifest`` utterances, which must be other speakers
 ``--manifest``'s: for AN4, the training set (its validation speakers are held out of it).
 Evaluate on validation data: the test set is for the model chosen at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,7 @@ CLIP_FRACTION = 0.05
 
 def _noise(kind: str, snr: float) -> Condition:
     add = corrupt.add_white_noise if kind == "white" else corrupt.add_pink_noise
-    return Condition(f"{kind}_snr{snr:g}", f"{kind} noise, SNR {snr:g} dB",
-                     lambda x, sr, rng, babble: add(x, snr, rng))
+    return Condition(f"{kind}_snr{snr:g}", f"{kind} noise, SNR {snr:g} dB", lambda x, sr, rng, babble: add(x, snr, rng))
 
 
 def _tight(x: np.ndarray, sr: int, rng: np.random.Generator, babble) -> np.ndarray:
@@ -87,20 +87,31 @@ def _reverb(x: np.ndarray, sr: int, rng: np.random.Generator, babble) -> np.ndar
 CONDITIONS: tuple[Condition, ...] = (
     Condition("clean", "unchanged", lambda x, sr, rng, babble: np.asarray(x, dtype=np.float32).copy()),
     *(_noise(kind, snr) for kind in ("white", "pink") for snr in (20.0, 10.0, 5.0)),
-    Condition("babble_snr10", f"babble of {BABBLE_TALKERS} --babble-manifest utterances, SNR 10 dB",
-              lambda x, sr, rng, babble: corrupt.add_babble(x, babble(BABBLE_TALKERS), 10.0, rng), needs_babble=True),
-    Condition("telephone", "8 kHz, 300-3400 Hz band-pass, 8-bit mu-law",
-              lambda x, sr, rng, babble: corrupt.telephone(x, sr)),
-    Condition("8khz", "resampled to 8 kHz and back (nothing above 4 kHz)",
-              lambda x, sr, rng, babble: corrupt.telephone(x, sr, band=None, bits=None)),
+    Condition(
+        "babble_snr10",
+        f"babble of {BABBLE_TALKERS} --babble-manifest utterances, SNR 10 dB",
+        lambda x, sr, rng, babble: corrupt.add_babble(x, babble(BABBLE_TALKERS), 10.0, rng),
+        needs_babble=True,
+    ),
+    Condition("telephone", "8 kHz, 300-3400 Hz band-pass, 8-bit mu-law", lambda x, sr, rng, babble: corrupt.telephone(x, sr)),
+    Condition(
+        "8khz",
+        "resampled to 8 kHz and back (nothing above 4 kHz)",
+        lambda x, sr, rng, babble: corrupt.telephone(x, sr, band=None, bits=None),
+    ),
     Condition("reverb", "simulated room: RT60 0.3-0.8 s, 30-150 m^3, talker at 0.3-1.0 m", _reverb),
-    Condition("level_-30dB", "30 dB quieter, 16-bit", lambda x, sr, rng, babble: corrupt.quantize(
-        corrupt.gain(x, -30.0), 16)),
-    Condition("clipping", f"hard clipping of the loudest {100 * CLIP_FRACTION:g} % of the samples",
-              lambda x, sr, rng, babble: corrupt.clip_fraction(x, CLIP_FRACTION)),
+    Condition("level_-30dB", "30 dB quieter, 16-bit", lambda x, sr, rng, babble: corrupt.quantize(corrupt.gain(x, -30.0), 16)),
+    Condition(
+        "clipping",
+        f"hard clipping of the loudest {100 * CLIP_FRACTION:g} % of the samples",
+        lambda x, sr, rng, babble: corrupt.clip_fraction(x, CLIP_FRACTION),
+    ),
     Condition("tight", f"silence trimmed to 0-{1000 * TIGHT_MARGIN_S:g} ms before and after the speech", _tight),
-    Condition("eq", "random microphone EQ: low and high shelves of -10..+10 dB",
-              lambda x, sr, rng, babble: corrupt.random_eq(x, sr, rng, max_db=10.0)),
+    Condition(
+        "eq",
+        "random microphone EQ: low and high shelves of -10..+10 dB",
+        lambda x, sr, rng, babble: corrupt.random_eq(x, sr, rng, max_db=10.0),
+    ),
 )
 
 
@@ -130,8 +141,10 @@ class Talkers:
         self.paths = [wav for wav, *_ in read_manifest(manifest)]
         overlap = {p.resolve() for p in self.paths} & {p.resolve() for p in exclude}
         if overlap:
-            raise ValueError(f"{manifest}: {len(overlap)} babble utterances are in the evaluated manifest "
-                             f"(e.g. {min(overlap)}); babble must come from other speakers")
+            raise ValueError(
+                f"{manifest}: {len(overlap)} babble utterances are in the evaluated manifest "
+                f"(e.g. {min(overlap)}); babble must come from other speakers"
+            )
         if len(self.paths) < BABBLE_TALKERS:
             raise ValueError(f"{manifest}: babble needs at least {BABBLE_TALKERS} utterances")
         self.sample_rate = sample_rate
@@ -148,8 +161,9 @@ class Talkers:
         return out
 
 
-def build_condition(condition: Condition, rows: list, work_dir: Path, fingerprint: dict, sample_rate: int,
-                    seed: int, talkers: Talkers | None) -> tuple[Path, bool]:
+def build_condition(
+    condition: Condition, rows: list, work_dir: Path, fingerprint: dict, sample_rate: int, seed: int, talkers: Talkers | None
+) -> tuple[Path, bool]:
     """Write the corrupted copy of ``rows`` for ``condition`` (or reuse it).
 
     Returns:
@@ -230,8 +244,9 @@ def calibrate(manifest: Path, audio_config, max_utterances: int = 200) -> Calibr
         values = spectrogram(audio, cfg).astype(np.float64)
         total, total_sq, count = total + float(values.sum()), total_sq + float((values**2).sum()), count + values.size
     mean = total / count
-    return Calibration(float(np.median(floors)), float(np.median(actives)), mean,
-                       math.sqrt(max(total_sq / count - mean**2, 0.0)), len(rows))
+    return Calibration(
+        float(np.median(floors)), float(np.median(actives)), mean, math.sqrt(max(total_sq / count - mean**2, 0.0)), len(rows)
+    )
 
 
 def _levels(audio: np.ndarray, sample_rate: int) -> tuple[float, float]:
@@ -289,33 +304,56 @@ def _crop_to_original(audio: np.ndarray, sample_rate: int, cal: Calibration) -> 
 
 
 FRONTENDS: tuple[Frontend, ...] = (
-    Frontend("as-is", "the model's features (per-utterance mean/std normalisation)",
-             lambda x, sr, cal: (x, 0, None)),
-    Frontend("zero-pad", f"{PAD_S:g} s of digital silence added before and after",
-             lambda x, sr, cal: (_pad(x, sr, None), 0, None)),
-    Frontend("noise-pad", f"{PAD_S:g} s of white noise at the training background level added before and after",
-             lambda x, sr, cal: (_pad(x, sr, cal), 0, None)),
-    Frontend("noise-pad-stats", "noise-pad for the normalisation statistics only; the model sees the clip's frames",
-             _crop_to_original),
-    Frontend("level-norm", "gain to the training speech level (95th percentile of 10 ms frames)",
-             lambda x, sr, cal: (_level_norm(x, sr, cal), 0, None)),
-    Frontend("floor-fill", "white noise at the training background level added to the whole clip",
-             lambda x, sr, cal: (_floor_fill(x, sr, cal), 0, None)),
-    Frontend("level-norm+floor-fill", "level-norm, then floor-fill",
-             lambda x, sr, cal: (_floor_fill(_level_norm(x, sr, cal), sr, cal), 0, None)),
-    Frontend("level-norm+noise-pad", "level-norm, then noise-pad",
-             lambda x, sr, cal: (_pad(_level_norm(x, sr, cal), sr, cal), 0, None)),
-    Frontend("global-norm", "normalisation by the training audio's feature mean and std instead of the "
-             "utterance's own", lambda x, sr, cal: (x, 0, None), global_norm=True),
+    Frontend("as-is", "the model's features (per-utterance mean/std normalisation)", lambda x, sr, cal: (x, 0, None)),
+    Frontend(
+        "zero-pad", f"{PAD_S:g} s of digital silence added before and after", lambda x, sr, cal: (_pad(x, sr, None), 0, None)
+    ),
+    Frontend(
+        "noise-pad",
+        f"{PAD_S:g} s of white noise at the training background level added before and after",
+        lambda x, sr, cal: (_pad(x, sr, cal), 0, None),
+    ),
+    Frontend(
+        "noise-pad-stats", "noise-pad for the normalisation statistics only; the model sees the clip's frames", _crop_to_original
+    ),
+    Frontend(
+        "level-norm",
+        "gain to the training speech level (95th percentile of 10 ms frames)",
+        lambda x, sr, cal: (_level_norm(x, sr, cal), 0, None),
+    ),
+    Frontend(
+        "floor-fill",
+        "white noise at the training background level added to the whole clip",
+        lambda x, sr, cal: (_floor_fill(x, sr, cal), 0, None),
+    ),
+    Frontend(
+        "level-norm+floor-fill",
+        "level-norm, then floor-fill",
+        lambda x, sr, cal: (_floor_fill(_level_norm(x, sr, cal), sr, cal), 0, None),
+    ),
+    Frontend(
+        "level-norm+noise-pad", "level-norm, then noise-pad", lambda x, sr, cal: (_pad(_level_norm(x, sr, cal), sr, cal), 0, None)
+    ),
+    Frontend(
+        "global-norm",
+        "normalisation by the training audio's feature mean and std instead of the utterance's own",
+        lambda x, sr, cal: (x, 0, None),
+        global_norm=True,
+    ),
 )
 
 
 # ---------------------------------------------------------------------------- evaluation
 
 
-def evaluate_manifests(model_path: Path, manifests: dict[str, Path], decoders: dict[str, list[str]],
-                       batch_size: int, frontend: Frontend | None = None,
-                       calibration: Calibration | None = None) -> dict[tuple[str, str], dict]:
+def evaluate_manifests(
+    model_path: Path,
+    manifests: dict[str, Path],
+    decoders: dict[str, list[str]],
+    batch_size: int,
+    frontend: Frontend | None = None,
+    calibration: Calibration | None = None,
+) -> dict[tuple[str, str], dict]:
     """WER/CER of the model on each manifest with each decoder.
 
     The only place this script calls the project's evaluation code: checkpoint.load_model,
@@ -363,7 +401,7 @@ def evaluate_manifests(model_path: Path, manifests: dict[str, Path], decoders: d
                 spect = spectrogram(audio, audio_cfg)
             if length is not None:
                 first = offset // audio_cfg.hop_length
-                spect = spect[:, first:first + audio_cfg.n_frames(length)]
+                spect = spect[:, first : first + audio_cfg.n_frames(length)]
             features = torch.from_numpy(np.ascontiguousarray(spect, dtype=np.float32))
             return features, list(self.base.ids[i]), str(self.base.wav_paths[i]), self.base.texts[i]
 
@@ -375,12 +413,12 @@ def evaluate_manifests(model_path: Path, manifests: dict[str, Path], decoders: d
             for condition, manifest in manifests.items():
                 dataset = SpectrogramDataset(manifest, audio_cfg, labels)
                 view = dataset if frontend is None else FrontendView(dataset)
-                loader = AudioDataLoader(view, batch_sampler=BucketingSampler(len(dataset), batch_size=batch_size,
-                                                                                shuffle=False))
+                loader = AudioDataLoader(view, batch_sampler=BucketingSampler(len(dataset), batch_size=batch_size, shuffle=False))
                 result = evaluate(model, loader, decoder, "cpu")
                 results[(condition, name)] = {"wer": result.wer, "cer": result.cer, "n": result.n_utterances}
-                log.info("%-14s %-8s %s WER %.1f CER %.1f", condition, name, frontend.name if frontend else "",
-                         result.wer, result.cer)
+                log.info(
+                    "%-14s %-8s %s WER %.1f CER %.1f", condition, name, frontend.name if frontend else "", result.wer, result.cer
+                )
     return results
 
 
@@ -400,15 +438,18 @@ def suite_table(conditions: Sequence[Condition], decoders: Sequence[str], result
     corrupted = [c.name for c in conditions if c.name != "clean"]
     cells = " | ".join(
         f"**{_mean([results[(n, d)]['wer'] for n in corrupted]):.1f}** | "
-        f"**{_mean([results[(n, d)]['cer'] for n in corrupted]):.1f}**" for d in decoders)
+        f"**{_mean([results[(n, d)]['cer'] for n in corrupted]):.1f}**"
+        for d in decoders
+    )
     lines.append(f"| **average** | the {len(corrupted)} corrupted conditions | {cells} |")
     return lines
 
 
-def frontend_table(conditions: Sequence[Condition], frontends: Sequence[Frontend], decoder: str,
-                   results: dict) -> list[str]:
-    lines = ["| front end | " + " | ".join(c.name for c in conditions) + " | average corrupted |",
-             "|---|" + "---:|" * (len(conditions) + 1)]
+def frontend_table(conditions: Sequence[Condition], frontends: Sequence[Frontend], decoder: str, results: dict) -> list[str]:
+    lines = [
+        "| front end | " + " | ".join(c.name for c in conditions) + " | average corrupted |",
+        "|---|" + "---:|" * (len(conditions) + 1),
+    ]
     for f in frontends:
         wers = [results[f.name][(c.name, decoder)]["wer"] for c in conditions]
         corrupted = [w for c, w in zip(conditions, wers) if c.name != "clean"]
@@ -437,24 +478,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-path", type=Path, default=Path("models/an4.pth"), help="checkpoint to evaluate")
     p.add_argument("--manifest", type=Path, required=True, help="manifest to corrupt (validation data, not test)")
-    p.add_argument("--babble-manifest", type=Path, default=None,
-                   help="utterances of other speakers for babble (AN4: the training manifest); "
-                        "without it the babble condition is left out")
+    p.add_argument(
+        "--babble-manifest",
+        type=Path,
+        default=None,
+        help="utterances of other speakers for babble (AN4: the training manifest); without it the babble condition is left out",
+    )
     p.add_argument("--lm-path", type=Path, default=None, help="also evaluate beam search with this LM (ARPA)")
-    p.add_argument("--max-utterances", type=int, default=None,
-                   help="evaluate this many utterances, spread evenly over the manifest (default: all)")
+    p.add_argument(
+        "--max-utterances",
+        type=int,
+        default=None,
+        help="evaluate this many utterances, spread evenly over the manifest (default: all)",
+    )
     p.add_argument("--seed", type=int, default=1234, help="seed of every corruption")
-    p.add_argument("--conditions", nargs="+", default=None, choices=[c.name for c in CONDITIONS],
-                   help="run only these conditions (default: all)")
-    p.add_argument("--frontends", nargs="+", default=None, choices=["all"] + [f.name for f in FRONTENDS],
-                   help="also compare these feature front ends (greedy) on every condition; calibrated on "
-                        "--babble-manifest (training audio)")
-    p.add_argument("--frontend-conditions", nargs="+", default=None, choices=[c.name for c in CONDITIONS],
-                   help="conditions the front ends are compared on (default: "
-                        + " ".join(FRONTEND_CONDITIONS) + ")")
+    p.add_argument(
+        "--conditions",
+        nargs="+",
+        default=None,
+        choices=[c.name for c in CONDITIONS],
+        help="run only these conditions (default: all)",
+    )
+    p.add_argument(
+        "--frontends",
+        nargs="+",
+        default=None,
+        choices=["all"] + [f.name for f in FRONTENDS],
+        help="also compare these feature front ends (greedy) on every condition; calibrated on "
+        "--babble-manifest (training audio)",
+    )
+    p.add_argument(
+        "--frontend-conditions",
+        nargs="+",
+        default=None,
+        choices=[c.name for c in CONDITIONS],
+        help="conditions the front ends are compared on (default: " + " ".join(FRONTEND_CONDITIONS) + ")",
+    )
     p.add_argument("--output", type=Path, default=Path("docs/robustness.md"), help="markdown report")
-    p.add_argument("--work-dir", type=Path, default=Path("runs/robustness"),
-                   help="corrupted audio and manifests (reused when the inputs are unchanged)")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("runs/robustness"),
+        help="corrupted audio and manifests (reused when the inputs are unchanged)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return p
@@ -491,13 +557,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = select_rows(read_manifest(args.manifest), args.max_utterances)
         wanted = [c for c in CONDITIONS if args.conditions is None or c.name in args.conditions]
         conditions = [c for c in wanted if not c.needs_babble or args.babble_manifest is not None]
-        talkers = (Talkers(args.babble_manifest, sample_rate, [w for w, *_ in rows])
-                   if args.babble_manifest is not None else None)
-        fingerprint = {"suite_version": SUITE_VERSION, "corrupt_sha256": _digest(Path(corrupt.__file__)),
-                       "seed": args.seed, "sample_rate": sample_rate,
-                       "manifest": str(args.manifest.resolve()), "manifest_sha256": _digest(args.manifest),
-                       "utterances": [str(w) for w, *_ in rows],
-                       "babble_sha256": _digest(args.babble_manifest)}
+        talkers = Talkers(args.babble_manifest, sample_rate, [w for w, *_ in rows]) if args.babble_manifest is not None else None
+        fingerprint = {
+            "suite_version": SUITE_VERSION,
+            "corrupt_sha256": _digest(Path(corrupt.__file__)),
+            "seed": args.seed,
+            "sample_rate": sample_rate,
+            "manifest": str(args.manifest.resolve()),
+            "manifest_sha256": _digest(args.manifest),
+            "utterances": [str(w) for w, *_ in rows],
+            "babble_sha256": _digest(args.babble_manifest),
+        }
         start = time.perf_counter()
         manifests = {}
         for c in conditions:
@@ -510,26 +580,31 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_manifests(args.model_path, manifests, decoders, args.batch_size)
         frontends, calibration, frontend_results = [], None, {}
         if args.frontends:
-            frontends = list(FRONTENDS) if "all" in args.frontends else [
-                f for f in FRONTENDS if f.name in args.frontends]
+            frontends = list(FRONTENDS) if "all" in args.frontends else [f for f in FRONTENDS if f.name in args.frontends]
             calibration = calibrate(args.babble_manifest, ckpt.audio_config)
             names = args.frontend_conditions or FRONTEND_CONDITIONS
             frontend_conditions = [c for c in conditions if c.name in names]
             for f in frontends:
                 frontend_results[f.name] = evaluate_manifests(
-                    args.model_path, {c.name: manifests[c.name] for c in frontend_conditions},
-                    {"greedy": ["--decoder", "greedy"]}, args.batch_size, f, calibration)
+                    args.model_path,
+                    {c.name: manifests[c.name] for c in frontend_conditions},
+                    {"greedy": ["--decoder", "greedy"]},
+                    args.batch_size,
+                    f,
+                    calibration,
+                )
                 log.info("front end %s done", f.name)
         elapsed = time.perf_counter() - start
-    except (CheckpointError, AudioError, ManifestError, TranscriptError, FileNotFoundError, ImportError,
-            ValueError) as e:
+    except (CheckpointError, AudioError, ManifestError, TranscriptError, FileNotFoundError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     cfg = ckpt.model_config
-    model_desc = (f"`{args.model_path}` ({cfg.arch}, {cfg.hidden_layers} x {cfg.hidden_size} "
-                  f"{'bi' if cfg.bidirectional else 'uni'}directional {cfg.rnn_type}, "
-                  f"{ckpt.n_parameters:,} parameters, sha256 {_digest(args.model_path)[:12]})")
+    model_desc = (
+        f"`{args.model_path}` ({cfg.arch}, {cfg.hidden_layers} x {cfg.hidden_size} "
+        f"{'bi' if cfg.bidirectional else 'uni'}directional {cfg.rnn_type}, "
+        f"{ckpt.n_parameters:,} parameters, sha256 {_digest(args.model_path)[:12]})"
+    )
     lines = [
         "## Corruption suite",
         "",
@@ -549,10 +624,12 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "### Front ends (greedy WER, same model, no retraining)",
             "",
-            (f"Calibrated on {calibration.n_utterances} utterances of `{args.babble_manifest}`: background "
-            f"{calibration.floor_db:.1f} dBFS, speech {calibration.active_db:.1f} dBFS (10 ms frames, 10th and 95th "
-            "percentiles, medians over utterances); features (log1p |STFT|) mean "
-            f"{calibration.feature_mean:.3f}, std {calibration.feature_std:.3f}."),
+            (
+                f"Calibrated on {calibration.n_utterances} utterances of `{args.babble_manifest}`: background "
+                f"{calibration.floor_db:.1f} dBFS, speech {calibration.active_db:.1f} dBFS (10 ms frames, 10th and 95th "
+                "percentiles, medians over utterances); features (log1p |STFT|) mean "
+                f"{calibration.feature_mean:.3f}, std {calibration.feature_std:.3f}."
+            ),
             "",
             *[f"* **{f.name}**: {f.description}" for f in frontends],
             "",

@@ -10,6 +10,7 @@ WER, then lowest CER, then the smallest alpha and beta) and writes every point t
 ``--output-path`` as JSON: ``{"results": [{"alpha", "beta", "wer", "cer"}, ...],
 "best": {...}, ...}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,13 +78,26 @@ def _evaluate(point: tuple[float, float]) -> dict[str, float]:
     return _EVALUATOR(point)
 
 
-def search(saved_output: str | Path, lm_path: str | Path, alphas: list[float], betas: list[float],
-           beam_width: int = DEFAULT_BEAM_WIDTH, cutoff_top_n: int = DEFAULT_CUTOFF_TOP_N,
-           cutoff_prob: float = DEFAULT_CUTOFF_PROB, lexicon: str | Path | None = None,
-           num_workers: int = 1, progress: bool = True) -> list[dict[str, float]]:
+def search(
+    saved_output: str | Path,
+    lm_path: str | Path,
+    alphas: list[float],
+    betas: list[float],
+    beam_width: int = DEFAULT_BEAM_WIDTH,
+    cutoff_top_n: int = DEFAULT_CUTOFF_TOP_N,
+    cutoff_prob: float = DEFAULT_CUTOFF_PROB,
+    lexicon: str | Path | None = None,
+    num_workers: int = 1,
+    progress: bool = True,
+) -> list[dict[str, float]]:
     """WER/CER for every (alpha, beta) pair, in grid order (alpha-major)."""
-    decoder_kwargs = dict(beam_width=beam_width, lm_path=str(lm_path), cutoff_top_n=cutoff_top_n,
-                          cutoff_prob=cutoff_prob, lexicon=str(lexicon) if lexicon else None)
+    decoder_kwargs = dict(
+        beam_width=beam_width,
+        lm_path=str(lm_path),
+        cutoff_top_n=cutoff_top_n,
+        cutoff_prob=cutoff_prob,
+        lexicon=str(lexicon) if lexicon else None,
+    )
     points = [(a, b) for a in alphas for b in betas]
     bar = tqdm(total=len(points), desc="alpha/beta grid", disable=not progress, file=sys.stderr)
     results: list[dict[str, float]] = []
@@ -94,8 +108,9 @@ def search(saved_output: str | Path, lm_path: str | Path, alphas: list[float], b
             bar.update()
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(num_workers, len(points)), initializer=_init_worker,
-                      initargs=(str(saved_output), decoder_kwargs)) as pool:
+        with ctx.Pool(
+            min(num_workers, len(points)), initializer=_init_worker, initargs=(str(saved_output), decoder_kwargs)
+        ) as pool:
             for row in pool.imap(_evaluate, points):
                 results.append(row)
                 bar.update()
@@ -104,10 +119,10 @@ def search(saved_output: str | Path, lm_path: str | Path, alphas: list[float], b
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--saved-output", type=Path, required=True,
-                        help="model outputs on the validation set, from test.py --save-output")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument(
+        "--saved-output", type=Path, required=True, help="model outputs on the validation set, from test.py --save-output"
+    )
     parser.add_argument("--lm-path", type=Path, required=True, help="ARPA (or KenLM binary + --lexicon)")
     parser.add_argument("--lexicon", type=Path, default=None, help="word list restricting the output words")
     parser.add_argument("--lm-alpha-from", type=float, default=0.0)
@@ -119,12 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beam-width", type=int, default=DEFAULT_BEAM_WIDTH)
     parser.add_argument("--cutoff-top-n", type=int, default=DEFAULT_CUTOFF_TOP_N)
     parser.add_argument("--cutoff-prob", type=float, default=DEFAULT_CUTOFF_PROB)
-    parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1,
-                        help="processes evaluating grid points in parallel")
+    parser.add_argument(
+        "--num-workers", type=int, default=os.cpu_count() or 1, help="processes evaluating grid points in parallel"
+    )
     parser.add_argument("--output-path", type=Path, default=Path("tune_results.json"))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--save-defaults", action="store_true",
-                        help="store the best alpha/beta next to the LM (LM.json) as its decoder defaults")
+    parser.add_argument(
+        "--save-defaults", action="store_true", help="store the best alpha/beta next to the LM (LM.json) as its decoder defaults"
+    )
     return parser
 
 
@@ -140,33 +157,55 @@ def main(argv: list[str] | None = None) -> int:
         betas = grid(args.lm_beta_from, args.lm_beta_to, args.lm_num_betas)
         # Fail fast (before starting workers) on a bad saved-output, LM or lexicon file.
         data = load_outputs(args.saved_output)
-        BeamCTCDecoder(data["labels"], beam_width=args.beam_width, lm_path=args.lm_path,
-                       cutoff_top_n=args.cutoff_top_n, cutoff_prob=args.cutoff_prob,
-                       lexicon=args.lexicon)
+        BeamCTCDecoder(
+            data["labels"],
+            beam_width=args.beam_width,
+            lm_path=args.lm_path,
+            cutoff_top_n=args.cutoff_top_n,
+            cutoff_prob=args.cutoff_prob,
+            lexicon=args.lexicon,
+        )
         n_utts = len(data["references"])
         del data
-        results = search(args.saved_output, args.lm_path, alphas, betas, beam_width=args.beam_width,
-                         cutoff_top_n=args.cutoff_top_n, cutoff_prob=args.cutoff_prob,
-                         lexicon=args.lexicon, num_workers=args.num_workers, progress=not args.quiet)
+        results = search(
+            args.saved_output,
+            args.lm_path,
+            alphas,
+            betas,
+            beam_width=args.beam_width,
+            cutoff_top_n=args.cutoff_top_n,
+            cutoff_prob=args.cutoff_prob,
+            lexicon=args.lexicon,
+            num_workers=args.num_workers,
+            progress=not args.quiet,
+        )
     except (BeamSearchUnavailable, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     best = best_point(results)
     report = {
-        "saved_output": str(args.saved_output), "lm_path": str(args.lm_path),
-        "lexicon": str(args.lexicon) if args.lexicon else None, "n_utterances": n_utts,
-        "beam_width": args.beam_width, "cutoff_top_n": args.cutoff_top_n,
-        "cutoff_prob": args.cutoff_prob, "results": results, "best": best,
+        "saved_output": str(args.saved_output),
+        "lm_path": str(args.lm_path),
+        "lexicon": str(args.lexicon) if args.lexicon else None,
+        "n_utterances": n_utts,
+        "beam_width": args.beam_width,
+        "cutoff_top_n": args.cutoff_top_n,
+        "cutoff_prob": args.cutoff_prob,
+        "results": results,
+        "best": best,
     }
     args.output_path.parent.mkdir(parents=True, exist_ok=True)
     args.output_path.write_text(json.dumps(report, indent=2) + "\n")
     if args.save_defaults:
-        path = save_lm_defaults(args.lm_path, best["alpha"], best["beta"],
-                                tuned_on=str(args.saved_output), beam_width=args.beam_width)
+        path = save_lm_defaults(
+            args.lm_path, best["alpha"], best["beta"], tuned_on=str(args.saved_output), beam_width=args.beam_width
+        )
         print(f"Saved alpha/beta as the decoder defaults for {args.lm_path} in {path}")
-    print(f"Best: alpha {best['alpha']:.4g}  beta {best['beta']:.4g}  "
-          f"WER {best['wer']:.3f}  CER {best['cer']:.3f}  ({len(results)} points, "
-          f"results in {args.output_path})")
+    print(
+        f"Best: alpha {best['alpha']:.4g}  beta {best['beta']:.4g}  "
+        f"WER {best['wer']:.3f}  CER {best['cer']:.3f}  ({len(results)} points, "
+        f"results in {args.output_path})"
+    )
     return 0
 
 

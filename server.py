@@ -31,6 +31,7 @@ unavailable, while ``/transcribe`` works. Recognition runs in thread pools, neve
 loop; ``--workers`` bounds the uploads transcribed at once (``--max-pending`` waiting or
 running, then 503) and ``--max-streams`` the open streams. SIGTERM or Ctrl-C stops cleanly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,8 +128,7 @@ def _thread_safe(decoder: Any) -> Any:
 
 
 def _model_info(path: Path, ckpt: Any, arch: str) -> dict:
-    return {"path": str(path), "name": path.name, "epochs": ckpt.training.epoch if ckpt.training else None,
-            "architecture": arch}
+    return {"path": str(path), "name": path.name, "epochs": ckpt.training.epoch if ckpt.training else None, "architecture": arch}
 
 
 # ---------------------------------------------------------------------------- the service
@@ -141,14 +141,19 @@ class Service:
     model only sets :attr:`stream_error`.
     """
 
-    def __init__(self, inference: InferenceConfig, stream_model_path: Path | None, decoder_cfg: DecoderConfig,
-                 limits: Limits = Limits(), record_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        inference: InferenceConfig,
+        stream_model_path: Path | None,
+        decoder_cfg: DecoderConfig,
+        limits: Limits = Limits(),
+        record_dir: Path | None = None,
+    ) -> None:
         self.limits = limits
         self.decoder_cfg = decoder_cfg
         self.recognizer = load_recognizer(inference)
         self.decoder = _thread_safe(make_decoder(decoder_cfg, self.recognizer.labels))
-        self.lm = ({"path": str(decoder_cfg.lm_path), "name": Path(decoder_cfg.lm_path).name}
-                   if decoder_cfg.lm_path else None)
+        self.lm = {"path": str(decoder_cfg.lm_path), "name": Path(decoder_cfg.lm_path).name} if decoder_cfg.lm_path else None
         self.stream_model: Any = None
         self.stream_error: str | None = None
         self.stream_info: dict | None = None
@@ -172,8 +177,10 @@ class Service:
             return
         path = Path(path)
         if not path.is_file():
-            self.stream_error = (f"streaming is unavailable: no streaming model at {path} (train one with train.py "
-                                 "--no-bidirectional --normalize global and save it there, or pass --stream-model-path)")
+            self.stream_error = (
+                f"streaming is unavailable: no streaming model at {path} (train one with train.py "
+                "--no-bidirectional --normalize global and save it there, or pass --stream-model-path)"
+            )
             return
         try:
             ckpt = load_checkpoint(path)
@@ -211,8 +218,7 @@ class Service:
         except Exception:  # soundfile raises several types for bytes it cannot parse
             info = None
         if info is not None and info.samplerate > 0 and info.frames > 0 and info.frames / info.samplerate > limit:
-            raise ClientError(f"{filename}: audio lasts {info.frames / info.samplerate:.1f} s; the limit is {limit:g} s",
-                              413)
+            raise ClientError(f"{filename}: audio lasts {info.frames / info.samplerate:.1f} s; the limit is {limit:g} s", 413)
         try:
             audio = read_audio_bytes(data, rate, source=filename)
         except AudioError as e:  # soundfile names the in-memory file object: leave that out
@@ -220,8 +226,12 @@ class Service:
         if len(audio) / rate > limit:
             raise ClientError(f"{filename}: audio lasts {len(audio) / rate:.1f} s; the limit is {limit:g} s", 413)
         result = transcribe_audio(self.recognizer, self.decoder, audio)
-        out = {"status": "OK", "transcription": result["transcription"], "words": result["words"],
-               "duration": round(len(audio) / rate, 3)}
+        out = {
+            "status": "OK",
+            "transcription": result["transcription"],
+            "words": result["words"],
+            "duration": round(len(audio) / rate, 3),
+        }
         if "alternatives" in result:
             out["alternatives"] = result["alternatives"]
         out["_meta"] = self.meta()
@@ -232,9 +242,13 @@ class Service:
     def health(self) -> dict:
         stream = {"available": self.stream_model is not None, "error": self.stream_error}
         if self.stream_model is not None:
-            stream.update(model=self.stream_info, sample_rate=self.stream_audio_config.sample_rate,
-                          algorithmic_latency_ms=self.stream_latency.as_ms(), decoder=self.stream_decoder.describe(),
-                          partials="greedy")
+            stream.update(
+                model=self.stream_info,
+                sample_rate=self.stream_audio_config.sample_rate,
+                algorithmic_latency_ms=self.stream_latency.as_ms(),
+                decoder=self.stream_decoder.describe(),
+                partials="greedy",
+            )
         return {
             "status": "ok",
             "transcribe": {**self.meta(), "sample_rate": self.recognizer.audio_config.sample_rate},
@@ -254,8 +268,9 @@ class Service:
             return
         stem = self.record_dir / f"stream-{next(self._record_ids):05d}"
         sf.write(str(stem.with_suffix(".wav")), samples, sample_rate, subtype="FLOAT")
-        stem.with_suffix(".json").write_text(json.dumps({"sample_rate": sample_rate, "format": fmt,
-                                                         "samples": int(len(samples)), "result": result}))
+        stem.with_suffix(".json").write_text(
+            json.dumps({"sample_rate": sample_rate, "format": fmt, "samples": int(len(samples)), "result": result})
+        )
 
 
 class StreamSession:
@@ -267,8 +282,9 @@ class StreamSession:
 
         self.service = service
         self.sample_rate, self.format = sample_rate, fmt
-        self.recognizer = StreamingRecognizer(service.stream_model, service.stream_audio_config,
-                                              service.stream_labels, service.stream_decoder)
+        self.recognizer = StreamingRecognizer(
+            service.stream_model, service.stream_audio_config, service.stream_labels, service.stream_decoder
+        )
         self.resampler = StreamResampler(sample_rate, service.stream_audio_config.sample_rate)
         self.samples_in = 0
         self.recorded: list[np.ndarray] | None = [] if service.record_dir else None
@@ -277,8 +293,7 @@ class StreamSession:
         """A binary message as float32 samples (:class:`ClientError` if it does not hold whole finite samples)."""
         width = 2 if self.format == "pcm16" else 4
         if len(data) % width:
-            raise ClientError(f"a {self.format} message must hold whole {width}-byte samples; got {len(data)} bytes",
-                              1008)
+            raise ClientError(f"a {self.format} message must hold whole {width}-byte samples; got {len(data)} bytes", 1008)
         if self.format == "pcm16":
             # soundfile's scaling of 16-bit PCM, so that a WAV file and its samples streamed agree exactly
             return np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32768.0)
@@ -317,8 +332,7 @@ def parse_config(text: str | None) -> tuple[int, str]:
     try:
         cfg = json.loads(text)
     except json.JSONDecodeError:
-        raise ClientError(f"the first message must be a JSON config such as {example}; got {text[:80]!r}", 1008) \
-            from None
+        raise ClientError(f"the first message must be a JSON config such as {example}; got {text[:80]!r}", 1008) from None
     if not isinstance(cfg, dict):
         raise ClientError(f"the config must be a JSON object such as {example}", 1008)
     unknown = sorted(set(cfg) - set(CONFIG_KEYS))
@@ -328,8 +342,10 @@ def parse_config(text: str | None) -> tuple[int, str]:
     if isinstance(rate, float) and rate.is_integer():
         rate = int(rate)
     if type(rate) is not int or not MIN_RATE <= rate <= MAX_RATE:
-        raise ClientError(f"config 'sample_rate' must be an integer number of Hz in [{MIN_RATE}, {MAX_RATE}], "
-                          f"got {cfg.get('sample_rate')!r}", 1008)
+        raise ClientError(
+            f"config 'sample_rate' must be an integer number of Hz in [{MIN_RATE}, {MAX_RATE}], got {cfg.get('sample_rate')!r}",
+            1008,
+        )
     fmt = cfg.get("format", "pcm16")
     if fmt not in FORMATS:
         raise ClientError(f"config 'format' must be one of {list(FORMATS)}, got {fmt!r}", 1008)
@@ -410,8 +426,10 @@ def create_app(service: Service) -> Any:
     app = FastAPI(
         title="deepspeech-ctc server",
         description="Speech recognition with DeepSpeech 2 / CTC: upload a file to /transcribe, or stream audio "
-                    "over the WebSocket /stream (protocol in server.py's docstring).",
-        version="1", lifespan=lifespan, debug=False,
+        "over the WebSocket /stream (protocol in server.py's docstring).",
+        version="1",
+        lifespan=lifespan,
+        debug=False,
     )
     app.state.service = service
 
@@ -432,13 +450,19 @@ def create_app(service: Service) -> Any:
         log.error("internal error on %s: %r", request.url.path, exc, exc_info=exc)
         return error(500, "internal server error")
 
-    responses = {code: {"description": text, "content": {"application/json": {"example": error_body(text)}}}
-                 for code, text in ((400, "bad or empty audio, or no file"), (413, "upload too large or too long"),
-                                    (503, "too many transcriptions waiting"))}
+    responses = {
+        code: {"description": text, "content": {"application/json": {"example": error_body(text)}}}
+        for code, text in (
+            (400, "bad or empty audio, or no file"),
+            (413, "upload too large or too long"),
+            (503, "too many transcriptions waiting"),
+        )
+    }
 
     @app.post(UPLOAD_PATH, responses=responses, summary="Transcribe an audio file")
-    async def transcribe(file: UploadFile | None = File(None, description="audio file: WAV, FLAC, OGG or MP3, "
-                                                                           "any sample rate and channel count")):
+    async def transcribe(
+        file: UploadFile | None = File(None, description="audio file: WAV, FLAC, OGG or MP3, any sample rate and channel count"),
+    ):
         """deepspeech.pytorch's contract: ``{"status": "OK", "transcription": ...}``, plus word times
         (``words``), ``duration`` (seconds) and ``_meta`` (model, LM, decoder)."""
         if file is None or isinstance(file, str):
@@ -451,12 +475,12 @@ def create_app(service: Service) -> Any:
             return error(400, f"{name}: empty file")
         if service.pending >= limits.max_pending:
             service.counters["rejected"] += 1
-            return error(503, f"server busy: {service.pending} transcriptions waiting or running; try again later",
-                         {"Retry-After": "1"})
+            return error(
+                503, f"server busy: {service.pending} transcriptions waiting or running; try again later", {"Retry-After": "1"}
+            )
         service.pending += 1
         try:
-            result = await asyncio.get_running_loop().run_in_executor(service.pool, service.transcribe_bytes,
-                                                                      data, name)
+            result = await asyncio.get_running_loop().run_in_executor(service.pool, service.transcribe_bytes, data, name)
         except ClientError as e:
             return error(e.status, str(e))
         finally:
@@ -500,14 +524,18 @@ def create_app(service: Service) -> Any:
         max_samples = limits.max_stream_seconds * sample_rate
         max_backlog = limits.max_backlog_seconds * sample_rate
         try:
+
             async def reader() -> None:
                 received = 0
                 while True:
                     text, data = await receive(ws)
                     if data is not None:
                         if len(data) > limits.max_message_bytes:
-                            raise ClientError(f"binary message of {len(data)} bytes; the limit is "
-                                              f"{limits.max_message_bytes}: send smaller chunks", 1009)
+                            raise ClientError(
+                                f"binary message of {len(data)} bytes; the limit is "
+                                f"{limits.max_message_bytes}: send smaller chunks",
+                                1009,
+                            )
                         samples = session.decode(data)
                         received += len(samples)
                         if received > max_samples:
@@ -527,8 +555,7 @@ def create_app(service: Service) -> Any:
                         backlog["eof"] = True
                         wake.set()
                         return
-                    raise ClientError('unexpected text message: send audio as binary messages and {"eof": 1} '
-                                      "at the end", 1008)
+                    raise ClientError('unexpected text message: send audio as binary messages and {"eof": 1} at the end', 1008)
 
             async def processor() -> None:
                 frames_sent = 0
@@ -540,12 +567,10 @@ def create_app(service: Service) -> Any:
                         pending.clear()
                         backlog["samples"] = 0
                         drained.set()
-                        partial, frames, audio_s = await loop.run_in_executor(service.stream_pool, session.accept,
-                                                                              chunk)
+                        partial, frames, audio_s = await loop.run_in_executor(service.stream_pool, session.accept, chunk)
                         if frames != frames_sent:
                             frames_sent = frames
-                            await ws.send_text(json.dumps({"partial": partial, "audio_s": audio_s,
-                                                           "frames": frames}))
+                            await ws.send_text(json.dumps({"partial": partial, "audio_s": audio_s, "frames": frames}))
                     if backlog["eof"] and not pending:
                         if session.samples_in == 0:
                             raise ClientError('empty audio: no samples arrived before {"eof": 1}', 1008)
@@ -581,8 +606,7 @@ def create_app(service: Service) -> Any:
             return
         if service.active_streams >= limits.max_streams:
             service.counters["rejected"] += 1
-            await close_with_error(ws, f"too many concurrent streams (the limit is {limits.max_streams}); "
-                                       "try again later", 1013)
+            await close_with_error(ws, f"too many concurrent streams (the limit is {limits.max_streams}); try again later", 1013)
             return
         service.active_streams += 1
         try:
@@ -608,39 +632,51 @@ def build_parser() -> argparse.ArgumentParser:
     d = Limits()
     p = make_parser(__doc__)
     InferenceConfig.add_args(p, default_model=DEFAULT_MODEL)
-    p.add_argument("--stream-model-path", type=Path, default=Path(DEFAULT_STREAM_MODEL),
-                   help="unidirectional model with global normalisation for /stream")
+    p.add_argument(
+        "--stream-model-path",
+        type=Path,
+        default=Path(DEFAULT_STREAM_MODEL),
+        help="unidirectional model with global normalisation for /stream",
+    )
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)")
     g.add_argument("--port", type=int, default=8888)
     g.add_argument("--workers", type=int, default=d.workers, help="threads transcribing uploads")
     g.add_argument("--stream-workers", type=int, default=d.stream_workers, help="threads running streams")
     g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-    g.add_argument("--shutdown-timeout", type=float, default=5.0,
-                   help="on SIGTERM, seconds to let open requests finish before closing them")
-    g.add_argument("--record-dir", type=Path, default=None,
-                   help="testing and debugging: write the audio each stream received (float32 WAV at the "
-                        "client's rate) and its result here")
+    g.add_argument(
+        "--shutdown-timeout", type=float, default=5.0, help="on SIGTERM, seconds to let open requests finish before closing them"
+    )
+    g.add_argument(
+        "--record-dir",
+        type=Path,
+        default=None,
+        help="testing and debugging: write the audio each stream received (float32 WAV at the client's rate) and its result here",
+    )
     g = p.add_argument_group("limits")
     g.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / 2**20, help="largest upload")
     g.add_argument("--max-upload-seconds", type=float, default=d.max_upload_seconds, help="longest uploaded audio")
     g.add_argument("--max-stream-seconds", type=float, default=d.max_stream_seconds, help="longest stream")
     g.add_argument("--max-streams", type=int, default=d.max_streams, help="streams open at once")
-    g.add_argument("--max-pending", type=int, default=d.max_pending,
-                   help="uploads waiting or being transcribed; more get 503")
-    g.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
-                   help="close a stream after this many seconds without a message")
-    g.add_argument("--max-message-kb", type=float, default=d.max_message_bytes / 1024,
-                   help="largest binary message on a stream")
+    g.add_argument("--max-pending", type=int, default=d.max_pending, help="uploads waiting or being transcribed; more get 503")
+    g.add_argument(
+        "--idle-timeout", type=float, default=d.idle_timeout, help="close a stream after this many seconds without a message"
+    )
+    g.add_argument("--max-message-kb", type=float, default=d.max_message_bytes / 1024, help="largest binary message on a stream")
     DecoderConfig.add_args(p)
     return p
 
 
 def limits_from_args(args: argparse.Namespace) -> Limits:
     return Limits(
-        max_upload_bytes=int(args.max_upload_mb * 2**20), max_upload_seconds=args.max_upload_seconds,
-        max_stream_seconds=args.max_stream_seconds, max_streams=args.max_streams, max_pending=args.max_pending,
-        idle_timeout=args.idle_timeout, max_message_bytes=int(args.max_message_kb * 1024), workers=args.workers,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_upload_seconds=args.max_upload_seconds,
+        max_stream_seconds=args.max_stream_seconds,
+        max_streams=args.max_streams,
+        max_pending=args.max_pending,
+        idle_timeout=args.idle_timeout,
+        max_message_bytes=int(args.max_message_kb * 1024),
+        workers=args.workers,
         stream_workers=args.stream_workers,
     )
 
@@ -668,9 +704,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     config = uvicorn.Config(
-        create_app(service), host=args.host, port=args.port, log_level=args.log_level,
-        ws_max_size=max(2 * service.limits.max_message_bytes, 2**16), ws_per_message_deflate=False,
-        timeout_graceful_shutdown=max(1, math.ceil(args.shutdown_timeout)), lifespan="on", server_header=False,
+        create_app(service),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ws_max_size=max(2 * service.limits.max_message_bytes, 2**16),
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=max(1, math.ceil(args.shutdown_timeout)),
+        lifespan="on",
+        server_header=False,
     )
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then hands the signal back to the previous

@@ -1,5 +1,6 @@
 """Packaging for deepspeech-ctc. The scripts are meant to be run from a checkout
 (`python train.py ...`); `pip install -e .` also makes the modules importable."""
+
 from pathlib import Path
 
 from setuptools import setup
@@ -21,8 +22,22 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # test.py is deliberately not installed as a module: it would shadow the standard library's `test`.
-    py_modules=["model", "decoder", "utils", "train", "transcribe", "search_lm_params", "inference", "checkpoint",
-                "onnx_export", "onnx_runtime", "streaming", "server", "dspt_import", "robustness"],
+    py_modules=[
+        "model",
+        "decoder",
+        "utils",
+        "train",
+        "transcribe",
+        "search_lm_params",
+        "inference",
+        "checkpoint",
+        "onnx_export",
+        "onnx_runtime",
+        "streaming",
+        "server",
+        "dspt_import",
+        "robustness",
+    ],
     packages=["data"],
     install_requires=read_requirements("requirements.txt"),
     extras_require={

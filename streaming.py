@@ -25,6 +25,7 @@ stage keeps exactly the state the offline computation would use:
 frame for that moment is final. :class:`StreamResampler` resamples a stream in chunks with
 exactly the result of :func:`data.audio.resample` on the whole signal.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,15 +52,18 @@ def check_streamable(model_cfg: Any, audio_config: AudioConfig) -> None:
     if model_cfg.bidirectional:
         raise StreamingError(
             "this model is bidirectional: its backward RNNs read the utterance from the end, so it cannot "
-            "stream. Train a streamable model with train.py --no-bidirectional --normalize global")
+            "stream. Train a streamable model with train.py --no-bidirectional --normalize global"
+        )
     if audio_config.normalize == "utterance":
         raise StreamingError(
             "this model normalises features per utterance (normalize='utterance'), which needs the whole "
-            "utterance before the first frame; train with --normalize global to stream")
+            "utterance before the first frame; train with --normalize global to stream"
+        )
     if audio_config.pad_mode != "constant":
         raise StreamingError(
             f"this model's features pad the signal's ends by {audio_config.pad_mode!r} (an imported model): "
-            "the streaming engine pads with zeros as the offline path does for our own models")
+            "the streaming engine pads with zeros as the offline path does for our own models"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,12 @@ class Latency:
         return self.stft_s + self.conv_s + self.lookahead_s
 
     def as_ms(self) -> dict[str, float]:
-        return {"stft_ms": round(1000 * self.stft_s, 3), "conv_ms": round(1000 * self.conv_s, 3),
-                "lookahead_ms": round(1000 * self.lookahead_s, 3), "total_ms": round(1000 * self.total_s, 3)}
+        return {
+            "stft_ms": round(1000 * self.stft_s, 3),
+            "conv_ms": round(1000 * self.conv_s, 3),
+            "lookahead_ms": round(1000 * self.lookahead_s, 3),
+            "total_ms": round(1000 * self.total_s, 3),
+        }
 
 
 def algorithmic_latency(model_cfg: Any, audio_config: AudioConfig) -> Latency:
@@ -118,8 +126,9 @@ class _SlidingWindow:
     outputs. Only the input that later outputs still need is kept.
     """
 
-    def __init__(self, kernel: int, stride: int, pad_left: int, pad_right: int,
-                 fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(
+        self, kernel: int, stride: int, pad_left: int, pad_right: int, fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
         self.kernel, self.stride, self.pad_left, self.pad_right, self.fn = kernel, stride, pad_left, pad_right, fn
         self.buf: torch.Tensor | None = None
         self.offset = 0  # padded index of buf[..., 0]
@@ -172,9 +181,13 @@ class _Framer:
         n_avail = (end - self.n_fft) // self.hop + 1 if end >= self.n_fft else 0
         n = max(0, n_avail - self.next_frame)
         start = self.next_frame * self.hop - self.offset
-        frames = np.lib.stride_tricks.as_strided(
-            self.buf[start:], (n, self.n_fft), (self.buf.strides[0] * self.hop, self.buf.strides[0]),
-            writeable=False) if n else np.zeros((0, self.n_fft), dtype=np.float32)
+        frames = (
+            np.lib.stride_tricks.as_strided(
+                self.buf[start:], (n, self.n_fft), (self.buf.strides[0] * self.hop, self.buf.strides[0]), writeable=False
+            )
+            if n
+            else np.zeros((0, self.n_fft), dtype=np.float32)
+        )
         frames = frames.copy()
         keep_from = min(n_avail * self.hop - self.offset, len(self.buf)) if n else 0
         self.buf = self.buf[keep_from:]
@@ -216,14 +229,14 @@ class StreamingRecognizer:
     stream (instances may share the model).
     """
 
-    def __init__(self, model: DeepSpeech2, audio_config: AudioConfig, labels: Sequence[str],
-                 decoder: Any = None) -> None:
+    def __init__(self, model: DeepSpeech2, audio_config: AudioConfig, labels: Sequence[str], decoder: Any = None) -> None:
         if not isinstance(model, DeepSpeech2):
             raise StreamingError(f"streaming needs a DeepSpeech 2 model, got {type(model).__name__}")
         check_streamable(model.cfg, audio_config)
         if audio_config.n_freq != model.cfg.n_features:
-            raise StreamingError(f"the audio config gives {audio_config.n_freq} features, the model expects "
-                                 f"{model.cfg.n_features}")
+            raise StreamingError(
+                f"the audio config gives {audio_config.n_freq} features, the model expects {model.cfg.n_features}"
+            )
         if len(labels) != model.cfg.n_classes:
             raise StreamingError(f"{len(labels)} labels for a model with {model.cfg.n_classes} classes")
         self.model = model.eval()
@@ -267,6 +280,7 @@ class StreamingRecognizer:
         def fn(x: torch.Tensor) -> torch.Tensor:
             y = F.conv2d(x, conv.weight, conv.bias, stride=conv.stride, padding=(conv.padding[0], 0))
             return F.hardtanh(norm(y), 0.0, CLIP)
+
         return fn
 
     @property
@@ -306,10 +320,10 @@ class StreamingRecognizer:
         self.finished = True
         paths = self.decoder.decode(self.log_probs()[None])[0]
         best = paths[0]
-        words = [{"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)}
-                 for w in best.words(self.frame_shift)]
-        result = {"text": best.text, "words": words,
-                  "duration": round(self.samples_received / self.audio_config.sample_rate, 3)}
+        words = [
+            {"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)} for w in best.words(self.frame_shift)
+        ]
+        result = {"text": best.text, "words": words, "duration": round(self.samples_received / self.audio_config.sample_rate, 3)}
         if len(paths) > 1:
             result["alternatives"] = [h.text for h in paths[1:]]
         return result
@@ -419,10 +433,10 @@ class StreamResampler:
         seg = np.zeros(hi + 1 - lo, dtype=np.float32)
         a, b = max(lo, self.buf_start), min(hi + 1, self.buf_start + len(self.buf))
         if b > a:
-            seg[a - lo:b - lo] = self.buf[a - self.buf_start:b - self.buf_start]
+            seg[a - lo : b - lo] = self.buf[a - self.buf_start : b - self.buf_start]
         y = upfirdn(self.h, seg, up, down)
         first = m0 + self.n_pre_remove - lo * up // down
-        return y[first:first + (m1 - m0)].astype(np.float32)
+        return y[first : first + (m1 - m0)].astype(np.float32)
 
     def _trim(self) -> None:
         """Drop the input no later output needs."""
@@ -430,7 +444,7 @@ class StreamResampler:
         lo = -((len(self.h) - 1 - j) // self.up)
         lo = (lo // self.down) * self.down
         if lo > self.buf_start:
-            self.buf = self.buf[min(lo - self.buf_start, len(self.buf)):]
+            self.buf = self.buf[min(lo - self.buf_start, len(self.buf)) :]
             self.buf_start = lo
 
     def push(self, samples: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ every utterance's hypothesis as JSON. Audio settings and labels come from the ch
 (or from the metadata of an ``.onnx`` file, whose log-probs onnxruntime computes; the data
 loader and the CTC loss still use PyTorch).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,15 +38,21 @@ def build_parser():
     g.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     g.add_argument("--verbose", action="store_true", help="print reference, hypothesis, WER and CER per utterance")
     g.add_argument("--report", default=None, help="write a JSON report (summary and every utterance) here")
-    g.add_argument("--save-output", default=None,
-                   help="save model outputs and references here, for search_lm_params.py")
+    g.add_argument("--save-output", default=None, help="save model outputs and references here, for search_lm_params.py")
     g.add_argument("--silent", action="store_true", help="no progress reporting")
     DecoderConfig.add_args(p)
     return p
 
 
-def run(inference: InferenceConfig, decoder_cfg: DecoderConfig, manifest: str | Path, batch_size: int = 20,
-        num_workers: int = 0, save_output: str | Path | None = None, progress: bool = False) -> dict:
+def run(
+    inference: InferenceConfig,
+    decoder_cfg: DecoderConfig,
+    manifest: str | Path,
+    batch_size: int = 20,
+    num_workers: int = 0,
+    save_output: str | Path | None = None,
+    progress: bool = False,
+) -> dict:
     """Evaluate a model on a manifest; returns the summary and every utterance's result."""
     recognizer = load_recognizer(inference)
     labels = recognizer.labels
@@ -59,14 +66,20 @@ def run(inference: InferenceConfig, decoder_cfg: DecoderConfig, manifest: str | 
     start = time.perf_counter()
     with decoder:
         if isinstance(recognizer, TorchRecognizer):
-            result = evaluate(recognizer.model, loader, decoder, recognizer.device, amp=inference.amp,
-                              keep_outputs=save_output is not None, progress=progress)
+            result = evaluate(
+                recognizer.model,
+                loader,
+                decoder,
+                recognizer.device,
+                amp=inference.amp,
+                keep_outputs=save_output is not None,
+                progress=progress,
+            )
         else:
             result = evaluate(recognizer, loader, decoder, keep_outputs=save_output is not None, progress=progress)
     elapsed = time.perf_counter() - start
     if save_output is not None:
-        save_outputs(save_output, result.outputs, [u["reference"] for u in result.utterances], labels,
-                     recognizer.frame_shift)
+        save_outputs(save_output, result.outputs, [u["reference"] for u in result.utterances], labels, recognizer.frame_shift)
     return {
         "model_path": str(inference.model_path),
         "manifest": str(manifest),
@@ -87,16 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size must be >= 1 and --num-workers >= 0")
     logging.basicConfig(level=logging.WARNING if args.silent else logging.INFO, format="%(levelname)s %(message)s")
     try:
-        report = run(InferenceConfig.from_args(args), DecoderConfig.from_args(args), args.test_manifest,
-                     args.batch_size, args.num_workers, args.save_output, progress=not args.silent)
-    except (CheckpointError, AudioError, ManifestError, TranscriptError, FileNotFoundError, ImportError,
-            ValueError) as e:
+        report = run(
+            InferenceConfig.from_args(args),
+            DecoderConfig.from_args(args),
+            args.test_manifest,
+            args.batch_size,
+            args.num_workers,
+            args.save_output,
+            progress=not args.silent,
+        )
+    except (CheckpointError, AudioError, ManifestError, TranscriptError, FileNotFoundError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.verbose:
         for u in report["utterances"]:
-            print(f"{u['path']}\n  Ref: {u['reference']}\n  Hyp: {u['hypothesis']}\n"
-                  f"  WER: {u['wer']:.1f}  CER: {u['cer']:.1f}")
+            print(f"{u['path']}\n  Ref: {u['reference']}\n  Hyp: {u['hypothesis']}\n  WER: {u['wer']:.1f}  CER: {u['cer']:.1f}")
     print(f"Test Summary \tAverage WER {report['wer']:.3f}\tAverage CER {report['cer']:.3f}")
     if args.report:
         write_text_atomic(args.report, json.dumps(report, indent=2) + "\n")

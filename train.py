@@ -11,6 +11,7 @@ The effective configuration is printed at start and stored in every checkpoint.
 The best model by validation WER goes to --model-path; --save-folder holds the
 resumable checkpoints and the training curves (curves.png).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,18 @@ from utils import Progress, flag, make_parser
 log = logging.getLogger("deepspeech.train")
 
 # Flags that define the network and its features; on --continue-from they come from the checkpoint.
-ARCH_FLAGS = ("arch", "hidden_size", "hidden_layers", "rnn_type", "bidirectional", "conv_channels",
-              "lookahead_context", "ds1_context", "ds1_stride", "dropout")
+ARCH_FLAGS = (
+    "arch",
+    "hidden_size",
+    "hidden_layers",
+    "rnn_type",
+    "bidirectional",
+    "conv_channels",
+    "lookahead_context",
+    "ds1_context",
+    "ds1_stride",
+    "dropout",
+)
 AUDIO_FLAGS = ("sample_rate", "window_size", "window_stride", "window", "normalize")
 
 
@@ -84,12 +95,21 @@ class OptimConfig:
         g.add_argument("--momentum", type=float, default=d.momentum, help="--optim sgd: momentum (Nesterov when > 0)")
         g.add_argument("--weight-decay", type=float, default=d.weight_decay)
         g.add_argument("--max-norm", type=float, default=d.max_norm, help="clip gradients to this global norm")
-        g.add_argument("--lr-schedule", default=d.lr_schedule, choices=("onecycle", "cosine", "anneal"),
-                       help="one-cycle (linear warm-up, then cosine), cosine decay, or per-epoch annealing")
-        g.add_argument("--learning-anneal", type=float, default=d.learning_anneal,
-                       help="--lr-schedule anneal: divide the learning rate by this after every epoch")
-        g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
-                       help="linear warm-up steps (onecycle: 0 means 10 %% of all steps)")
+        g.add_argument(
+            "--lr-schedule",
+            default=d.lr_schedule,
+            choices=("onecycle", "cosine", "anneal"),
+            help="one-cycle (linear warm-up, then cosine), cosine decay, or per-epoch annealing",
+        )
+        g.add_argument(
+            "--learning-anneal",
+            type=float,
+            default=d.learning_anneal,
+            help="--lr-schedule anneal: divide the learning rate by this after every epoch",
+        )
+        g.add_argument(
+            "--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps (onecycle: 0 means 10 %% of all steps)"
+        )
 
     @staticmethod
     def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -107,34 +127,60 @@ class OptimConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OptimConfig":
-        return cls(args.epochs, args.lr, args.optim, args.momentum, args.weight_decay, args.max_norm,
-                   args.lr_schedule, args.learning_anneal, args.warmup_steps)
+        return cls(
+            args.epochs,
+            args.lr,
+            args.optim,
+            args.momentum,
+            args.weight_decay,
+            args.max_norm,
+            args.lr_schedule,
+            args.learning_anneal,
+            args.warmup_steps,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = make_parser(__doc__)
     g = p.add_argument_group("data")
     g.add_argument("--train-manifest", default="data/an4_train_manifest.csv", help="CSV manifest to train on")
-    g.add_argument("--val-manifest", default="data/an4_val_manifest.csv",
-                   help="CSV manifest for validation and model selection (never the test set)")
+    g.add_argument(
+        "--val-manifest",
+        default="data/an4_val_manifest.csv",
+        help="CSV manifest for validation and model selection (never the test set)",
+    )
     g.add_argument("--labels-path", default=None, help="JSON list of labels, blank '_' first (default: English letters)")
-    g.add_argument("--batch-size", type=int, default=None,
-                   help="utterances per batch (default: 16; not with --batch-frames)")
-    g.add_argument("--batch-frames", type=int, default=None,
-                   help="dynamic batches instead of --batch-size: duration-sorted utterances grouped so that "
-                        "each batch's padded spectrogram frames (longest x count) stay within N (100 frames = 1 s)")
-    g.add_argument("--cache-mb", type=float, default=None,
-                   help="keep at most this many MB of decoded audio in memory per loader process; 0: decode on "
-                        "demand only (flat memory). Default: automatic, the whole manifest when its float32 audio "
-                        "fits in 512 MB, else no cache")
-    g.add_argument("--lazy-transcripts", action="store_true",
-                   help="read and check transcripts when an utterance is loaded instead of all at start (large "
-                        "manifests with a duration column then load without opening a file); bad ones are "
-                        "skipped and counted")
+    g.add_argument("--batch-size", type=int, default=16, help="utterances per batch (not with --batch-frames)")
+    g.add_argument(
+        "--batch-frames",
+        type=int,
+        default=None,
+        help="dynamic batches instead of --batch-size: duration-sorted utterances grouped so that "
+        "each batch's padded spectrogram frames (longest x count) stay within N (100 frames = 1 s)",
+    )
+    g.add_argument(
+        "--cache-mb",
+        type=float,
+        default=None,
+        help="keep at most this many MB of decoded audio in memory per loader process; 0: decode on "
+        "demand only (flat memory). Default: automatic, the whole manifest when its float32 audio "
+        "fits in 512 MB, else no cache",
+    )
+    g.add_argument(
+        "--lazy-transcripts",
+        action="store_true",
+        help="read and check transcripts when an utterance is loaded instead of all at start (large "
+        "manifests with a duration column then load without opening a file); bad ones are "
+        "skipped and counted",
+    )
     g.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     g.add_argument("--no-shuffle", action="store_true", help="keep the duration-sorted order every epoch")
-    g.add_argument("--no-sortaGrad", dest="no_sorta_grad", action="store_true",
-                   help="shuffle from the first epoch instead of going shortest-first (SortaGrad)")
+    g.add_argument(
+        "--no-sortaGrad",
+        dest="no_sorta_grad",
+        action="store_true",
+        help="shuffle from the first epoch instead of going shortest-first (SortaGrad)",
+    )
     g.add_argument("--seed", type=int, default=123456, help="seeds weights, shuffling and augmentation")
     AudioConfig.add_args(p)
     ModelConfig.add_args(p)
@@ -144,24 +190,33 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-folder", default="models/", help="resumable checkpoints and curves.png")
     g.add_argument("--model-path", default="models/an4.pth", help="best model by validation WER")
     g.add_argument("--checkpoint", action="store_true", help="also keep deepspeech_{epoch}.pth every epoch")
-    g.add_argument("--checkpoint-per-batch", type=int, default=0,
-                   help="write a resumable checkpoint every N batches (0: off)")
-    g.add_argument("--continue-from", default=None,
-                   help="resume training exactly from this checkpoint; 'auto': from the newest resumable "
-                        "checkpoint in --save-folder (deepspeech_last.pth or a per-batch one), or start fresh "
-                        "when there is none (what an elastic torchrun restart needs)")
-    g.add_argument("--finetune", action="store_true",
-                   help="with --continue-from: take the weights only, start a fresh optimizer and epoch count")
-    g.add_argument("--stop-after-epoch", type=int, default=None,
-                   help="stop cleanly after this epoch (resume later with --continue-from)")
+    g.add_argument("--checkpoint-per-batch", type=int, default=0, help="write a resumable checkpoint every N batches (0: off)")
+    g.add_argument(
+        "--continue-from",
+        default=None,
+        help="resume training exactly from this checkpoint; 'auto': from the newest resumable "
+        "checkpoint in --save-folder (deepspeech_last.pth or a per-batch one), or start fresh "
+        "when there is none (what an elastic torchrun restart needs)",
+    )
+    g.add_argument(
+        "--finetune",
+        action="store_true",
+        help="with --continue-from: take the weights only, start a fresh optimizer and epoch count",
+    )
+    g.add_argument(
+        "--stop-after-epoch", type=int, default=None, help="stop cleanly after this epoch (resume later with --continue-from)"
+    )
     g = p.add_argument_group("devices")
     g.add_argument("--cuda", action="store_true", help="train on the GPU")
-    g.add_argument("--amp", action="store_true",
-                   help="mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on CPU")
+    g.add_argument("--amp", action="store_true", help="mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on CPU")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--dist-timeout", type=float, default=1800.0,
-                   help="DDP: seconds a collective waits for the other ranks before failing, so that torchrun "
-                        "can restart the workers after a rank died")
+    g.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        help="DDP: seconds a collective waits for the other ranks before failing, so that torchrun "
+        "can restart the workers after a rank died",
+    )
     g = p.add_argument_group("logging")
     g.add_argument("--visdom", action="store_true", help="plot loss/WER/CER to a visdom server")
     g.add_argument("--visdom-server", default="http://localhost", help="with --visdom")
@@ -245,8 +300,7 @@ def weights_digest(model: nn.Module, buffers: bool = False) -> str:
 
 def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
     if cfg.optim == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -339,8 +393,6 @@ class GracefulStop:
 class Trainer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        if args.batch_size is None and not args.batch_frames:
-            args.batch_size = 16
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -348,8 +400,9 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = self._device()
         if self.distributed:
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(seconds=args.dist_timeout))
+            dist.init_process_group(
+                "nccl" if self.device.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=args.dist_timeout)
+            )
         self.optim_cfg = OptimConfig.from_args(args)
         self.save_folder = Path(args.save_folder)
         self.last_path = self.save_folder / "deepspeech_last.pth"
@@ -385,28 +438,44 @@ class Trainer:
             self.audio_cfg = AudioConfig.from_args(args)
             self.labels = load_labels(args.labels_path)
             if args.normalize == "global":
-                stats_set = SpectrogramDataset(args.train_manifest, self.audio_cfg, self.labels, on_error="skip",
-                                               cache_audio=False, lazy_transcripts=args.lazy_transcripts)
+                stats_set = SpectrogramDataset(
+                    args.train_manifest,
+                    self.audio_cfg,
+                    self.labels,
+                    on_error="skip",
+                    cache_audio=False,
+                    lazy_transcripts=args.lazy_transcripts,
+                )
                 self.audio_cfg = with_feature_stats(self.audio_cfg, *feature_stats(stats_set))
                 self.info("feature statistics measured on %d training utterances", len(stats_set))
             cfg = ModelConfig.from_args(args, self.audio_cfg.n_freq, len(self.labels))
             model = build_model(cfg).to(self.device)
 
         augment = AugmentConfig.from_args(args)
-        data_kw = dict(on_error="skip", lazy_transcripts=args.lazy_transcripts,
-                       cache_bytes=None if args.cache_mb is None else int(args.cache_mb * 2**20))
-        self.train_set = SpectrogramDataset(args.train_manifest, self.audio_cfg, self.labels, augment=augment,
-                                            seed=args.seed, **data_kw)
+        data_kw = dict(
+            on_error="skip",
+            lazy_transcripts=args.lazy_transcripts,
+            cache_bytes=None if args.cache_mb is None else int(args.cache_mb * 2**20),
+        )
+        self.train_set = SpectrogramDataset(
+            args.train_manifest, self.audio_cfg, self.labels, augment=augment, seed=args.seed, **data_kw
+        )
         self.val_set = SpectrogramDataset(args.val_manifest, self.audio_cfg, self.labels, **data_kw)
         order_kw = dict(shuffle=not args.no_shuffle, sortagrad=not args.no_sorta_grad, seed=args.seed)
         rank_kw = dict(num_replicas=self.world_size, rank=self.rank)
         if args.batch_frames:
-            self.sampler = (DistributedFrameBatchSampler(self.train_set, args.batch_frames, **order_kw, **rank_kw)
-                            if self.distributed else FrameBatchSampler(self.train_set, args.batch_frames, **order_kw))
+            self.sampler = (
+                DistributedFrameBatchSampler(self.train_set, args.batch_frames, **order_kw, **rank_kw)
+                if self.distributed
+                else FrameBatchSampler(self.train_set, args.batch_frames, **order_kw)
+            )
             val_sampler = FrameBatchSampler(self.val_set, args.batch_frames, shuffle=False)
         else:
-            self.sampler = (DistributedBucketingSampler(self.train_set, args.batch_size, **order_kw, **rank_kw)
-                            if self.distributed else BucketingSampler(self.train_set, args.batch_size, **order_kw))
+            self.sampler = (
+                DistributedBucketingSampler(self.train_set, args.batch_size, **order_kw, **rank_kw)
+                if self.distributed
+                else BucketingSampler(self.train_set, args.batch_size, **order_kw)
+            )
             val_sampler = BucketingSampler(len(self.val_set), batch_size=max(args.batch_size, 16), shuffle=False)
         self.train_loader = AudioDataLoader(self.train_set, batch_sampler=self.sampler, num_workers=args.num_workers)
         self.val_loader = AudioDataLoader(self.val_set, batch_sampler=val_sampler, num_workers=args.num_workers)
@@ -425,11 +494,13 @@ class Trainer:
             self._restore(resume.training)
         if self.distributed:
             self.model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None
+            )
 
         self.tb = TensorBoardLogger(args.log_dir, args.id) if args.tensorboard and self.is_main else None
-        self.viz = (VisdomLogger(args.id, server=args.visdom_server, port=args.visdom_port)
-                    if args.visdom and self.is_main else None)
+        self.viz = (
+            VisdomLogger(args.id, server=args.visdom_server, port=args.visdom_port) if args.visdom and self.is_main else None
+        )
         if self.history["epoch"]:
             for logger in (self.tb, self.viz):
                 if logger is not None:
@@ -487,8 +558,11 @@ class Trainer:
         defaults = vars(build_parser().parse_args([]))
         differ = [k for k, v in given.items() if k in stored and stored[k] != v and v != defaults[k]]
         if differ:
-            log.warning("--continue-from: the architecture and audio come from %s; ignoring %s",
-                        self.resumed_from, ", ".join(flag(k) for k in differ))
+            log.warning(
+                "--continue-from: the architecture and audio come from %s; ignoring %s",
+                self.resumed_from,
+                ", ".join(flag(k) for k in differ),
+            )
 
     def _restore(self, state: TrainingState) -> None:
         self.optimizer.load_state_dict(state.optimizer)
@@ -499,8 +573,9 @@ class Trainer:
             self.sampler.load_state_dict(state.sampler)
         except ValueError:
             # batch size or process count changed: the interrupted epoch restarts from its beginning
-            log.warning("--continue-from: batches per epoch changed; epoch %d restarts from its first batch",
-                        state.sampler["epoch"] + 1)
+            log.warning(
+                "--continue-from: batches per epoch changed; epoch %d restarts from its first batch", state.sampler["epoch"] + 1
+            )
             self.sampler.load_state_dict({**state.sampler, "batches_done": 0, "n_batches": len(self.sampler)})
         self.epoch = state.epoch
         self.step = state.step
@@ -559,9 +634,12 @@ class Trainer:
                 return None
             # DDP: take part in the gradient all-reduce with a zero loss on a dummy input
             n_freq = unwrap_model(self.model).cfg.n_features
-            batch = batch._replace(inputs=torch.zeros(1, 1, n_freq, 64), input_lengths=torch.tensor([64]),
-                                   targets=torch.zeros(0, dtype=torch.long),
-                                   target_lengths=torch.zeros(1, dtype=torch.long))
+            batch = batch._replace(
+                inputs=torch.zeros(1, 1, n_freq, 64),
+                input_lengths=torch.tensor([64]),
+                targets=torch.zeros(0, dtype=torch.long),
+                target_lengths=torch.zeros(1, dtype=torch.long),
+            )
         inputs = batch.inputs.to(self.device, non_blocking=True)
         input_lengths = batch.input_lengths.to(self.device)
         targets, target_lengths = batch.targets, batch.target_lengths
@@ -611,16 +689,23 @@ class Trainer:
         args = self.args
         self.info("configuration:\n%s", json.dumps(self.effective_config(), indent=2, default=str))
         if self.train_set.skipped or self.val_set.skipped:
-            self.info("skipped at load: %d training and %d validation utterances (see warnings above)",
-                      len(self.train_set.skipped), len(self.val_set.skipped))
+            self.info(
+                "skipped at load: %d training and %d validation utterances (see warnings above)",
+                len(self.train_set.skipped),
+                len(self.val_set.skipped),
+            )
         stopped_early = False
         with GracefulStop() as stop:
             while self.epoch < args.epochs:
                 epoch_loss, n_steps = self._train_epoch(stop)
                 if stop.requested:
                     self.save(self.last_path)
-                    self.info("stopped in epoch %d at step %d; resume with --continue-from %s",
-                              self.epoch + 1, self.step, self.last_path)
+                    self.info(
+                        "stopped in epoch %d at step %d; resume with --continue-from %s",
+                        self.epoch + 1,
+                        self.step,
+                        self.last_path,
+                    )
                     stopped_early = True
                     break
                 self.epoch += 1
@@ -637,11 +722,20 @@ class Trainer:
         digest_dir = os.environ.get("DEEPSPEECH_WEIGHTS_DIGEST_DIR")
         if digest_dir:  # for checking that every rank ends with the same weights
             Path(digest_dir).mkdir(parents=True, exist_ok=True)
-            (Path(digest_dir) / f"rank{self.rank}.json").write_text(json.dumps(
-                {"rank": self.rank, "world_size": self.world_size, "epoch": self.epoch, "step": self.step,
-                 "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-                 "save_folder": str(self.save_folder.resolve()),
-                 "sha256": weights_digest(self.model), "buffers_sha256": weights_digest(self.model, True)}))
+            (Path(digest_dir) / f"rank{self.rank}.json").write_text(
+                json.dumps(
+                    {
+                        "rank": self.rank,
+                        "world_size": self.world_size,
+                        "epoch": self.epoch,
+                        "step": self.step,
+                        "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                        "save_folder": str(self.save_folder.resolve()),
+                        "sha256": weights_digest(self.model),
+                        "buffers_sha256": weights_digest(self.model, True),
+                    }
+                )
+            )
         if self.distributed:
             dist.barrier()
             dist.destroy_process_group()
@@ -659,8 +753,13 @@ class Trainer:
         self.train_set.set_epoch(self.epoch)
         total, n_steps, utts, audio_s = 0.0, 0, 0, 0.0
         start = time.perf_counter()
-        bar = Progress(total=len(self.sampler), initial=self.sampler.batches_done, desc=f"epoch {self.epoch + 1}",
-                       disable=self.args.silent or not self.is_main, unit="batches")
+        bar = Progress(
+            total=len(self.sampler),
+            initial=self.sampler.batches_done,
+            desc=f"epoch {self.epoch + 1}",
+            disable=self.args.silent or not self.is_main,
+            unit="batches",
+        )
         for batch in self.train_loader:
             for item in batch.skipped:
                 self.counters["skipped_unreadable"] += 1
@@ -675,13 +774,11 @@ class Trainer:
             utts += len(batch.paths)
             audio_s += float(batch.input_lengths.sum()) * self.audio_cfg.hop_length / self.audio_cfg.sample_rate
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{total / max(1, n_steps):.2f}", utt_s=f"{utts / elapsed:.1f}",
-                            x_rt=f"{audio_s / elapsed:.1f}")
+            bar.set_postfix(loss=f"{total / max(1, n_steps):.2f}", utt_s=f"{utts / elapsed:.1f}", x_rt=f"{audio_s / elapsed:.1f}")
             bar.update()
             per_batch = self.args.checkpoint_per_batch
             if per_batch and self.sampler.batches_done % per_batch == 0:
-                self.save(self.save_folder / f"deepspeech_checkpoint_epoch_{self.epoch + 1}_iter_"
-                          f"{self.sampler.batches_done}.pth")
+                self.save(self.save_folder / f"deepspeech_checkpoint_epoch_{self.epoch + 1}_iter_{self.sampler.batches_done}.pth")
                 self.save(self.last_path)
             if stop.requested:
                 break
@@ -696,19 +793,30 @@ class Trainer:
         if self.is_main:
             result = evaluate(unwrap_model(self.model), self.val_loader, self.decoder, self.device, amp=args.amp)
             lr = self.optimizer.param_groups[0]["lr"]
-            for k, v in zip(("epoch", "train_loss", "val_loss", "wer", "cer", "lr"),
-                            (self.epoch, train_loss, result.loss, result.wer, result.cer, lr)):
+            for k, v in zip(
+                ("epoch", "train_loss", "val_loss", "wer", "cer", "lr"),
+                (self.epoch, train_loss, result.loss, result.wer, result.cer, lr),
+            ):
                 self.history[k].append(v)
             improved = result.wer < self.best_wer
             if improved:
                 self.best_wer = result.wer
-                self.best_state_dict = {k: v.detach().to("cpu", copy=True)
-                                        for k, v in unwrap_model(self.model).state_dict().items()}
+                self.best_state_dict = {
+                    k: v.detach().to("cpu", copy=True) for k, v in unwrap_model(self.model).state_dict().items()
+                }
             skipped = sum(self.counters.values())
             self.info(
                 "epoch %d/%d  train loss %.3f  val loss %.3f  WER %.2f  CER %.2f  lr %.2e  %.0fs (%.1fx realtime)%s%s",
-                self.epoch, args.epochs, train_loss, result.loss, result.wer, result.cer, lr, self.epoch_time,
-                self.epoch_audio_s / max(self.epoch_time, 1e-9), "  *best*" if improved else "",
+                self.epoch,
+                args.epochs,
+                train_loss,
+                result.loss,
+                result.wer,
+                result.cer,
+                lr,
+                self.epoch_time,
+                self.epoch_audio_s / max(self.epoch_time, 1e-9),
+                "  *best*" if improved else "",
                 f"  skipped {self.counters}" if skipped else "",
             )
             if improved:
@@ -744,11 +852,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.finetune and not args.continue_from:
         parser.error("--finetune needs --continue-from MODEL")
     if args.batch_frames is not None:
-        if args.batch_size is not None:
+        if args.batch_size != parser.get_default("batch_size"):
             parser.error("--batch-frames sets the batches by padded frames; drop --batch-size")
         if args.batch_frames < 1:
             parser.error("--batch-frames must be at least 1")
-    elif args.batch_size is not None and args.batch_size < 1:
+    elif args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.cache_mb is not None and args.cache_mb < 0:
         parser.error("--cache-mb must be >= 0 (0: no cache)")
@@ -769,20 +877,27 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--num-workers and --checkpoint-per-batch must be >= 0")
     AugmentConfig.from_args(args, parser)  # refuses invalid augmentation flags and ones that would do nothing
     # Under DDP only rank 0 reads the checkpoint (and sends it), so other nodes need not have it.
-    if (args.continue_from and args.continue_from != "auto" and int(os.environ.get("RANK", "0")) == 0
-            and not Path(args.continue_from).is_file()):
+    if (
+        args.continue_from
+        and args.continue_from != "auto"
+        and int(os.environ.get("RANK", "0")) == 0
+        and not Path(args.continue_from).is_file()
+    ):
         parser.error(f"--continue-from {args.continue_from}: file not found")
     for name in ("train_manifest", "val_manifest"):
         if not Path(getattr(args, name)).is_file():
-            parser.error(f"{flag(name)} {getattr(args, name)}: manifest not found "
-                         "(run `python data/an4.py` to prepare AN4, or build one with `python data/utils.py create`)")
+            parser.error(
+                f"{flag(name)} {getattr(args, name)}: manifest not found "
+                "(run `python data/an4.py` to prepare AN4, or build one with `python data/utils.py create`)"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.silent else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if args.silent else logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
     check_args(parser, args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -790,18 +905,24 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(args)
         trainer.setup()
         result = trainer.run()
-    except (CheckpointError, AudioError, ManifestError, TranscriptError, FileNotFoundError, ImportError,
-            ValueError) as e:
+    except (CheckpointError, AudioError, ManifestError, TranscriptError, FileNotFoundError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if trainer.is_main and not args.silent:
         best = result["best_wer"]
         if result["history"]["epoch"]:
-            log.info("done: %d epochs, best val WER %.2f, model %s, curves %s", result["epochs_done"], best,
-                     args.model_path, Path(args.save_folder) / "curves.png")
+            log.info(
+                "done: %d epochs, best val WER %.2f, model %s, curves %s",
+                result["epochs_done"],
+                best,
+                args.model_path,
+                Path(args.save_folder) / "curves.png",
+            )
         else:
-            log.info("done: no epoch finished, so no model was validated yet; resume with --continue-from %s "
-                     "(or auto)", trainer.last_path)
+            log.info(
+                "done: no epoch finished, so no model was validated yet; resume with --continue-from %s (or auto)",
+                trainer.last_path,
+            )
     return 0
 
 

@@ -27,6 +27,7 @@ as without ``--stream`` (the whole file is one utterance: as ``--chunk-seconds 0
 
     python transcribe.py --stream --model-path models/an4_stream.pth --audio-path a.wav --chunk-ms 100
 """
+
 from __future__ import annotations
 
 import json
@@ -48,23 +49,37 @@ def build_parser():
     p = make_parser(__doc__)
     InferenceConfig.add_args(p)
     g = p.add_argument_group("audio")
-    g.add_argument("--audio-path", nargs="+", required=True,
-                   help="audio files, or folders searched recursively for audio files")
+    g.add_argument("--audio-path", nargs="+", required=True, help="audio files, or folders searched recursively for audio files")
     g.add_argument("--offsets", action="store_true", help="add word start/end times in seconds")
-    g.add_argument("--chunk-seconds", type=float, default=30.0,
-                   help="cut longer audio into chunks of about this length (0: never cut)")
-    g.add_argument("--batch-size", type=int, default=16,
-                   help="chunks run through the model at once, files taken in order of duration "
-                        "(1: one at a time; results are the same)")
+    g.add_argument(
+        "--chunk-seconds", type=float, default=30.0, help="cut longer audio into chunks of about this length (0: never cut)"
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="chunks run through the model at once, files taken in order of duration (1: one at a time; results are the same)",
+    )
     g = p.add_argument_group("streaming")
-    g.add_argument("--stream", action="store_true",
-                   help="feed each file to the streaming engine chunk by chunk (unidirectional models with "
-                        "--normalize global), printing a JSON line per new partial text before the usual JSON")
-    g.add_argument("--chunk-ms", type=float, default=None,
-                   help=f"with --stream: milliseconds of audio per chunk (default: {DEFAULT_CHUNK_MS:g})")
-    g.add_argument("--stream-speed", type=float, default=None,
-                   help="with --stream: feed the audio at this multiple of real time; 0 feeds it as fast as "
-                        "possible (default: 1, real time)")
+    g.add_argument(
+        "--stream",
+        action="store_true",
+        help="feed each file to the streaming engine chunk by chunk (unidirectional models with "
+        "--normalize global), printing a JSON line per new partial text before the usual JSON",
+    )
+    g.add_argument(
+        "--chunk-ms",
+        type=float,
+        default=None,
+        help=f"with --stream: milliseconds of audio per chunk (default: {DEFAULT_CHUNK_MS:g})",
+    )
+    g.add_argument(
+        "--stream-speed",
+        type=float,
+        default=None,
+        help="with --stream: feed the audio at this multiple of real time; 0 feeds it as fast as "
+        "possible (default: 1, real time)",
+    )
     DecoderConfig.add_args(p)
     return p
 
@@ -115,15 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     extra_meta = {}
     with decoder:
         if streamer is not None:
-            outputs, failed, extra_meta["streaming"] = stream_files(files, streamer, args.chunk_ms, args.stream_speed,
-                                                                    args.offsets)
+            outputs, failed, extra_meta["streaming"] = stream_files(
+                files, streamer, args.chunk_ms, args.stream_speed, args.offsets
+            )
         else:
-            outputs, failed = transcribe_files(files, recognizer, decoder, args.chunk_seconds, args.offsets,
-                                               args.batch_size)
+            outputs, failed = transcribe_files(files, recognizer, decoder, args.chunk_seconds, args.offsets, args.batch_size)
     meta = {
         "acoustic_model": recognizer.info,
-        "language_model": ({"path": str(decoder_cfg.lm_path), "name": Path(decoder_cfg.lm_path).name}
-                           if decoder_cfg.lm_path else None),
+        "language_model": (
+            {"path": str(decoder_cfg.lm_path), "name": Path(decoder_cfg.lm_path).name} if decoder_cfg.lm_path else None
+        ),
         "decoder": decoder.describe(),
         **extra_meta,
     }
@@ -131,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def transcribe_files(files: list[Path], recognizer: Recognizer, decoder, chunk_seconds: float = 30.0,
-                     offsets: bool = False, batch_size: int = 1) -> tuple[list[dict], int]:
+def transcribe_files(
+    files: list[Path], recognizer: Recognizer, decoder, chunk_seconds: float = 30.0, offsets: bool = False, batch_size: int = 1
+) -> tuple[list[dict], int]:
     """One output entry per file, in the order given; unreadable files get an ``"error"``
     entry and are counted.
 
@@ -159,14 +176,13 @@ def transcribe_files(files: list[Path], recognizer: Recognizer, decoder, chunk_s
     order = sorted(durations, key=lambda i: durations[i])
     for start in range(0, len(order), batch_size):
         group, audios = [], []
-        for i in order[start:start + batch_size]:
+        for i in order[start : start + batch_size]:
             try:
                 audios.append(load_audio(files[i], rate))
                 group.append(i)
             except (AudioError, FileNotFoundError) as e:
                 fail(i, e)
-        for i, audio, result in zip(group, audios, transcribe_many(recognizer, decoder, audios, chunk_seconds,
-                                                                    batch_size)):
+        for i, audio, result in zip(group, audios, transcribe_many(recognizer, decoder, audios, chunk_seconds, batch_size)):
             entry = outputs[i]
             entry["transcription"] = result["transcription"]
             entry["duration"] = round(len(audio) / rate, 3)
@@ -187,8 +203,9 @@ def make_streamer(recognizer: Recognizer, decoder):
     return StreamingRecognizer(model, recognizer.audio_config, recognizer.labels, decoder)
 
 
-def stream_files(files: list[Path], streamer, chunk_ms: float, speed: float = 1.0,
-                 offsets: bool = False) -> tuple[list[dict], int, dict]:
+def stream_files(
+    files: list[Path], streamer, chunk_ms: float, speed: float = 1.0, offsets: bool = False
+) -> tuple[list[dict], int, dict]:
     """Feed each file to ``streamer`` in chunks of ``chunk_ms``, each once it would have been
     recorded at ``speed`` x real time (0: no waiting), printing a JSON line per new partial text.
     Returns the output entries (as :func:`transcribe_files`), the number of unreadable files, and
@@ -218,8 +235,7 @@ def stream_files(files: list[Path], streamer, chunk_ms: float, speed: float = 1.
             partial = streamer.accept(audio[begin:end])
             compute.append(time.perf_counter() - t)
             if partial != last:
-                print(json.dumps({"audio_path": str(path), "partial": partial, "audio_s": round(end / rate, 3)}),
-                      flush=True)
+                print(json.dumps({"audio_path": str(path), "partial": partial, "audio_s": round(end / rate, 3)}), flush=True)
                 last = partial
         t = time.perf_counter()
         result = streamer.finish()
@@ -233,10 +249,18 @@ def stream_files(files: list[Path], streamer, chunk_ms: float, speed: float = 1.
         outputs.append(entry)
     ms = sorted(1000 * c for c in compute)
     stats = {
-        "chunk_ms": chunk_ms, "speed": speed, "algorithmic_latency_ms": streamer.latency.as_ms(),
-        "compute_ms_per_chunk": ({"median": round(statistics.median(ms), 3),
-                                  "p95": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 3),
-                                  "max": round(ms[-1], 3)} if ms else None),
+        "chunk_ms": chunk_ms,
+        "speed": speed,
+        "algorithmic_latency_ms": streamer.latency.as_ms(),
+        "compute_ms_per_chunk": (
+            {
+                "median": round(statistics.median(ms), 3),
+                "p95": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 3),
+                "max": round(ms[-1], 3),
+            }
+            if ms
+            else None
+        ),
     }
     return outputs, failed, stats
 

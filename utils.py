@@ -2,6 +2,7 @@
 
 Standard library (and tqdm) only, so the torch-free inference path can use it too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,16 @@ class Progress:
     key=value pairs shown with the count.
     """
 
-    def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
-                 unit: str = "it", disable: bool = False, initial: int = 0, interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        disable: bool = False,
+        initial: int = 0,
+        interval: float = 30.0,
+    ) -> None:
         self.iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.desc, self.unit, self.disable, self.interval = desc, unit, disable, interval
@@ -99,8 +108,7 @@ class Progress:
         if not disable and interactive():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, initial=initial, desc=desc, unit=unit, leave=False,
-                             dynamic_ncols=True)
+            self._bar = tqdm(total=self.total, initial=initial, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
     def __iter__(self) -> Iterator:
         for item in self.iterable:

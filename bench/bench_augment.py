@@ -15,6 +15,7 @@ them at probability 1, and the mix of ``ROBUST_MIX``.
 Process CPU time is reported next to wall time: on a shared machine the wall time also
 counts other processes. The last line is JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,16 @@ from data.audio import AudioConfig, load_audio, probe_audio, spectrogram
 from data.augment import AugmentConfig, Augmentor
 from data.manifest import read_manifest
 
-ROBUST_MIX = {"noise_prob": 0.4, "babble_prob": 0.2, "rir_prob": 0.3, "telephone_prob": 0.15, "eq_prob": 0.3,
-              "gain_prob": 0.3, "clip_prob": 0.05, "trim_prob": 0.3}
+ROBUST_MIX = {
+    "noise_prob": 0.4,
+    "babble_prob": 0.2,
+    "rir_prob": 0.3,
+    "telephone_prob": 0.15,
+    "eq_prob": 0.3,
+    "gain_prob": 0.3,
+    "clip_prob": 0.05,
+    "trim_prob": 0.3,
+}
 """Probabilities of a training mix that covers every condition (the recipe's speed/volume and
 SpecAugment stay on)."""
 
@@ -83,11 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     audios = [load_audio(rows[i][0], cfg.sample_rate) for i in idx]
     seconds = sum(a.size for a in audios) / cfg.sample_rate
     scale = total_seconds / seconds
-    print(f"{len(audios)} of {len(rows)} utterances ({seconds:.0f} of {total_seconds:.0f} s of audio) of "
-          f"{args.manifest}; epoch = x{scale:.2f}")
+    print(
+        f"{len(audios)} of {len(rows)} utterances ({seconds:.0f} of {total_seconds:.0f} s of audio) of "
+        f"{args.manifest}; epoch = x{scale:.2f}"
+    )
     print(f"{'configuration':44s} {'epoch wall s':>12s} {'epoch CPU s':>12s} {'x realtime':>11s}")
-    summary = {"utterances_timed": len(audios), "manifest_utterances": len(rows),
-               "manifest_seconds": round(total_seconds, 1)}
+    summary = {"utterances_timed": len(audios), "manifest_utterances": len(rows), "manifest_seconds": round(total_seconds, 1)}
     for name, aug_cfg in configs(args.manifest).items():
         aug = Augmentor(aug_cfg, cfg.sample_rate) if aug_cfg.enabled else None
         time_pass(aug, audios, cfg, args.seed)  # warm-up: caches, babble talkers

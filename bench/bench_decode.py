@@ -11,6 +11,7 @@ decoder gets; the last line is JSON.
     python bench/bench_decode.py
     python bench/bench_decode.py --manifest data/an4_train_manifest.csv --runs 7
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,9 @@ def synthetic_corpus(n: int, rng: random.Random) -> list[list[str]]:
     return out
 
 
-def render(words: list[str], n_frames: int, confusion: float, rng: random.Random,
-           gen: torch.Generator) -> tuple[torch.Tensor, str]:
+def render(
+    words: list[str], n_frames: int, confusion: float, rng: random.Random, gen: torch.Generator
+) -> tuple[torch.Tensor, str]:
     """(n_frames, C) log-probs spelling as many leading ``words`` as fit, and that text.
 
     Like a trained model's output: every frame has one dominant label (logit 8); with
@@ -89,8 +91,7 @@ def render(words: list[str], n_frames: int, confusion: float, rng: random.Random
     return logits.log_softmax(-1), " ".join(kept)
 
 
-def time_decoder(decoder: GreedyDecoder | BeamCTCDecoder, log_probs: torch.Tensor,
-                 runs: int) -> tuple[list[float], list[str]]:
+def time_decoder(decoder: GreedyDecoder | BeamCTCDecoder, log_probs: torch.Tensor, runs: int) -> tuple[list[float], list[str]]:
     decoder.decode(log_probs[:2])  # warm-up
     times, texts = [], []
     for _ in range(runs):
@@ -102,19 +103,20 @@ def time_decoder(decoder: GreedyDecoder | BeamCTCDecoder, log_probs: torch.Tenso
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=None,
-                        help="take transcripts (and the LM corpus) from this manifest")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--manifest", type=Path, default=None, help="take transcripts (and the LM corpus) from this manifest")
     parser.add_argument("--lm-path", type=Path, default=None, help="LM to use instead of building one")
     parser.add_argument("--utterances", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=3.0, help="audio seconds per utterance")
     parser.add_argument("--beam-width", type=int, default=32)
     parser.add_argument("--alpha", type=float, default=0.8)
     parser.add_argument("--beta", type=float, default=1.0)
-    parser.add_argument("--confusion", type=float, default=0.3,
-                        help="share of character frames with a competing label "
-                             "(a quarter of that for blank frames)")
+    parser.add_argument(
+        "--confusion",
+        type=float,
+        default=0.3,
+        help="share of character frames with a competing label (a quarter of that for blank frames)",
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -136,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     corpus = [s for s in corpus if s]
     n_frames = int(round(args.seconds * FRAMES_PER_SECOND))
-    rendered = [render(rng.choice(corpus), n_frames, args.confusion, rng, gen)
-                for _ in range(args.utterances)]
+    rendered = [render(rng.choice(corpus), n_frames, args.confusion, rng, gen) for _ in range(args.utterances)]
     log_probs = torch.stack([lp for lp, _ in rendered])  # (B, T, C)
     refs = [text for _, text in rendered]
     audio_s = args.utterances * args.seconds
@@ -150,13 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         decoders = {
             "greedy": GreedyDecoder(LABELS),
             "beam_nolm": BeamCTCDecoder(LABELS, beam_width=args.beam_width),
-            "beam": BeamCTCDecoder(LABELS, beam_width=args.beam_width, lm_path=lm_path,
-                                   alpha=args.alpha, beta=args.beta),
+            "beam": BeamCTCDecoder(LABELS, beam_width=args.beam_width, lm_path=lm_path, alpha=args.alpha, beta=args.beta),
         }
         report: dict[str, float | int | str] = {}
-        print(f"{args.utterances} utterances x {args.seconds:g} s, {n_frames} frames each, "
-              f"{args.threads} thread(s), beam width {args.beam_width}, "
-              f"LM vocabulary {len(decoders['beam'].vocabulary)} words")
+        print(
+            f"{args.utterances} utterances x {args.seconds:g} s, {n_frames} frames each, "
+            f"{args.threads} thread(s), beam width {args.beam_width}, "
+            f"LM vocabulary {len(decoders['beam'].vocabulary)} words"
+        )
         print(f"{'decoder':<10} {'x realtime (median [min, max])':>34} {'ms/utt':>8} {'WER':>7} {'CER':>7}")
         for name, decoder in decoders.items():
             times, texts = time_decoder(decoder, log_probs, args.runs)
@@ -164,17 +166,24 @@ def main(argv: list[str] | None = None) -> int:
             rate = ErrorRate()
             rate.update(refs, texts)
             med = statistics.median(speeds)
-            print(f"{name:<10} {med:>14.1f} [{speeds[0]:.1f}, {speeds[-1]:.1f}]".ljust(45)
-                  + f" {1000 * statistics.median(times) / args.utterances:>8.2f}"
-                  + f" {rate.wer:>7.2f} {rate.cer:>7.2f}")
+            print(
+                f"{name:<10} {med:>14.1f} [{speeds[0]:.1f}, {speeds[-1]:.1f}]".ljust(45)
+                + f" {1000 * statistics.median(times) / args.utterances:>8.2f}"
+                + f" {rate.wer:>7.2f} {rate.cer:>7.2f}"
+            )
             report[f"decode_{name}_x_realtime"] = round(med, 1)
             report[f"decode_{name}_x_realtime_min"] = round(speeds[0], 1)
             report[f"decode_{name}_x_realtime_max"] = round(speeds[-1], 1)
             report[f"{name}_wer"] = round(rate.wer, 2)
     source = str(args.manifest) if args.manifest else "synthetic corpus"
-    report.update(beam_width=args.beam_width, utterances=args.utterances, seconds=args.seconds,
-                  threads=args.threads, runs=args.runs,
-                  lm=str(args.lm_path) if args.lm_path else f"3-gram from {source}")
+    report.update(
+        beam_width=args.beam_width,
+        utterances=args.utterances,
+        seconds=args.seconds,
+        threads=args.threads,
+        runs=args.runs,
+        lm=str(args.lm_path) if args.lm_path else f"3-gram from {source}",
+    )
     print(json.dumps(report))
     return 0
 

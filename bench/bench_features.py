@@ -15,6 +15,7 @@ Measured (each after one warm-up run, median/min/max of the timed runs, with
 
 The last line is JSON: ``{"features_x_realtime": <median spectrogram x realtime>, ...}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,20 +106,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         results["load+spectrogram wav44k"] = measure(
             lambda: [spectrogram(load_audio(root / f"r{i}.wav", cfg.sample_rate), cfg) for i in range(n_utts)],
-            total, runs,
+            total,
+            runs,
         )
 
         def batches(ds: SpectrogramDataset) -> Callable[[], None]:
             def run() -> None:
                 for start in range(0, len(ds), 16):
                     collate([ds[i] for i in range(start, min(start + 16, len(ds)))])
+
             return run
 
         plain = SpectrogramDataset(manifest, cfg)
         plain.preload()
         results["dataset cached + collate"] = measure(batches(plain), total, runs)
-        augment = AugmentConfig(speed_volume_perturb=True, spec_augment=True, noise_dir=str(root / "noise"),
-                                noise_prob=1.0)
+        augment = AugmentConfig(speed_volume_perturb=True, spec_augment=True, noise_dir=str(root / "noise"), noise_prob=1.0)
         augmented = SpectrogramDataset(manifest, cfg, augment=augment)
         augmented.preload()
         results["dataset augmented + collate"] = measure(batches(augmented), total, runs)

@@ -7,6 +7,7 @@ Times the model's forward pass (no features, no decoding) on a batch of 16 utter
 With ``--compile`` it also times ``torch.compile(model)`` (inductor) and reports the seconds the first
 call spends compiling. Prints a table and, as its last line, a JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,15 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         model_cl = model.to(memory_format=torch.channels_last)
         x_cl = x.contiguous(memory_format=torch.channels_last)
         results["channels-last"] = median_seconds(lambda: model_cl(x_cl, lengths), args.runs)
-    print(f"{'variant':16} {'x realtime':>10}  (forward only, batch {batch} x {args.frames / 100:.2f} s, "
-          f"{args.threads} threads)")
+    print(f"{'variant':16} {'x realtime':>10}  (forward only, batch {batch} x {args.frames / 100:.2f} s, {args.threads} threads)")
     for name, seconds in results.items():
         print(f"{name:16} {audio_s / seconds:10.1f}")
     print(f"conv layers: {100 * conv_share:.0f}% of the fp32 forward")
     if extra:
         print(f"torch.compile: first call took {extra['compile_s']} s")
-    print(json.dumps({name: round(audio_s / s, 1) for name, s in results.items()}
-                     | {"conv_share": round(conv_share, 3)} | extra))
+    print(json.dumps({name: round(audio_s / s, 1) for name, s in results.items()} | {"conv_share": round(conv_share, 3)} | extra))
     return 0
 
 

@@ -17,6 +17,7 @@ Measured on generated data (noise plus a sine; nothing is downloaded):
 
 The last line is JSON with those three keys.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         # (a) manifest load
         big = tmp / "big.csv"
         rng = np.random.default_rng(1)
-        write_rows(big, [(f"a/{i // 1000}/u{i}.flac", f"a/{i // 1000}/u{i}.txt", float(d))
-                         for i, d in enumerate(np.sort(rng.uniform(1.0, 35.0, rows_n)))])
+        write_rows(
+            big,
+            [
+                (f"a/{i // 1000}/u{i}.flac", f"a/{i // 1000}/u{i}.txt", float(d))
+                for i, d in enumerate(np.sort(rng.uniform(1.0, 35.0, rows_n)))
+            ],
+        )
         times = []
         for _ in range(args.runs):
             start = time.perf_counter()
@@ -92,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             assert len(ds) == rows_n
             del ds
         result["manifest_load_s"] = statistics.median(times)
-        print(f"manifest load, {rows_n} rows with durations, lazy transcripts: "
-              f"{statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f})", file=sys.stderr)
+        print(
+            f"manifest load, {rows_n} rows with durations, lazy transcripts: "
+            f"{statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f})",
+            file=sys.stderr,
+        )
         # (b) FLAC throughput per worker
         flac_dir = tmp / "flac"
         flac_dir.mkdir()
@@ -109,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                 ds[i]
             rates.append(audio_s / (time.perf_counter() - start))
         result["flac_x_realtime"] = statistics.median(rates)
-        print(f"FLAC decode + transcript + features, cache off, 1 thread: {statistics.median(rates):.0f}x realtime "
-              f"(min {min(rates):.0f}, max {max(rates):.0f}; {files_n} files, {audio_s:.0f} s)", file=sys.stderr)
+        print(
+            f"FLAC decode + transcript + features, cache off, 1 thread: {statistics.median(rates):.0f}x realtime "
+            f"(min {min(rates):.0f}, max {max(rates):.0f}; {files_n} files, {audio_s:.0f} s)",
+            file=sys.stderr,
+        )
         # (c) memory over an epoch without cache
         short_dir = tmp / "short"
         short_dir.mkdir()
@@ -124,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(warm, len(ds)):
             ds[i]
         result["rss_growth_mb"] = rss_mb() - before
-        print(f"RSS growth over {stream_n - warm} utterances streamed, cache off: {result['rss_growth_mb']:.1f} MB "
-              f"(RSS {rss_mb():.0f} MB)", file=sys.stderr)
+        print(
+            f"RSS growth over {stream_n - warm} utterances streamed, cache off: {result['rss_growth_mb']:.1f} MB "
+            f"(RSS {rss_mb():.0f} MB)",
+            file=sys.stderr,
+        )
     print(json.dumps({k: round(v, 3) for k, v in result.items()}))
     return 0
 

@@ -13,6 +13,7 @@ Prints a table and, as the last line, a JSON object with every number.
     python bench/bench_model.py --quick        # < 2 minutes
     python bench/bench_model.py --threads 2 --runs 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,9 @@ def train_step(model: nn.Module, batch, bf16: bool) -> float:
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         log_probs, out_lengths = model(x, lengths)
-    loss = nn.functional.ctc_loss(log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths,
-                                  zero_infinity=True)  # CTC wants (T, B, C)
+    loss = nn.functional.ctc_loss(
+        log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths, zero_infinity=True
+    )  # CTC wants (T, B, C)
     loss.backward()
     return time.perf_counter() - start
 
@@ -122,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     max_frames = int(args.seconds * 100)
-    batches = {"mixed": make_batch(args.batch_size, max_frames, 161, equal=False),
-               "equal": make_batch(args.batch_size, max_frames, 161, equal=True)}
+    batches = {
+        "mixed": make_batch(args.batch_size, max_frames, 161, equal=False),
+        "equal": make_batch(args.batch_size, max_frames, 161, equal=True),
+    }
     mm = matmul_gflops()
 
     groups = []  # (cfg, [(impl, batch name, bf16), ...])
@@ -141,11 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             cfg = ModelConfig(arch="ds1", hidden_size=max(args.hidden_sizes), hidden_layers=1, rnn_type=rnn_type)
             groups.append((cfg, [("padded", "mixed", False)] + ([("padded", "mixed", True)] if args.bf16 else [])))
 
-    header = (f"{'model':<24} {'impl':<7} {'lengths':<7} {'dtype':<5} {'params':>7} {'median s':>9} "
-              f"{'min s':>6} {'GFLOP/s':>8} {'MFU':>5}")
-    print(f"threads {args.threads}, batch {args.batch_size} x {args.seconds:g} s (T={max_frames}), "
-          f"median of {args.runs} after {args.warmup} warm-up, variants of a model interleaved; "
-          f"fp32 2048^2 matmul: {mm:.0f} GFLOP/s (MFU = GFLOP/s of the step / that; bf16 can pass 100%)")
+    header = (
+        f"{'model':<24} {'impl':<7} {'lengths':<7} {'dtype':<5} {'params':>7} {'median s':>9} "
+        f"{'min s':>6} {'GFLOP/s':>8} {'MFU':>5}"
+    )
+    print(
+        f"threads {args.threads}, batch {args.batch_size} x {args.seconds:g} s (T={max_frames}), "
+        f"median of {args.runs} after {args.warmup} warm-up, variants of a model interleaved; "
+        f"fp32 2048^2 matmul: {mm:.0f} GFLOP/s (MFU = GFLOP/s of the step / that; bf16 can pass 100%)"
+    )
     print(header)
     print("-" * len(header))
     results = []
@@ -166,16 +174,34 @@ def main(argv: list[str] | None = None) -> int:
             # A training step ~ 3x forward FLOPs, counted over each utterance's real frames.
             flops = 3 * sum(forward_flops(cfg, int(n)) for n in batches[batch_name][1])
             row = {
-                "model": name, "impl": impl, "lengths": batch_name, "dtype": "bf16" if bf16 else "fp32",
-                "params": count_parameters(model), "median_s": round(median, 4),
-                "times_s": [round(t, 4) for t in ts], "gflops": round(flops / median / 1e9, 1),
+                "model": name,
+                "impl": impl,
+                "lengths": batch_name,
+                "dtype": "bf16" if bf16 else "fp32",
+                "params": count_parameters(model),
+                "median_s": round(median, 4),
+                "times_s": [round(t, 4) for t in ts],
+                "gflops": round(flops / median / 1e9, 1),
                 "mfu": round(flops / median / 1e9 / mm, 3),
             }
             results.append(row)
-            print(f"{name:<24} {impl:<7} {batch_name:<7} {row['dtype']:<5} {row['params'] / 1e6:>6.1f}M "
-                  f"{median:>9.3f} {min(ts):>6.3f} {row['gflops']:>8.1f} {row['mfu']:>5.0%}", flush=True)
-    print(json.dumps({"threads": args.threads, "batch_size": args.batch_size, "max_frames": max_frames,
-                      "runs": args.runs, "matmul_gflops": round(mm, 1), "results": results}))
+            print(
+                f"{name:<24} {impl:<7} {batch_name:<7} {row['dtype']:<5} {row['params'] / 1e6:>6.1f}M "
+                f"{median:>9.3f} {min(ts):>6.3f} {row['gflops']:>8.1f} {row['mfu']:>5.0%}",
+                flush=True,
+            )
+    print(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "batch_size": args.batch_size,
+                "max_frames": max_frames,
+                "runs": args.runs,
+                "matmul_gflops": round(mm, 1),
+                "results": results,
+            }
+        )
+    )
     return 0
 
 

@@ -32,6 +32,7 @@ Without ``--stream-model-path`` the streaming model is the recipe's size made st
 weights, and its (meaningless) text is still deterministic, so correctness is checked against
 the offline forward of the same model. Prints a table and, as its last line, JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,10 +85,12 @@ def cpu_model() -> str:
 
 def git_revision() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         return rev + ("+changes" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -128,8 +131,7 @@ class Setup:
             from bench.bench_streaming import recipe_stream_model
 
             model, audio_config, labels = recipe_stream_model()
-            self.stream_model_path = save_checkpoint(work / "stream.pth",
-                                                     Checkpoint.from_model(model, audio_config, labels))
+            self.stream_model_path = save_checkpoint(work / "stream.pth", Checkpoint.from_model(model, audio_config, labels))
             self.stream_note = "random weights, DS2 3 x 384 unidirectional LSTM, lookahead 20 (the recipe's size)"
         offline = TorchRecognizer.load(InferenceConfig(self.model_path, threads=1))
         greedy = GreedyDecoder(offline.labels)
@@ -164,10 +166,34 @@ def free_port() -> int:
 
 
 def start_server(setup: Setup, port: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "server.py"), "--model-path", str(setup.model_path), "--stream-model-path",
-           str(setup.stream_model_path), "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-           "--stream-workers", "2", "--threads", "1", "--max-streams", "64", "--max-pending", "64",
-           "--max-upload-mb", "1", "--idle-timeout", "3", "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "server.py"),
+        "--model-path",
+        str(setup.model_path),
+        "--stream-model-path",
+        str(setup.stream_model_path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--stream-workers",
+        "2",
+        "--threads",
+        "1",
+        "--max-streams",
+        "64",
+        "--max-pending",
+        "64",
+        "--max-upload-mb",
+        "1",
+        "--idle-timeout",
+        "3",
+        "--log-level",
+        "warning",
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -202,8 +228,9 @@ async def upload_loop(client: httpx.AsyncClient, base: str, setup: Setup, until:
         out["ok" if ok else "wrong"] += 1
 
 
-async def stream_client(ws_url: str, samples: np.ndarray, expected: str, chunk_ms: float, speed: float = 1.0,
-                        delay: float = 0.0, skip_s: float = 0.0) -> dict:
+async def stream_client(
+    ws_url: str, samples: np.ndarray, expected: str, chunk_ms: float, speed: float = 1.0, delay: float = 0.0, skip_s: float = 0.0
+) -> dict:
     """Stream 16 kHz PCM16 samples at ``speed`` x real time; per-chunk latencies and the final text."""
     await asyncio.sleep(delay)
     chunk = int(16000 * chunk_ms / 1000)
@@ -270,7 +297,7 @@ async def cut_off_stream(ws_url: str, samples: np.ndarray) -> bool:
     ws = await websockets.connect(ws_url, max_size=None, compression=None, open_timeout=60)
     await ws.send(json.dumps({"sample_rate": 16000, "format": "pcm16"}))
     for i in range(0, 16000, 1600):
-        await ws.send(samples[i:i + 1600].tobytes())
+        await ws.send(samples[i : i + 1600].tobytes())
         await asyncio.sleep(0.1)
     ws.transport.abort()  # gone without a close frame
     return True
@@ -291,34 +318,58 @@ async def http_phase(base: str, setup: Setup, levels: list[int], seconds: float)
             start = time.monotonic()
             await asyncio.gather(*(upload_loop(client, base, setup, start + seconds, out) for _ in range(c)))
             wall = time.monotonic() - start
-            rows.append({"clients": c, "requests": out["ok"] + out["wrong"], "wrong": out["wrong"],
-                         "x_realtime": rounded(out["audio_s"] / wall),
-                         "p50_ms": rounded(1000 * percentile(out["latencies"], 50), 0),
-                         "p95_ms": rounded(1000 * percentile(out["latencies"], 95), 0)})
+            rows.append(
+                {
+                    "clients": c,
+                    "requests": out["ok"] + out["wrong"],
+                    "wrong": out["wrong"],
+                    "x_realtime": rounded(out["audio_s"] / wall),
+                    "p50_ms": rounded(1000 * percentile(out["latencies"], 50), 0),
+                    "p95_ms": rounded(1000 * percentile(out["latencies"], 95), 0),
+                }
+            )
             print(f"uploads x{c}: {rows[-1]}", file=sys.stderr)
     return rows
 
 
-async def stream_phase(ws_url: str, setup: Setup, levels: list[int], chunk_ms: float, budget_ms: float,
-                       deadline: float) -> tuple[list[dict], int]:
+async def stream_phase(
+    ws_url: str, setup: Setup, levels: list[int], chunk_ms: float, budget_ms: float, deadline: float
+) -> tuple[list[dict], int]:
     rows, capacity = [], 0
     for n in levels:
         if time.monotonic() > deadline:
             print(f"streams: time budget reached before {n} streams", file=sys.stderr)
             break
-        results = await asyncio.gather(*(
-            stream_client(ws_url, setup.stream_pcm, setup.stream_text, chunk_ms, delay=i / max(1, n),
-                          skip_s=setup.latency_s + chunk_ms / 1000) for i in range(n)))
+        results = await asyncio.gather(
+            *(
+                stream_client(
+                    ws_url,
+                    setup.stream_pcm,
+                    setup.stream_text,
+                    chunk_ms,
+                    delay=i / max(1, n),
+                    skip_s=setup.latency_s + chunk_ms / 1000,
+                )
+                for i in range(n)
+            )
+        )
         lat = [x for r in results for x in r["latencies"]]
         finals = [r["final_latency"] for r in results if "final_latency" in r]
         correct = sum(r["ok"] for r in results)
         p95 = percentile(lat, 95)
         passed = correct == n and p95 is not None and 1000 * p95 <= budget_ms
-        rows.append({"streams": n, "correct": correct, "p50_ms": rounded(1000 * percentile(lat, 50), 0),
-                     "p95_ms": rounded(1000 * p95, 0) if p95 is not None else None,
-                     "max_ms": rounded(1000 * max(lat), 0) if lat else None,
-                     "final_p50_ms": rounded(1000 * percentile(finals, 50), 0), "passed": passed,
-                     "errors": sorted({e for r in results for e in r["errors"]})})
+        rows.append(
+            {
+                "streams": n,
+                "correct": correct,
+                "p50_ms": rounded(1000 * percentile(lat, 50), 0),
+                "p95_ms": rounded(1000 * p95, 0) if p95 is not None else None,
+                "max_ms": rounded(1000 * max(lat), 0) if lat else None,
+                "final_p50_ms": rounded(1000 * percentile(finals, 50), 0),
+                "passed": passed,
+                "errors": sorted({e for r in results for e in r["errors"]}),
+            }
+        )
         print(f"streams x{n}: {rows[-1]}", file=sys.stderr)
         if not passed:
             break
@@ -326,12 +377,10 @@ async def stream_phase(ws_url: str, setup: Setup, levels: list[int], chunk_ms: f
     return rows, capacity
 
 
-async def mix_phase(base: str, ws_url: str, setup: Setup, good_streams: int, seconds: float,
-                    chunk_ms: float) -> dict:
+async def mix_phase(base: str, ws_url: str, setup: Setup, good_streams: int, seconds: float, chunk_ms: float) -> dict:
     until = time.monotonic() + seconds
     uploads = {"latencies": [], "audio_s": 0.0, "ok": 0, "wrong": 0}
-    bad = {"garbage_400": 0, "oversized_413": 0, "cut_off": 0, "stalled_idle": 0, "bad_config_1008": 0,
-           "nan_1008": 0}
+    bad = {"garbage_400": 0, "oversized_413": 0, "cut_off": 0, "stalled_idle": 0, "bad_config_1008": 0, "nan_1008": 0}
 
     async def bad_clients(client: httpx.AsyncClient) -> None:
         rng = np.random.default_rng(0)
@@ -344,8 +393,9 @@ async def mix_phase(base: str, ws_url: str, setup: Setup, good_streams: int, sec
             bad["cut_off"] += await cut_off_stream(ws_url, setup.stream_pcm)
             err = await expect_stream_error(ws_url, b"\x00\x01")
             bad["bad_config_1008"] += bool(err and "config" in err)
-            err = await expect_stream_error(ws_url, json.dumps({"sample_rate": 16000, "format": "float32"}),
-                                            [np.array([np.nan] * 4, "<f4").tobytes()])
+            err = await expect_stream_error(
+                ws_url, json.dumps({"sample_rate": 16000, "format": "float32"}), [np.array([np.nan] * 4, "<f4").tobytes()]
+            )
             bad["nan_1008"] += bool(err and "NaN" in err)
 
     async def stalled() -> None:
@@ -356,24 +406,33 @@ async def mix_phase(base: str, ws_url: str, setup: Setup, good_streams: int, sec
         tasks = [upload_loop(client, base, setup, until, uploads) for _ in range(2)]
         tasks.append(bad_clients(client))
         tasks.append(stalled())
-        stream_tasks = [stream_client(ws_url, setup.stream_pcm, setup.stream_text, chunk_ms, delay=i * 0.3,
-                                      skip_s=setup.latency_s + chunk_ms / 1000) for i in range(good_streams)]
-        slow = stream_client(ws_url, setup.slow_pcm, setup.slow_text, chunk_ms, speed=1 / 3,
-                             skip_s=setup.latency_s + chunk_ms / 1000)
+        stream_tasks = [
+            stream_client(
+                ws_url, setup.stream_pcm, setup.stream_text, chunk_ms, delay=i * 0.3, skip_s=setup.latency_s + chunk_ms / 1000
+            )
+            for i in range(good_streams)
+        ]
+        slow = stream_client(
+            ws_url, setup.slow_pcm, setup.slow_text, chunk_ms, speed=1 / 3, skip_s=setup.latency_s + chunk_ms / 1000
+        )
         gathered = await asyncio.gather(*tasks, slow, *stream_tasks, return_exceptions=True)
         health = (await client.get(f"{base}/health", timeout=30)).json()
     failures = [repr(g) for g in gathered if isinstance(g, BaseException)]
-    slow_result, streams = gathered[len(tasks)], gathered[len(tasks) + 1:]
+    slow_result, streams = gathered[len(tasks)], gathered[len(tasks) + 1 :]
     stream_ok = [isinstance(r, dict) and r["ok"] for r in streams]
     lat = [x for r in streams if isinstance(r, dict) for x in r["latencies"]]
     return {
-        "good_streams": good_streams, "good_streams_correct": int(sum(stream_ok)),
+        "good_streams": good_streams,
+        "good_streams_correct": int(sum(stream_ok)),
         "slow_sender_correct": bool(isinstance(slow_result, dict) and slow_result["ok"]),
-        "uploads": uploads["ok"] + uploads["wrong"], "uploads_correct": uploads["ok"],
+        "uploads": uploads["ok"] + uploads["wrong"],
+        "uploads_correct": uploads["ok"],
         "upload_p95_ms": rounded(1000 * percentile(uploads["latencies"], 95), 0) if uploads["latencies"] else None,
         "stream_p95_ms": rounded(1000 * percentile(lat, 95), 0) if lat else None,
-        "bad": bad, "client_failures": failures,
-        "healthy_after": health.get("status") == "ok", "active_streams_after": health["load"]["active_streams"],
+        "bad": bad,
+        "client_failures": failures,
+        "healthy_after": health.get("status") == "ok",
+        "active_streams_after": health["load"]["active_streams"],
     }
 
 
@@ -381,18 +440,25 @@ async def mix_phase(base: str, ws_url: str, setup: Setup, good_streams: int, sec
 
 
 def render(result: dict) -> str:
-    lines = [f"server bench: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs; {result['date']}",
-             f"/transcribe model: {result['model']}; /stream model: {result['stream_model']}",
-             f"algorithmic latency of the streaming model: {result['algorithmic_latency_ms']:g} ms", "",
-             f"{'upload clients':>15} {'requests':>9} {'x realtime':>11} {'p50 ms':>7} {'p95 ms':>7}"]
+    lines = [
+        f"server bench: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs; {result['date']}",
+        f"/transcribe model: {result['model']}; /stream model: {result['stream_model']}",
+        f"algorithmic latency of the streaming model: {result['algorithmic_latency_ms']:g} ms",
+        "",
+        f"{'upload clients':>15} {'requests':>9} {'x realtime':>11} {'p50 ms':>7} {'p95 ms':>7}",
+    ]
     for r in result["http"]:
         lines.append(f"{r['clients']:15d} {r['requests']:9d} {r['x_realtime']:11} {r['p50_ms']:7} {r['p95_ms']:7}")
     lines += ["", f"{'streams':>8} {'correct':>8} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'final p50':>10}  pass"]
     for r in result["streams"]:
-        lines.append(f"{r['streams']:8d} {r['correct']:8d} {r['p50_ms']!s:>7} {r['p95_ms']!s:>7} {r['max_ms']!s:>7} "
-                     f"{r['final_p50_ms']!s:>10}  {r['passed']}")
-    lines.append(f"capacity: {result['capacity']} real-time streams with p95 chunk latency <= "
-                 f"{result['latency_budget_ms']:g} ms beyond the algorithmic latency")
+        lines.append(
+            f"{r['streams']:8d} {r['correct']:8d} {r['p50_ms']!s:>7} {r['p95_ms']!s:>7} {r['max_ms']!s:>7} "
+            f"{r['final_p50_ms']!s:>10}  {r['passed']}"
+        )
+    lines.append(
+        f"capacity: {result['capacity']} real-time streams with p95 chunk latency <= "
+        f"{result['latency_budget_ms']:g} ms beyond the algorithmic latency"
+    )
     lines.append(f"mix: {json.dumps(result['mix'])}")
     return "\n".join(lines)
 
@@ -408,11 +474,13 @@ async def run(args: argparse.Namespace) -> dict:
         proc = start_server(setup, port, work / "server.log")
         try:
             await wait_up(base, proc)
-            await asyncio.gather(*(stream_client(ws_url, setup.stream_pcm[:16000], "", args.chunk_ms)
-                                   for _ in range(2)))  # warm-up
+            await asyncio.gather(
+                *(stream_client(ws_url, setup.stream_pcm[:16000], "", args.chunk_ms) for _ in range(2))
+            )  # warm-up
             http_rows = await http_phase(base, setup, args.http_concurrency, args.http_seconds)
-            stream_rows, capacity = await stream_phase(ws_url, setup, args.streams, args.chunk_ms,
-                                                       args.latency_budget_ms, started + args.budget_seconds)
+            stream_rows, capacity = await stream_phase(
+                ws_url, setup, args.streams, args.chunk_ms, args.latency_budget_ms, started + args.budget_seconds
+            )
             mix = await mix_phase(base, ws_url, setup, max(1, capacity // 2), args.mix_seconds, args.chunk_ms)
         finally:
             proc.terminate()
@@ -422,14 +490,26 @@ async def run(args: argparse.Namespace) -> dict:
                 proc.kill()
             server_log = (work / "server.log").read_text()
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "git": git_revision(),
-        "machine": {"cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                    else os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "python": platform.python_version(), "model": str(setup.model_path), "stream_model": setup.stream_note,
-        "algorithmic_latency_ms": round(1000 * setup.latency_s, 1), "chunk_ms": args.chunk_ms,
-        "stream_seconds": args.stream_seconds, "latency_budget_ms": args.latency_budget_ms,
-        "http": http_rows, "streams": stream_rows, "capacity": capacity, "mix": mix,
-        "server_exit_code": proc.returncode, "server_log_tracebacks": server_log.count("Traceback"),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "git": git_revision(),
+        "machine": {
+            "cpu": cpu_model(),
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "python": platform.python_version(),
+        "model": str(setup.model_path),
+        "stream_model": setup.stream_note,
+        "algorithmic_latency_ms": round(1000 * setup.latency_s, 1),
+        "chunk_ms": args.chunk_ms,
+        "stream_seconds": args.stream_seconds,
+        "latency_budget_ms": args.latency_budget_ms,
+        "http": http_rows,
+        "streams": stream_rows,
+        "capacity": capacity,
+        "mix": mix,
+        "server_exit_code": proc.returncode,
+        "server_log_tracebacks": server_log.count("Traceback"),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
 
@@ -437,8 +517,9 @@ async def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-path", default=str(ROOT / "models" / "an4.pth"), help="model for /transcribe")
-    p.add_argument("--stream-model-path", default=None,
-                   help="model for /stream (default: the recipe's size, unidirectional, random weights)")
+    p.add_argument(
+        "--stream-model-path", default=None, help="model for /stream (default: the recipe's size, unidirectional, random weights)"
+    )
     p.add_argument("--http-concurrency", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--http-seconds", type=float, default=8.0)
     p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 6, 8, 12, 16, 24, 32])

@@ -10,6 +10,7 @@ streaming.StreamingRecognizer (``accept`` per chunk, then ``finish``), ``--runs`
 warm-up; it reports the median and 95th percentile of the compute per chunk and the real-time
 factor. Prints a table and, as its last line, JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,7 @@ def recipe_stream_model(lookahead: int = 20) -> tuple[torch.nn.Module, AudioConf
 def test_audio(seconds: float, rate: int = 16000) -> np.ndarray:
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * 300 * t * (1 + 0.5 * np.sin(t))) + 0.05 * rng.standard_normal(t.size)).astype(
-        np.float32)
+    return (0.3 * np.sin(2 * np.pi * 300 * t * (1 + 0.5 * np.sin(t))) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def time_chunks(rec: StreamingRecognizer, audio: np.ndarray, chunk: int) -> tuple[list[float], float]:
@@ -54,7 +54,7 @@ def time_chunks(rec: StreamingRecognizer, audio: np.ndarray, chunk: int) -> tupl
     start = time.perf_counter()
     for i in range(0, len(audio), chunk):
         t = time.perf_counter()
-        rec.accept(audio[i:i + chunk])
+        rec.accept(audio[i : i + chunk])
         per_chunk.append(time.perf_counter() - t)
     rec.finish()
     return per_chunk, time.perf_counter() - start
@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="audio streamed per run")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--lookahead", type=int, nargs="+", default=[1, 5, 10, 20],
-                   help="lookahead contexts for the latency table")
+    p.add_argument("--lookahead", type=int, nargs="+", default=[1, 5, 10, 20], help="lookahead contexts for the latency table")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model_path:
@@ -81,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         model, audio_config, labels = recipe_stream_model()
     rec = StreamingRecognizer(model, audio_config, labels)
     audio = test_audio(args.seconds, audio_config.sample_rate)
-    latency = {str(k): algorithmic_latency(ModelConfig(bidirectional=False, lookahead_context=k), audio_config).as_ms()
-               for k in args.lookahead}
+    latency = {
+        str(k): algorithmic_latency(ModelConfig(bidirectional=False, lookahead_context=k), audio_config).as_ms()
+        for k in args.lookahead
+    }
     latency["model"] = rec.latency.as_ms()
     rows = []
     for chunk_ms in args.chunk_ms:
@@ -94,18 +95,37 @@ def main(argv: list[str] | None = None) -> int:
             per_chunk += times
             totals.append(total)
         ms = sorted(1000 * t for t in per_chunk)
-        rows.append({"chunk_ms": chunk_ms, "median_ms": round(statistics.median(ms), 2),
-                     "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
-                     "x_realtime": round(args.seconds / statistics.median(totals), 1)})
-    print("algorithmic latency (ms): " + ", ".join(f"lookahead {k}: {v['total_ms']:g}" for k, v in latency.items()
-                                                     if k != "model"))
-    print(f"model: {model.cfg.hidden_layers} x {model.cfg.hidden_size} {model.cfg.rnn_type}, lookahead "
-          f"{model.cfg.lookahead_context}: {latency['model']}")
+        rows.append(
+            {
+                "chunk_ms": chunk_ms,
+                "median_ms": round(statistics.median(ms), 2),
+                "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
+                "x_realtime": round(args.seconds / statistics.median(totals), 1),
+            }
+        )
+    print(
+        "algorithmic latency (ms): " + ", ".join(f"lookahead {k}: {v['total_ms']:g}" for k, v in latency.items() if k != "model")
+    )
+    print(
+        f"model: {model.cfg.hidden_layers} x {model.cfg.hidden_size} {model.cfg.rnn_type}, lookahead "
+        f"{model.cfg.lookahead_context}: {latency['model']}"
+    )
     print(f"{'chunk ms':>9} {'median ms':>10} {'p95 ms':>8} {'x realtime':>11}   ({args.threads} thread(s))")
     for r in rows:
         print(f"{r['chunk_ms']:9g} {r['median_ms']:10.2f} {r['p95_ms']:8.2f} {r['x_realtime']:11.1f}")
-    print(json.dumps({"latency_ms": latency, "chunks": rows, "threads": args.threads, "seconds": args.seconds,
-                      "runs": args.runs, "model": model.cfg.__dict__, "torch": torch.__version__}))
+    print(
+        json.dumps(
+            {
+                "latency_ms": latency,
+                "chunks": rows,
+                "threads": args.threads,
+                "seconds": args.seconds,
+                "runs": args.runs,
+                "model": model.cfg.__dict__,
+                "torch": torch.__version__,
+            }
+        )
+    )
     return 0
 
 

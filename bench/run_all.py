@@ -45,6 +45,7 @@ The table goes to stdout, progress to stderr; the last stdout line is one JSON o
 ``--write-docs PATH`` puts the command, the machine and the table into a section of
 PATH (one section per machine, replaced on each run, the rest of the file kept).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,10 +103,28 @@ DOCS_TITLE = "# Benchmarks\n\nWritten by `python bench/run_all.py --write-docs`;
 
 # Repetitions per mode; ``--runs`` overrides the timed runs of every figure.
 PRESETS: dict[str, dict] = {
-    "full": dict(runs=7, warmup=2, infer_utterances=64, single_utterances=16, decode_utterances=40,
-                 feature_utterances=50, cli_runs=5, cli_warmup=1, matmul_sizes=(2048, 4096)),
-    "quick": dict(runs=3, warmup=1, infer_utterances=32, single_utterances=8, decode_utterances=20,
-                  feature_utterances=20, cli_runs=3, cli_warmup=1, matmul_sizes=(2048,)),
+    "full": dict(
+        runs=7,
+        warmup=2,
+        infer_utterances=64,
+        single_utterances=16,
+        decode_utterances=40,
+        feature_utterances=50,
+        cli_runs=5,
+        cli_warmup=1,
+        matmul_sizes=(2048, 4096),
+    ),
+    "quick": dict(
+        runs=3,
+        warmup=1,
+        infer_utterances=32,
+        single_utterances=8,
+        decode_utterances=20,
+        feature_utterances=20,
+        cli_runs=3,
+        cli_warmup=1,
+        matmul_sizes=(2048,),
+    ),
 }
 
 
@@ -224,10 +243,12 @@ def cpu_flags() -> list[str]:
 
 def git_revision() -> str | None:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return rev + ("+changes" if dirty else "")
@@ -283,8 +304,7 @@ def an4_like_batch(batch_size: int, mean_seconds: float, n_features: int, seed: 
     12 labels per second."""
     max_frames = max(2, round(mean_seconds * 100 / 0.9))
     x, lengths, targets, target_lengths = make_batch(batch_size, max_frames, n_features, equal=False, seed=seed)
-    return Batch(x, lengths, targets, target_lengths, [f"synthetic-{i}" for i in range(batch_size)],
-                 [""] * batch_size)
+    return Batch(x, lengths, targets, target_lengths, [f"synthetic-{i}" for i in range(batch_size)], [""] * batch_size)
 
 
 def an4_like_durations(n: int, mean_seconds: float = 2.7, seed: int = 0) -> list[float]:
@@ -378,6 +398,7 @@ def train_step_times(trainers: Sequence[train.Trainer], batch: Batch, runs: int,
             trainer.train_step(batch)
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize()
+
         return run
 
     return timed_in_turns([step(t) for t in trainers], runs, warmup)
@@ -404,18 +425,31 @@ def train_figures(s: Settings, mm_gflops: float) -> tuple[list[Figure], dict]:
     gflops = [flops / t / 1e9 for t in fp32]
     where = f"{threads_note(s.threads)}, batch {batch_size} x {audio_s / batch_size:.2f} s"
     figs = [
-        figure("train_x_realtime", "train step fp32", "x realtime", [audio_s / t for t in fp32],
-               where + skipped_note(trainers[0])),
+        figure(
+            "train_x_realtime", "train step fp32", "x realtime", [audio_s / t for t in fp32], where + skipped_note(trainers[0])
+        ),
         figure("train_gflops", "train step fp32", "GFLOP/s", gflops, "3 x forward_flops over real frames"),
-        figure("train_mfu", "train step fp32 MFU", "ratio", [g / mm_gflops for g in gflops],
-               f"train GFLOP/s over {mm_gflops:.0f} GFLOP/s fp32 matmul"),
-        figure("train_bf16_x_realtime", "train step bf16 autocast", "x realtime", [audio_s / t for t in bf16],
-               where + skipped_note(trainers[1])),
+        figure(
+            "train_mfu",
+            "train step fp32 MFU",
+            "ratio",
+            [g / mm_gflops for g in gflops],
+            f"train GFLOP/s over {mm_gflops:.0f} GFLOP/s fp32 matmul",
+        ),
+        figure(
+            "train_bf16_x_realtime",
+            "train step bf16 autocast",
+            "x realtime",
+            [audio_s / t for t in bf16],
+            where + skipped_note(trainers[1]),
+        ),
     ]
-    info = {"train_model": asdict(cfg), "train_params": count_parameters(build_model(cfg)),
-            "train_batch": {"size": batch_size, "audio_seconds": round(audio_s, 2),
-                            "frames": batch.input_lengths.tolist()},
-            "train_step_flops": flops}
+    info = {
+        "train_model": asdict(cfg),
+        "train_params": count_parameters(build_model(cfg)),
+        "train_batch": {"size": batch_size, "audio_seconds": round(audio_s, 2), "frames": batch.input_lengths.tolist()},
+        "train_step_flops": flops,
+    }
     return figs, info
 
 
@@ -428,10 +462,22 @@ def cuda_train_figures(s: Settings) -> list[Figure]:
     trainers = [make_trainer(cfg, "cuda", False), make_trainer(cfg, "cuda", True)]
     fp32, amp = train_step_times(trainers, batch, s.runs, max(s.warmup, 2))
     note = f"{torch.cuda.get_device_name(0)}, batch {batch_size}"
-    return [figure("train_cuda_x_realtime", "train step CUDA fp32", "x realtime", [audio_s / t for t in fp32],
-                   note + skipped_note(trainers[0])),
-            figure("train_cuda_amp_x_realtime", "train step CUDA AMP", "x realtime", [audio_s / t for t in amp],
-                   note + skipped_note(trainers[1]))]
+    return [
+        figure(
+            "train_cuda_x_realtime",
+            "train step CUDA fp32",
+            "x realtime",
+            [audio_s / t for t in fp32],
+            note + skipped_note(trainers[0]),
+        ),
+        figure(
+            "train_cuda_amp_x_realtime",
+            "train step CUDA AMP",
+            "x realtime",
+            [audio_s / t for t in amp],
+            note + skipped_note(trainers[1]),
+        ),
+    ]
 
 
 # ----------------------------------------------------------------------------- inference
@@ -444,12 +490,12 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         # torch.ao.quantization announces its move to torchao; the eager API still works here.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*deprecated.*")
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM, nn.RNN},
-                                                      dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM, nn.RNN}, dtype=torch.qint8)
 
 
-def greedy_wer(model: nn.Module | Recognizer, manifest: Path, audio_cfg: AudioConfig, labels: Sequence[str],
-               amp: bool = False) -> float:
+def greedy_wer(
+    model: nn.Module | Recognizer, manifest: Path, audio_cfg: AudioConfig, labels: Sequence[str], amp: bool = False
+) -> float:
     """Corpus WER (%) with greedy decoding on ``manifest`` (inference.evaluate) of a PyTorch
     model (``amp``: bf16 autocast) or any recognizer (e.g. ONNX)."""
     data = SpectrogramDataset(manifest, audio_cfg, labels, on_error="skip")
@@ -460,8 +506,13 @@ def greedy_wer(model: nn.Module | Recognizer, manifest: Path, audio_cfg: AudioCo
 
 
 # (key prefix, label) of each inference runtime; the order of the table rows
-RUNTIMES = (("infer", "PyTorch fp32"), ("infer_bf16", "PyTorch bf16 autocast"), ("onnx", "ONNX fp32"),
-            ("onnx_int8", "ONNX int8 dynamic"), ("onnx_int8_static", "ONNX int8, static conv"))
+RUNTIMES = (
+    ("infer", "PyTorch fp32"),
+    ("infer_bf16", "PyTorch bf16 autocast"),
+    ("onnx", "ONNX fp32"),
+    ("onnx_int8", "ONNX int8 dynamic"),
+    ("onnx_int8_static", "ONNX int8, static conv"),
+)
 
 
 def write_wavs(folder: Path, audio: Sequence[np.ndarray], sample_rate: int) -> list[Path]:
@@ -475,20 +526,23 @@ def write_wavs(folder: Path, audio: Sequence[np.ndarray], sample_rate: int) -> l
     return paths
 
 
-def export_for_bench(model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str], tmp: Path,
-                     calibration_manifest: Path | None = None) -> dict[str, Path]:
+def export_for_bench(
+    model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str], tmp: Path, calibration_manifest: Path | None = None
+) -> dict[str, Path]:
     """The fp32 and dynamic int8 ONNX exports of ``model`` ({"onnx": path, "onnx_int8": path}),
     and with a calibration manifest the int8 export with static conv quantization ("onnx_int8_static")."""
     fp32 = export_onnx(model, audio_cfg, labels, tmp / "model.onnx")
     files = {"onnx": fp32, "onnx_int8": quantize_onnx(fp32, tmp / "model_int8.onnx")}
     if calibration_manifest is not None:
-        files["onnx_int8_static"] = quantize_onnx(fp32, tmp / "model_int8_static.onnx",
-                                                  calibration_features(calibration_manifest, audio_cfg))
+        files["onnx_int8_static"] = quantize_onnx(
+            fp32, tmp / "model_int8_static.onnx", calibration_features(calibration_manifest, audio_cfg)
+        )
     return files
 
 
-def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str],
-                  onnx_files: dict[str, Path], tmp: Path) -> tuple[list[Figure], dict]:
+def infer_figures(
+    s: Settings, model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str], onnx_files: dict[str, Path], tmp: Path
+) -> tuple[list[Figure], dict]:
     durations = an4_like_durations(s.infer_utterances, s.mean_seconds)
     audio = synthetic_audio(durations, audio_cfg.sample_rate)
     files = write_wavs(tmp / "infer_wavs", audio, audio_cfg.sample_rate)
@@ -515,19 +569,23 @@ def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, lab
     fns = [batched(recognizers[n]) for n in names] + [one_at_a_time(recognizers[n]) for n in names]
     fns.append(batched(torch_int8))
     with torch_threads(s.threads):
-        log(f"infer: {len(audio)} WAV files ({total:.0f} s) in batches of {s.batch_size} and {len(single)} one at a "
-            f"time; {', '.join(label for _, label in runtimes)} and PyTorch int8, taking turns")
+        log(
+            f"infer: {len(audio)} WAV files ({total:.0f} s) in batches of {s.batch_size} and {len(single)} one at a "
+            f"time; {', '.join(label for _, label in runtimes)} and PyTorch int8, taking turns"
+        )
         times = timed_in_turns(fns, s.runs, s.warmup)
         wers: dict[str, float | None] = dict.fromkeys([*names, "torch_int8"])
         manifest = s.val_manifest if s.model_path is not None else None
         if manifest is not None:
             log(f"infer: greedy WER of every variant on {shown(manifest)}")
-            wers.update(infer=greedy_wer(model, manifest, audio_cfg, labels),
-                        infer_bf16=greedy_wer(model, manifest, audio_cfg, labels, amp=True),
-                        torch_int8=greedy_wer(int8, manifest, audio_cfg, labels))
+            wers.update(
+                infer=greedy_wer(model, manifest, audio_cfg, labels),
+                infer_bf16=greedy_wer(model, manifest, audio_cfg, labels, amp=True),
+                torch_int8=greedy_wer(int8, manifest, audio_cfg, labels),
+            )
             wers.update({name: greedy_wer(recognizers[name], manifest, audio_cfg, labels) for name in onnx_files})
     batch_times = dict(zip(names, times[: len(names)]))
-    single_times = dict(zip(names, times[len(names): 2 * len(names)]))
+    single_times = dict(zip(names, times[len(names) : 2 * len(names)]))
     where = f"{threads_note(s.threads)}, WAV -> text"
 
     def wer_note(name: str) -> str:
@@ -538,41 +596,86 @@ def infer_figures(s: Settings, model: AcousticModel, audio_cfg: AudioConfig, lab
 
     figs: list[Figure] = []
     for name, label in runtimes:
-        figs.append(figure(f"{name}_x_realtime", f"transcribe {label}", "x realtime",
-                           [total / t for t in batch_times[name]],
-                           f"{where}, batches of {s.batch_size}{wer_note(name)}"))
-        figs.append(figure(f"{name}_single_x_realtime", f"transcribe {label}, 1 at a time", "x realtime",
-                           [single_s / t for t in single_times[name]], f"{where}, one file at a time"))
+        figs.append(
+            figure(
+                f"{name}_x_realtime",
+                f"transcribe {label}",
+                "x realtime",
+                [total / t for t in batch_times[name]],
+                f"{where}, batches of {s.batch_size}{wer_note(name)}",
+            )
+        )
+        figs.append(
+            figure(
+                f"{name}_single_x_realtime",
+                f"transcribe {label}, 1 at a time",
+                "x realtime",
+                [single_s / t for t in single_times[name]],
+                f"{where}, one file at a time",
+            )
+        )
 
     def ratio(key: str, label: str, num: list[float], den: list[float], note: str) -> Figure:
         return figure(key, label, "ratio", [d / n for n, d in zip(num, den)], note)  # time ratio = speed ratio
 
     figs += [
-        ratio("onnx_speedup", "ONNX fp32 vs PyTorch fp32", batch_times["onnx"], batch_times["infer"],
-              "speed ratio, batched, per round"),
-        ratio("onnx_single_speedup", "ONNX fp32 vs PyTorch fp32, 1 at a time", single_times["onnx"],
-              single_times["infer"], "speed ratio, per round"),
-        ratio("onnx_int8_speedup", "ONNX int8 vs ONNX fp32", batch_times["onnx_int8"], batch_times["onnx"],
-              "speed ratio, batched, per round"),
-        ratio("onnx_int8_single_speedup", "ONNX int8 vs ONNX fp32, 1 at a time", single_times["onnx_int8"],
-              single_times["onnx"], "speed ratio, per round"),
+        ratio(
+            "onnx_speedup",
+            "ONNX fp32 vs PyTorch fp32",
+            batch_times["onnx"],
+            batch_times["infer"],
+            "speed ratio, batched, per round",
+        ),
+        ratio(
+            "onnx_single_speedup",
+            "ONNX fp32 vs PyTorch fp32, 1 at a time",
+            single_times["onnx"],
+            single_times["infer"],
+            "speed ratio, per round",
+        ),
+        ratio(
+            "onnx_int8_speedup",
+            "ONNX int8 vs ONNX fp32",
+            batch_times["onnx_int8"],
+            batch_times["onnx"],
+            "speed ratio, batched, per round",
+        ),
+        ratio(
+            "onnx_int8_single_speedup",
+            "ONNX int8 vs ONNX fp32, 1 at a time",
+            single_times["onnx_int8"],
+            single_times["onnx"],
+            "speed ratio, per round",
+        ),
     ]
     if wers["infer"] is not None:
         delta = wers["torch_int8"] - wers["infer"]
-        int8_note = (f"PyTorch quantize_dynamic, batched; greedy WER {wers['infer']:.2f} -> {wers['torch_int8']:.2f} "
-                     f"({delta:+.2f}) on {shown(manifest)}")
+        int8_note = (
+            f"PyTorch quantize_dynamic, batched; greedy WER {wers['infer']:.2f} -> {wers['torch_int8']:.2f} "
+            f"({delta:+.2f}) on {shown(manifest)}"
+        )
     else:
         delta = None
         int8_note = "PyTorch quantize_dynamic, batched; WER change: n/a (needs --model-path and a validation manifest)"
-    figs.append(figure("infer_int8_x_realtime", "transcribe PyTorch int8 dynamic", "x realtime",
-                       [total / t for t in times[-1]], int8_note))
-    info = {"infer_fp32_wer": wers["infer"], "infer_int8_wer": wers["torch_int8"], "infer_int8_wer_delta": delta,
-            "infer_bf16_wer": wers["infer_bf16"], "onnx_fp32_wer": wers["onnx"], "onnx_int8_wer": wers["onnx_int8"],
-            "onnx_int8_static_wer": wers.get("onnx_int8_static"),
-            "infer_wer_manifest": shown(manifest) if manifest is not None else None,
-            "infer_audio_seconds": round(total, 1), "infer_single_audio_seconds": round(single_s, 1),
-            "infer_model": asdict(model.cfg),
-            "onnx_sizes_mib": {k: round(p.stat().st_size / 2**20, 2) for k, p in onnx_files.items()}}
+    figs.append(
+        figure(
+            "infer_int8_x_realtime", "transcribe PyTorch int8 dynamic", "x realtime", [total / t for t in times[-1]], int8_note
+        )
+    )
+    info = {
+        "infer_fp32_wer": wers["infer"],
+        "infer_int8_wer": wers["torch_int8"],
+        "infer_int8_wer_delta": delta,
+        "infer_bf16_wer": wers["infer_bf16"],
+        "onnx_fp32_wer": wers["onnx"],
+        "onnx_int8_wer": wers["onnx_int8"],
+        "onnx_int8_static_wer": wers.get("onnx_int8_static"),
+        "infer_wer_manifest": shown(manifest) if manifest is not None else None,
+        "infer_audio_seconds": round(total, 1),
+        "infer_single_audio_seconds": round(single_s, 1),
+        "infer_model": asdict(model.cfg),
+        "onnx_sizes_mib": {k: round(p.stat().st_size / 2**20, 2) for k, p in onnx_files.items()},
+    }
     return figs, info
 
 
@@ -605,15 +708,19 @@ def decode_figures(s: Settings, tmp: Path) -> tuple[list[Figure], dict]:
     with torch_threads(1):
         log(f"decode: {s.decode_utterances} x {defaults.seconds:g} s, greedy and beam {defaults.beam_width} + LM")
         greedy_t, _ = time_decoder(GreedyDecoder(labels), log_probs, s.runs)
-        figs = [figure("decode_greedy_x_realtime", "greedy decode", "x realtime", [audio_s / t for t in greedy_t],
-                       "1 thread")]
+        figs = [figure("decode_greedy_x_realtime", "greedy decode", "x realtime", [audio_s / t for t in greedy_t], "1 thread")]
         try:
-            with BeamCTCDecoder(labels, beam_width=defaults.beam_width, lm_path=lm_path, alpha=alpha,
-                                beta=beta) as beam:
+            with BeamCTCDecoder(labels, beam_width=defaults.beam_width, lm_path=lm_path, alpha=alpha, beta=beta) as beam:
                 beam_t, _ = time_decoder(beam, log_probs, s.runs)
-            figs.append(figure("decode_beam_x_realtime", f"beam {defaults.beam_width} + LM", "x realtime",
-                               [audio_s / t for t in beam_t],
-                               f"1 thread, {lm_note}, alpha {alpha:g}, beta {beta:g}"))
+            figs.append(
+                figure(
+                    "decode_beam_x_realtime",
+                    f"beam {defaults.beam_width} + LM",
+                    "x realtime",
+                    [audio_s / t for t in beam_t],
+                    f"1 thread, {lm_note}, alpha {alpha:g}, beta {beta:g}",
+                )
+            )
         except ImportError as e:  # flashlight-text not installed
             figs.append(missing("decode_beam_x_realtime", f"beam {defaults.beam_width} + LM", "x realtime", str(e)))
     return figs, {"decode_lm": lm_note}
@@ -628,8 +735,9 @@ def feature_figures(s: Settings) -> list[Figure]:
         for _ in range(max(0, s.warmup - 1)):  # bench_features.measure warms up once itself
             [spectrogram(x, cfg) for x in audio]
         r = measure(lambda: [spectrogram(x, cfg) for x in audio], s.feature_utterances * seconds, s.runs)
-    return [Figure("features_x_realtime", "spectrogram", "x realtime", r["median"], r["min"], r["max"],
-                   "1 thread, normalised (F, T)")]
+    return [
+        Figure("features_x_realtime", "spectrogram", "x realtime", r["median"], r["min"], r["max"], "1 thread, normalised (F, T)")
+    ]
 
 
 # ----------------------------------------------------------------------------- CLI cold start
@@ -653,10 +761,11 @@ def cli_figures(s: Settings, model_path: Path, onnx_files: dict[str, Path], tmp:
     sf.write(str(wav), synthetic(1, 3.0, 16000, seed=7)[0], 16000, subtype="PCM_16")
     log(f"cli: python transcribe.py on a 3 s wav, PyTorch, ONNX fp32 and ONNX int8 models, {s.cli_runs} runs each")
     figs = []
-    for key, label, path in (("cli_cold_start_s", "transcribe.py cold start", model_path),
-                             ("cli_onnx_cold_start_s", "transcribe.py cold start, ONNX fp32", onnx_files["onnx"]),
-                             ("cli_onnx_int8_cold_start_s", "transcribe.py cold start, ONNX int8",
-                              onnx_files["onnx_int8"])):
+    for key, label, path in (
+        ("cli_cold_start_s", "transcribe.py cold start", model_path),
+        ("cli_onnx_cold_start_s", "transcribe.py cold start, ONNX fp32", onnx_files["onnx"]),
+        ("cli_onnx_int8_cold_start_s", "transcribe.py cold start, ONNX int8", onnx_files["onnx_int8"]),
+    ):
         times = cli_cold_start(path, wav, s.cli_runs, s.cli_warmup)
         figs.append(figure(key, label, "s", times, f"whole process, 3 s wav, greedy, {path.suffix} model"))
     return figs
@@ -688,8 +797,7 @@ def run_benchmarks(s: Settings) -> Report:
             log(f"matmul: fp32 {', '.join(f'{n}^2' for n in s.matmul_sizes)}, {threads_note(s.threads)}")
             rates = {n: matmul_rates(n, max(3, s.runs), max(1, s.warmup)) for n in s.matmul_sizes}
         for n, values in rates.items():
-            figs.append(figure(f"matmul_{n}_gflops", f"torch.mm fp32 {n}^2", "GFLOP/s", values,
-                               threads_note(s.threads)))
+            figs.append(figure(f"matmul_{n}_gflops", f"torch.mm fp32 {n}^2", "GFLOP/s", values, threads_note(s.threads)))
         mm = max(statistics.median(v) for v in rates.values())
         info["matmul_gflops"] = round(mm, 1)
 
@@ -702,9 +810,10 @@ def run_benchmarks(s: Settings) -> Report:
             with phase("train_cuda"):
                 figs += cuda_train_figures(s)
         else:
-            figs += [missing("train_cuda_x_realtime", "train step CUDA fp32", "x realtime", "run with --cuda on a GPU"),
-                     missing("train_cuda_amp_x_realtime", "train step CUDA AMP", "x realtime",
-                             "run with --cuda on a GPU")]
+            figs += [
+                missing("train_cuda_x_realtime", "train step CUDA fp32", "x realtime", "run with --cuda on a GPU"),
+                missing("train_cuda_amp_x_realtime", "train step CUDA AMP", "x realtime", "run with --cuda on a GPU"),
+            ]
 
     with tempfile.TemporaryDirectory(prefix="run_all_") as tmp_name:
         tmp = Path(tmp_name)
@@ -717,13 +826,14 @@ def run_benchmarks(s: Settings) -> Report:
                 torch.manual_seed(0)
                 model = build_model(s.train_cfg or default_model_config()).eval()
                 audio_cfg, labels = AudioConfig(), load_labels(None)
-                model_path = save_checkpoint(tmp / "random_default.pth",
-                                             Checkpoint.from_model(model, audio_cfg, labels))
+                model_path = save_checkpoint(tmp / "random_default.pth", Checkpoint.from_model(model, audio_cfg, labels))
                 info["infer_checkpoint"] = None
             with phase("export"):
                 calibration = s.train_manifest if s.model_path is not None else None
-                log("export: ONNX fp32 and dynamic int8"
-                    + (f", int8 with static conv calibrated on {shown(calibration)}" if calibration else ""))
+                log(
+                    "export: ONNX fp32 and dynamic int8"
+                    + (f", int8 with static conv calibrated on {shown(calibration)}" if calibration else "")
+                )
                 onnx_files = export_for_bench(model, audio_cfg, labels, tmp, calibration)
             info["infer_model"] = asdict(model.cfg)
         if "infer" in wanted:
@@ -772,8 +882,10 @@ def format_table(figs: Sequence[Figure]) -> str:
 def markdown_table(figs: Sequence[Figure]) -> str:
     lines = ["| figure | key | median | min | max | unit | notes |", "|---|---|---:|---:|---:|---|---|"]
     for f in figs:
-        lines.append(f"| {f.label} | `{f.key}` | {_fmt(f.median)} | {_fmt(f.min)} | {_fmt(f.max)} | {f.unit} | "
-                     f"{f.note.replace('|', '/')} |")
+        lines.append(
+            f"| {f.label} | `{f.key}` | {_fmt(f.median)} | {_fmt(f.min)} | {_fmt(f.max)} | {f.unit} | "
+            f"{f.note.replace('|', '/')} |"
+        )
     return "\n".join(lines)
 
 
@@ -789,8 +901,15 @@ def summary(report: Report) -> dict:
         out[f.key] = _round(f.median)
         out[f"{f.key}_min"] = _round(f.min)
         out[f"{f.key}_max"] = _round(f.max)
-    for key in ("infer_fp32_wer", "infer_int8_wer", "infer_int8_wer_delta", "infer_bf16_wer", "onnx_fp32_wer",
-                "onnx_int8_wer", "onnx_int8_static_wer"):
+    for key in (
+        "infer_fp32_wer",
+        "infer_int8_wer",
+        "infer_int8_wer_delta",
+        "infer_bf16_wer",
+        "onnx_fp32_wer",
+        "onnx_int8_wer",
+        "onnx_int8_static_wer",
+    ):
         out[key] = _round(report.info.get(key))
     out.update({k: v for k, v in report.info.items() if k not in out})
     return out
@@ -798,8 +917,7 @@ def summary(report: Report) -> dict:
 
 def _describe(cfg: dict) -> str:
     """``ds2 3x384 bilstm`` for a ModelConfig dict."""
-    return (f"{cfg['arch']} {cfg['hidden_layers']}x{cfg['hidden_size']} "
-            f"{'bi' if cfg['bidirectional'] else 'uni'}{cfg['rnn_type']}")
+    return f"{cfg['arch']} {cfg['hidden_layers']}x{cfg['hidden_size']} {'bi' if cfg['bidirectional'] else 'uni'}{cfg['rnn_type']}"
 
 
 def docs_section(report: Report, command: str) -> tuple[str, str]:
@@ -814,16 +932,27 @@ def docs_section(report: Report, command: str) -> tuple[str, str]:
         f"- command: `{command}`",
         f"- date: {info['date']}, commit {info['git'] or 'unknown'}",
         f"- machine: {info['cpu']}, {info['cpus_usable']} usable CPUs of {info['cpu_count']}, "
-        f"flags {', '.join(info['cpu_flags']) or 'not read'}"
-        + (f", GPU {info['gpu']}" if info.get("gpu") else ""),
+        f"flags {', '.join(info['cpu_flags']) or 'not read'}" + (f", GPU {info['gpu']}" if info.get("gpu") else ""),
         f"- torch {info['torch']}, Python {info['python']}; {threads_note(info['threads'])} for matmul, training "
         "and inference, 1 for decoding and features",
-        *([f"- training model (train.py defaults): {_describe(info['train_model'])}, {info['train_params']:,} "
-           f"parameters; batch {info['train_batch']['size']} utterances, {info['train_batch']['audio_seconds']} s "
-           "of audio"] if "train_model" in info else []),
-        *(["- inference and CLI model: "
-           + (f"`{info['infer_checkpoint']}`" if info.get("infer_checkpoint") else "train.py's default, random weights")
-           + f" ({_describe(info['infer_model'])})"] if "infer_model" in info else []),
+        *(
+            [
+                f"- training model (train.py defaults): {_describe(info['train_model'])}, {info['train_params']:,} "
+                f"parameters; batch {info['train_batch']['size']} utterances, {info['train_batch']['audio_seconds']} s "
+                "of audio"
+            ]
+            if "train_model" in info
+            else []
+        ),
+        *(
+            [
+                "- inference and CLI model: "
+                + (f"`{info['infer_checkpoint']}`" if info.get("infer_checkpoint") else "train.py's default, random weights")
+                + f" ({_describe(info['infer_model'])})"
+            ]
+            if "infer_model" in info
+            else []
+        ),
         f"- each figure: median, min and max of {info['runs']} timed runs after {info['warmup']} warm-up "
         f"(CLI: whole processes); the run took {info['elapsed_s']:.0f} s",
         f"- 1-minute load average at the start and end of the run: {info['load_average']['start']} / "
@@ -866,25 +995,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="3 timed runs per figure and smaller inputs (< 5 minutes)")
     p.add_argument("--cuda", action="store_true", help="also time training on the GPU, fp32 and AMP")
-    p.add_argument("--model-path", type=Path, default=None,
-                   help="checkpoint for inference, int8 WER and the CLI cold start (default: train.py's "
-                        "default model with random weights)")
-    p.add_argument("--lm-path", type=Path, default=None,
-                   help="ARPA LM for beam decoding (default: a 3-gram built from --train-manifest)")
-    p.add_argument("--val-manifest", type=Path, default=None,
-                   help="manifest for the fp32 vs int8 WER (default: data/an4_val_manifest.csv when present; "
-                        "needs --model-path)")
-    p.add_argument("--train-manifest", type=Path, default=None,
-                   help="transcripts for the LM and the decoding inputs, and audio to calibrate the static int8 "
-                        "ONNX export on (with --model-path) (default: data/an4_train_manifest.csv when present, "
-                        "else a synthetic AN4-like corpus and no static int8)")
-    p.add_argument("--write-docs", type=Path, default=None, metavar="PATH",
-                   help="write or update this machine's section in a markdown file (e.g. docs/benchmarks.md)")
+    p.add_argument(
+        "--model-path",
+        type=Path,
+        default=None,
+        help="checkpoint for inference, int8 WER and the CLI cold start (default: train.py's default model with random weights)",
+    )
+    p.add_argument(
+        "--lm-path", type=Path, default=None, help="ARPA LM for beam decoding (default: a 3-gram built from --train-manifest)"
+    )
+    p.add_argument(
+        "--val-manifest",
+        type=Path,
+        default=None,
+        help="manifest for the fp32 vs int8 WER (default: data/an4_val_manifest.csv when present; needs --model-path)",
+    )
+    p.add_argument(
+        "--train-manifest",
+        type=Path,
+        default=None,
+        help="transcripts for the LM and the decoding inputs, and audio to calibrate the static int8 "
+        "ONNX export on (with --model-path) (default: data/an4_train_manifest.csv when present, "
+        "else a synthetic AN4-like corpus and no static int8)",
+    )
+    p.add_argument(
+        "--write-docs",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write or update this machine's section in a markdown file (e.g. docs/benchmarks.md)",
+    )
     p.add_argument("--runs", type=int, default=None, help="timed runs per figure (default 7, 3 with --quick)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for matmul, training and inference")
-    p.add_argument("--only", nargs="+", choices=PHASES, default=None, metavar="PHASE",
-                   help=f"run only these benchmarks ({', '.join(PHASES)}); with --write-docs they get a section "
-                        "of their own")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=PHASES,
+        default=None,
+        metavar="PHASE",
+        help=f"run only these benchmarks ({', '.join(PHASES)}); with --write-docs they get a section of their own",
+    )
     return p
 
 
@@ -906,13 +1056,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.cuda and not torch.cuda.is_available():
         raise UserError("--cuda given but no CUDA device is available; drop --cuda to benchmark the CPU only")
     if args.write_docs is not None and args.write_docs.is_dir():
-        raise UserError(f"--write-docs {args.write_docs}: is a folder; give a markdown file such as "
-                         "docs/benchmarks.md")
+        raise UserError(f"--write-docs {args.write_docs}: is a folder; give a markdown file such as docs/benchmarks.md")
     preset = dict(PRESETS["quick" if args.quick else "full"])
     if args.runs is not None:
         preset["runs"] = preset["cli_runs"] = args.runs
     settings = Settings(
-        threads=args.threads, quick=args.quick, cuda=args.cuda, phases=tuple(args.only or ()),
+        threads=args.threads,
+        quick=args.quick,
+        cuda=args.cuda,
+        phases=tuple(args.only or ()),
         model_path=_existing(args.model_path, "--model-path"),
         lm_path=_existing(args.lm_path, "--lm-path"),
         val_manifest=_existing(args.val_manifest, "--val-manifest", DEFAULT_VAL_MANIFEST),
@@ -939,8 +1091,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         report = run_benchmarks(settings)
-    except (FileNotFoundError, CheckpointError, DecoderError, LMError, AudioError, ManifestError,
-            TranscriptError, UserError) as e:
+    except (
+        FileNotFoundError,
+        CheckpointError,
+        DecoderError,
+        LMError,
+        AudioError,
+        ManifestError,
+        TranscriptError,
+        UserError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.write_docs is not None:

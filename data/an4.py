@@ -26,6 +26,7 @@ is written. A finished target with the same settings is left alone; an unfinishe
 files this script writes are removed: ``{train,val,test}/{wav/*.wav,txt/*.txt}``, the three
 manifests and the marker.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,9 +96,7 @@ class Utterance:
 # ---------------------------------------------------------------------------- archive
 
 
-ARCHIVE_HINT = (
-    "Download a fresh an4_raw.bigendian.tar.gz (run without --archive) or pass a complete copy with --archive."
-)
+ARCHIVE_HINT = "Download a fresh an4_raw.bigendian.tar.gz (run without --archive) or pass a complete copy with --archive."
 
 
 def _members(archive: Path, desc: str):
@@ -126,9 +125,7 @@ def parse_transcription_line(line: str) -> tuple[str, str]:
     return " ".join(words), utt_id
 
 
-def _parse_split(
-    archive: Path, split: str, etc: dict[str, str], raw_sizes: dict[str, int]
-) -> list[Utterance]:
+def _parse_split(archive: Path, split: str, etc: dict[str, str], raw_sizes: dict[str, int]) -> list[Utterance]:
     fileids_name, trans_name = ETC_FILES[split]
     fileids = numbered_lines(etc[fileids_name])
     transcription = numbered_lines(etc[trans_name])
@@ -145,8 +142,7 @@ def _parse_split(
         utt_id = parts[-1]
         if len(parts) < 2 or not _UTT_ID.fullmatch(utt_id) or any(p in ("", ".", "..") for p in parts):
             raise An4Error(
-                f"{archive}: {fileids_name} line {id_line}: {fileid!r} is not a "
-                "'<folder>/<speaker>/<utterance-id>' path"
+                f"{archive}: {fileids_name} line {id_line}: {fileid!r} is not a '<folder>/<speaker>/<utterance-id>' path"
             )
         if utt_id in seen:
             raise An4Error(f"{archive}: {fileids_name} line {id_line}: utterance {utt_id!r} is listed twice")
@@ -177,9 +173,7 @@ def _parse_split(
             )
         size = raw_sizes[member]
         if size == 0 or size % 2:
-            raise An4Error(
-                f"{archive}: {member} has {size} bytes; 16-bit audio needs a non-zero, even size (damaged archive)"
-            )
+            raise An4Error(f"{archive}: {member} has {size} bytes; 16-bit audio needs a non-zero, even size (damaged archive)")
         utterances.append(Utterance(utt_id, parts[-2], member, text, size // 2))
     if not utterances:
         raise An4Error(f"{archive}: {fileids_name} lists no utterance")
@@ -195,9 +189,7 @@ def read_corpus(archive: str | Path) -> dict[str, list[Utterance]]:
     """
     archive = Path(archive)
     if archive.stat().st_size == 0:
-        raise An4Error(
-            f"{archive} is empty (0 bytes); download the archive again or pass a complete copy with --archive"
-        )
+        raise An4Error(f"{archive} is empty (0 bytes); download the archive again or pass a complete copy with --archive")
     wanted = {name for pair in ETC_FILES.values() for name in pair}
     etc: dict[str, str] = {}
     raw_sizes: dict[str, int] = {}
@@ -211,9 +203,7 @@ def read_corpus(archive: str | Path) -> dict[str, list[Utterance]]:
             raw_sizes[member.name] = member.size
     missing = sorted(wanted - etc.keys())
     if missing:
-        raise An4Error(
-            f"{archive} does not look like CMU's an4_raw.bigendian.tar.gz: missing {', '.join(missing)}"
-        )
+        raise An4Error(f"{archive} does not look like CMU's an4_raw.bigendian.tar.gz: missing {', '.join(missing)}")
     return {split: _parse_split(archive, split, etc, raw_sizes) for split in ETC_FILES}
 
 
@@ -257,8 +247,13 @@ def choose_val_speakers(utterances: list[Utterance], val_fraction: float, seed: 
 def convert_audio(data: bytes, sample_rate: int) -> np.ndarray:
     """AN4 ``.raw`` bytes -> int16 samples at ``sample_rate``, shape (n_samples,)."""
     audio, _ = sf.read(
-        io.BytesIO(data), format="RAW", subtype="PCM_16", endian="BIG",
-        samplerate=SOURCE_RATE, channels=1, dtype="int16",
+        io.BytesIO(data),
+        format="RAW",
+        subtype="PCM_16",
+        endian="BIG",
+        samplerate=SOURCE_RATE,
+        channels=1,
+        dtype="int16",
     )
     if sample_rate == SOURCE_RATE:
         return audio
@@ -266,9 +261,7 @@ def convert_audio(data: bytes, sample_rate: int) -> np.ndarray:
     return np.clip(np.round(resampled * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def write_dataset(
-    archive: Path, target: Path, assignment: dict[str, list[Utterance]], sample_rate: int
-) -> None:
+def write_dataset(archive: Path, target: Path, assignment: dict[str, list[Utterance]], sample_rate: int) -> None:
     """Write ``<target>/<split>/{wav,txt}/<utt>.{wav,txt}`` for every utterance, streaming the tar once."""
     jobs: dict[str, Path] = {}
     for split, utterances in assignment.items():
@@ -295,9 +288,7 @@ def write_dataset(
 
 def layout(target: Path, manifest_dir: Path) -> Layout:
     """The files this script writes: ``{train,val,test}/{wav,txt}``, three manifests, the marker."""
-    return Layout(
-        target, manifest_dir, SPLITS, MARKER, {split: f"an4_{split}_manifest.csv" for split in SPLITS}
-    )
+    return Layout(target, manifest_dir, SPLITS, MARKER, {split: f"an4_{split}_manifest.csv" for split in SPLITS})
 
 
 def download_archive(url: str, dest: Path) -> Path:
@@ -313,22 +304,39 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download (or read) CMU AN4 and write WAV files plus an4_{train,val,test}_manifest.csv.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--target-dir", type=Path, default=Path("data"),
-                        help="where the wav/txt folders (and by default the manifests) go")
-    parser.add_argument("--archive", type=Path, default=None,
-                        help="local an4_raw.bigendian.tar.gz to use instead of downloading")
+    parser.add_argument(
+        "--target-dir", type=Path, default=Path("data"), help="where the wav/txt folders (and by default the manifests) go"
+    )
+    parser.add_argument("--archive", type=Path, default=None, help="local an4_raw.bigendian.tar.gz to use instead of downloading")
     parser.add_argument("--url", default=URL, help="where to download the archive from when --archive is not given")
-    parser.add_argument("--manifest-dir", type=Path, default=None,
-                        help="where the manifests go (None: the target dir); paths in them are relative to it")
-    parser.add_argument("--sample-rate", type=int, default=SOURCE_RATE,
-                        help="sample rate of the written WAV files (AN4 is 16000 Hz; other rates are resampled)")
-    parser.add_argument("--val-fraction", type=float, default=0.1,
-                        help="fraction of training utterances held out as val, by whole speakers")
+    parser.add_argument(
+        "--manifest-dir",
+        type=Path,
+        default=None,
+        help="where the manifests go (None: the target dir); paths in them are relative to it",
+    )
+    parser.add_argument(
+        "--sample-rate",
+        type=int,
+        default=SOURCE_RATE,
+        help="sample rate of the written WAV files (AN4 is 16000 Hz; other rates are resampled)",
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.1, help="fraction of training utterances held out as val, by whole speakers"
+    )
     parser.add_argument("--seed", type=int, default=123456, help="seed of the val speaker choice")
-    parser.add_argument("--min-duration", type=float, default=None,
-                        help="drop train utterances shorter than this many seconds (val/test are never pruned)")
-    parser.add_argument("--max-duration", type=float, default=None,
-                        help="drop train utterances longer than this many seconds (val/test are never pruned)")
+    parser.add_argument(
+        "--min-duration",
+        type=float,
+        default=None,
+        help="drop train utterances shorter than this many seconds (val/test are never pruned)",
+    )
+    parser.add_argument(
+        "--max-duration",
+        type=float,
+        default=None,
+        help="drop train utterances longer than this many seconds (val/test are never pruned)",
+    )
     return parser
 
 
@@ -367,8 +375,10 @@ def prepare(args: argparse.Namespace) -> int:
     if archive_sha is not None:
         print(f"archive sha256: {archive_sha}  {args.archive.resolve()}")
     if out.is_complete(settings, {"sha256": archive_sha} if archive_sha else None):
-        print(f"AN4 is already prepared in {target} with these settings; nothing to do "
-              f"(delete {target / MARKER} to force a rebuild)")
+        print(
+            f"AN4 is already prepared in {target} with these settings; nothing to do "
+            f"(delete {target / MARKER} to force a rebuild)"
+        )
         return 0
 
     downloaded = args.archive is None
@@ -411,9 +421,7 @@ def prepare(args: argparse.Namespace) -> int:
     reports: dict[str, ManifestReport] = {}
     for split, path in out.manifest_paths().items():
         prune = split == "train"
-        reports[split] = create_manifest(
-            target / split, path, lo if prune else None, hi if prune else None
-        )
+        reports[split] = create_manifest(target / split, path, lo if prune else None, hi if prune else None)
 
     out.write_marker(
         settings,

@@ -30,6 +30,7 @@ a symmetric window (deepspeech.pytorch v2 called ``scipy.signal.hamming(N)``);
 read 16-bit PCM as int / 32767 where :func:`load_audio` gives int / 32768, so
 :func:`spectrogram` rescales the waveform.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -142,9 +143,13 @@ class AudioConfig:
         g.add_argument("--window-size", type=float, default=d.window_size, help="STFT window in seconds")
         g.add_argument("--window-stride", type=float, default=d.window_stride, help="STFT hop in seconds")
         g.add_argument("--window", default=d.window, choices=WINDOWS, help="STFT window function")
-        g.add_argument("--normalize", default=d.normalize, choices=NORMALIZATIONS,
-                       help="feature normalisation: per-utterance scalar mean/std, per-frequency mean/std "
-                            "measured on the training set (streamable), or none")
+        g.add_argument(
+            "--normalize",
+            default=d.normalize,
+            choices=NORMALIZATIONS,
+            help="feature normalisation: per-utterance scalar mean/std, per-frequency mean/std "
+            "measured on the training set (streamable), or none",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "AudioConfig":
@@ -158,8 +163,9 @@ class AudioConfig:
 def with_feature_stats(cfg: AudioConfig, mean: np.ndarray, std: np.ndarray) -> AudioConfig:
     """``cfg`` with ``normalize='global'`` and the given per-frequency statistics."""
     std = np.maximum(np.asarray(std, dtype=np.float64), 1e-5)
-    return replace(cfg, normalize="global", feature_mean=tuple(np.asarray(mean, dtype=np.float64).tolist()),
-                   feature_std=tuple(std.tolist()))
+    return replace(
+        cfg, normalize="global", feature_mean=tuple(np.asarray(mean, dtype=np.float64).tolist()), feature_std=tuple(std.tolist())
+    )
 
 
 # ---------------------------------------------------------------------------- audio files
@@ -301,7 +307,8 @@ def frame_signal(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     padded = np.pad(audio, (n_fft // 2, n_fft // 2), mode=cfg.pad_mode)
     n_frames = 1 + (len(padded) - n_fft) // hop
     return np.lib.stride_tricks.as_strided(
-        padded, (n_frames, n_fft), (padded.strides[0] * hop, padded.strides[0]), writeable=False)
+        padded, (n_frames, n_fft), (padded.strides[0] * hop, padded.strides[0]), writeable=False
+    )
 
 
 def normalize_features(spect: np.ndarray, cfg: AudioConfig) -> np.ndarray:

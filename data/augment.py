@@ -51,6 +51,7 @@ off). The signal processing is :mod:`data.corrupt` (shared with ``robustness.py`
   ``U{0..min(time_mask_width, time_mask_max_fraction * T)}`` frames are set to 0,
   which is the mean of the normalised features.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,8 +89,7 @@ NOISE_GENERATORS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray
 TELEPHONE_BAND = (300.0, 3400.0)
 TELEPHONE_BITS = 8
 
-STREAMS = {"speed": 0, "noise": 1, "masks": 2, "trim": 3, "rir": 4, "babble": 5, "eq": 6, "gain": 7, "clip": 8,
-           "telephone": 9}
+STREAMS = {"speed": 0, "noise": 1, "masks": 2, "trim": 3, "rir": 4, "babble": 5, "eq": 6, "gain": 7, "clip": 8, "telephone": 9}
 """Generator stream of each augmentation (fixed forever: changing one changes the draws)."""
 
 
@@ -174,8 +174,17 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         # Lists (e.g. from JSON) become tuples so the config stays hashable and comparable.
-        for name in ("speed_range", "gain_range_db", "babble_snr_db", "rir_rt60", "rir_volume", "rir_distance",
-                     "gain_db", "clip_fraction", "trim_margin_s"):
+        for name in (
+            "speed_range",
+            "gain_range_db",
+            "babble_snr_db",
+            "rir_rt60",
+            "rir_volume",
+            "rir_distance",
+            "gain_db",
+            "clip_fraction",
+            "trim_margin_s",
+        ):
             object.__setattr__(self, name, _pair(getattr(self, name)))
         object.__setattr__(self, "babble_talkers", _pair(self.babble_talkers, int))
         object.__setattr__(self, "noise_types", tuple(str(t) for t in self.noise_types))
@@ -215,13 +224,12 @@ class AugmentConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.noise_min <= self.noise_max:
-            raise ValueError(
-                f"noise levels must satisfy 0 <= noise_min <= noise_max, got {self.noise_min}, {self.noise_max}"
-            )
+            raise ValueError(f"noise levels must satisfy 0 <= noise_min <= noise_max, got {self.noise_min}, {self.noise_max}")
         unknown = [t for t in self.noise_types if t not in NOISE_GENERATORS]
         if not self.noise_types or unknown:
-            raise ValueError(f"noise_types must be a non-empty subset of {sorted(NOISE_GENERATORS)}, "
-                             f"got {list(self.noise_types)}")
+            raise ValueError(
+                f"noise_types must be a non-empty subset of {sorted(NOISE_GENERATORS)}, got {list(self.noise_types)}"
+            )
         if self.eq_max_db < 0:
             raise ValueError(f"eq_max_db must be >= 0, got {self.eq_max_db}")
         if self.babble_prob > 0 and (self.babble_manifest is None or self.babble_pool < 1):
@@ -230,14 +238,12 @@ class AugmentConfig:
     @staticmethod
     def probabilities() -> tuple[str, ...]:
         """The ``*_prob`` fields, one per waveform augmentation after speed/gain."""
-        return ("noise_prob", "babble_prob", "rir_prob", "telephone_prob", "eq_prob", "gain_prob", "clip_prob",
-                "trim_prob")
+        return ("noise_prob", "babble_prob", "rir_prob", "telephone_prob", "eq_prob", "gain_prob", "clip_prob", "trim_prob")
 
     @property
     def enabled(self) -> bool:
         """True when any augmentation is switched on."""
-        return (self.speed_volume_perturb or self.spec_augment
-                or any(getattr(self, name) > 0 for name in self.probabilities()))
+        return self.speed_volume_perturb or self.spec_augment or any(getattr(self, name) > 0 for name in self.probabilities())
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -275,57 +281,163 @@ class AugmentConfig:
             "augmentation (training data only; never saved in the model)",
             "Each waveform augmentation has a probability per utterance (0 = off); see data/augment.py.",
         )
-        g.add_argument("--augment", "--speed-volume-perturb", dest="augment", action=argparse.BooleanOptionalAction,
-                       default=d["speed_volume_perturb"],
-                       help="random speed ({:g}-{:g}) and gain ({:g} to {:g} dB) per utterance".format(
-                           *d["speed_range"], *d["gain_range_db"]))
-        g.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=d["spec_augment"],
-                       help="SpecAugment frequency and time masks")
-        g.add_argument("--noise-prob", type=float, default=None, metavar="P",
-                       help=shown(f"probability of adding noise (default: {DEFAULT_NOISE_PROB:g} with --noise-dir, "
-                                  "else 0 = off); without --noise-dir the noise is generated"))
-        g.add_argument("--noise-dir", default=None, metavar="DIR",
-                       help="folder of noise recordings (wav/flac/ogg) mixed into training utterances")
-        g.add_argument("--noise-min", type=float, default=None, metavar="L",
-                       help=shown(f"minimum noise level, relative to the speech RMS: SNR = -20*log10(L) dB "
-                                  f"(default: {d['noise_min']:g})"))
-        g.add_argument("--noise-max", type=float, default=None, metavar="L",
-                       help=shown(f"maximum noise level, relative to the speech RMS; 0.5 = 6 dB SNR "
-                                  f"(default: {d['noise_max']:g})"))
-        g.add_argument("--noise-types", nargs="+", choices=sorted(NOISE_GENERATORS), default=None,
-                       help=shown(f"generated noise kinds, without --noise-dir (default: {' '.join(d['noise_types'])})"))
-        g.add_argument("--babble-prob", type=float, default=d["babble_prob"], metavar="P",
-                       help="probability of babble made of other training utterances")
-        g.add_argument("--babble-manifest", default=None, metavar="CSV",
-                       help=shown("manifest of the babble talkers (default: --train-manifest)"))
-        g.add_argument("--babble-talkers", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
-                       help=shown(f"other utterances in the babble (default: {pair(d['babble_talkers'])})"))
-        g.add_argument("--babble-snr", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                       help=shown(f"SNR of the babble in dB (default: {pair(d['babble_snr_db'])})"))
-        g.add_argument("--rir-prob", type=float, default=d["rir_prob"], metavar="P",
-                       help="probability of reverberation by a simulated room impulse response")
-        g.add_argument("--rir-rt60", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                       help=shown(f"room RT60 in seconds (default: {pair(d['rir_rt60'])})"))
-        g.add_argument("--telephone-prob", type=float, default=d["telephone_prob"], metavar="P",
-                       help="probability of 8 kHz audio (half of it also 300-3400 Hz band-passed, half of it "
-                            "8-bit mu-law coded: telephone)")
-        g.add_argument("--eq-prob", type=float, default=d["eq_prob"], metavar="P",
-                       help="probability of a random microphone EQ (low and high shelves)")
-        g.add_argument("--eq-max-db", type=float, default=None, metavar="DB",
-                       help=shown(f"largest shelf gain, +-dB (default: {d['eq_max_db']:g})"))
-        g.add_argument("--gain-prob", type=float, default=d["gain_prob"], metavar="P",
-                       help="probability of a level change (quiet or loud recordings)")
-        g.add_argument("--gain-db", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                       help=shown(f"level change in dB (default: {pair(d['gain_db'])})"))
-        g.add_argument("--clip-prob", type=float, default=d["clip_prob"], metavar="P",
-                       help="probability of hard clipping")
-        g.add_argument("--clip-fraction", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                       help=shown(f"fraction of the samples clipped (default: {pair(d['clip_fraction'])})"))
-        g.add_argument("--trim-prob", type=float, default=d["trim_prob"], metavar="P",
-                       help="probability of trimming leading and trailing silence (tight segmentation)")
-        g.add_argument("--trim-margin", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                       help=shown(f"seconds of silence kept before and after the speech "
-                                  f"(default: {pair(d['trim_margin_s'])})"))
+        g.add_argument(
+            "--augment",
+            "--speed-volume-perturb",
+            dest="augment",
+            action=argparse.BooleanOptionalAction,
+            default=d["speed_volume_perturb"],
+            help="random speed ({:g}-{:g}) and gain ({:g} to {:g} dB) per utterance".format(
+                *d["speed_range"], *d["gain_range_db"]
+            ),
+        )
+        g.add_argument(
+            "--spec-augment",
+            action=argparse.BooleanOptionalAction,
+            default=d["spec_augment"],
+            help="SpecAugment frequency and time masks",
+        )
+        g.add_argument(
+            "--noise-prob",
+            type=float,
+            default=None,
+            metavar="P",
+            help=shown(
+                f"probability of adding noise (default: {DEFAULT_NOISE_PROB:g} with --noise-dir, "
+                "else 0 = off); without --noise-dir the noise is generated"
+            ),
+        )
+        g.add_argument(
+            "--noise-dir",
+            default=None,
+            metavar="DIR",
+            help="folder of noise recordings (wav/flac/ogg) mixed into training utterances",
+        )
+        g.add_argument(
+            "--noise-min",
+            type=float,
+            default=None,
+            metavar="L",
+            help=shown(f"minimum noise level, relative to the speech RMS: SNR = -20*log10(L) dB (default: {d['noise_min']:g})"),
+        )
+        g.add_argument(
+            "--noise-max",
+            type=float,
+            default=None,
+            metavar="L",
+            help=shown(f"maximum noise level, relative to the speech RMS; 0.5 = 6 dB SNR (default: {d['noise_max']:g})"),
+        )
+        g.add_argument(
+            "--noise-types",
+            nargs="+",
+            choices=sorted(NOISE_GENERATORS),
+            default=None,
+            help=shown(f"generated noise kinds, without --noise-dir (default: {' '.join(d['noise_types'])})"),
+        )
+        g.add_argument(
+            "--babble-prob",
+            type=float,
+            default=d["babble_prob"],
+            metavar="P",
+            help="probability of babble made of other training utterances",
+        )
+        g.add_argument(
+            "--babble-manifest",
+            default=None,
+            metavar="CSV",
+            help=shown("manifest of the babble talkers (default: --train-manifest)"),
+        )
+        g.add_argument(
+            "--babble-talkers",
+            type=int,
+            nargs=2,
+            default=None,
+            metavar=("MIN", "MAX"),
+            help=shown(f"other utterances in the babble (default: {pair(d['babble_talkers'])})"),
+        )
+        g.add_argument(
+            "--babble-snr",
+            type=float,
+            nargs=2,
+            default=None,
+            metavar=("MIN", "MAX"),
+            help=shown(f"SNR of the babble in dB (default: {pair(d['babble_snr_db'])})"),
+        )
+        g.add_argument(
+            "--rir-prob",
+            type=float,
+            default=d["rir_prob"],
+            metavar="P",
+            help="probability of reverberation by a simulated room impulse response",
+        )
+        g.add_argument(
+            "--rir-rt60",
+            type=float,
+            nargs=2,
+            default=None,
+            metavar=("MIN", "MAX"),
+            help=shown(f"room RT60 in seconds (default: {pair(d['rir_rt60'])})"),
+        )
+        g.add_argument(
+            "--telephone-prob",
+            type=float,
+            default=d["telephone_prob"],
+            metavar="P",
+            help="probability of 8 kHz audio (half of it also 300-3400 Hz band-passed, half of it 8-bit mu-law coded: telephone)",
+        )
+        g.add_argument(
+            "--eq-prob",
+            type=float,
+            default=d["eq_prob"],
+            metavar="P",
+            help="probability of a random microphone EQ (low and high shelves)",
+        )
+        g.add_argument(
+            "--eq-max-db",
+            type=float,
+            default=None,
+            metavar="DB",
+            help=shown(f"largest shelf gain, +-dB (default: {d['eq_max_db']:g})"),
+        )
+        g.add_argument(
+            "--gain-prob",
+            type=float,
+            default=d["gain_prob"],
+            metavar="P",
+            help="probability of a level change (quiet or loud recordings)",
+        )
+        g.add_argument(
+            "--gain-db",
+            type=float,
+            nargs=2,
+            default=None,
+            metavar=("MIN", "MAX"),
+            help=shown(f"level change in dB (default: {pair(d['gain_db'])})"),
+        )
+        g.add_argument("--clip-prob", type=float, default=d["clip_prob"], metavar="P", help="probability of hard clipping")
+        g.add_argument(
+            "--clip-fraction",
+            type=float,
+            nargs=2,
+            default=None,
+            metavar=("MIN", "MAX"),
+            help=shown(f"fraction of the samples clipped (default: {pair(d['clip_fraction'])})"),
+        )
+        g.add_argument(
+            "--trim-prob",
+            type=float,
+            default=d["trim_prob"],
+            metavar="P",
+            help="probability of trimming leading and trailing silence (tight segmentation)",
+        )
+        g.add_argument(
+            "--trim-margin",
+            type=float,
+            nargs=2,
+            default=None,
+            metavar=("MIN", "MAX"),
+            help=shown(f"seconds of silence kept before and after the speech (default: {pair(d['trim_margin_s'])})"),
+        )
         return parser
 
     @classmethod
@@ -494,9 +606,7 @@ class NoiseBank:
         self.sample_rate = sample_rate
         if not self.noise_dir.is_dir():
             raise FileNotFoundError(f"{self.noise_dir}: noise folder not found (--noise-dir)")
-        self.paths = sorted(
-            p for p in self.noise_dir.rglob("*") if p.is_file() and p.suffix.lower() in NOISE_EXTENSIONS
-        )
+        self.paths = sorted(p for p in self.noise_dir.rglob("*") if p.is_file() and p.suffix.lower() in NOISE_EXTENSIONS)
         if not self.paths:
             raise FileNotFoundError(
                 f"{self.noise_dir}: no noise audio found (looked for {', '.join(NOISE_EXTENSIONS)} files, "
@@ -586,12 +696,12 @@ def spec_augment(
     for _ in range(n_freq_masks):
         f = int(rng.integers(0, max_f + 1))
         f0 = int(rng.integers(0, n_freq - f + 1))
-        out[f0:f0 + f, :] = 0
+        out[f0 : f0 + f, :] = 0
     max_t = min(time_mask_width, int(time_mask_max_fraction * n_time))
     for _ in range(n_time_masks):
         t = int(rng.integers(0, max_t + 1))
         t0 = int(rng.integers(0, n_time - t + 1))
-        out[:, t0:t0 + t] = 0
+        out[:, t0 : t0 + t] = 0
     return out
 
 
@@ -630,8 +740,7 @@ class Augmentor:
         self.cfg = cfg
         self.sample_rate = sample_rate
         self.noise = NoiseBank(cfg.noise_dir, sample_rate) if cfg.noise_dir is not None else None
-        self.babble = (BabblePool(cfg.babble_manifest, sample_rate, cfg.babble_pool)
-                       if cfg.babble_prob > 0 else None)
+        self.babble = BabblePool(cfg.babble_manifest, sample_rate, cfg.babble_pool) if cfg.babble_prob > 0 else None
 
     @staticmethod
     def rngs_for(seed: int, epoch: int, index: int) -> UtteranceRngs:

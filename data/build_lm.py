@@ -23,6 +23,7 @@ KenLM's lmplz makes:
 Transcripts are normalised like the training targets (whitespace collapsed, upper-cased
 when the labels have no lower-case letter; see ``data.text.normalize_text``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,7 +74,7 @@ def count_ngrams(sentences: Iterable[Sequence[str]], order: int) -> list[dict[NG
         for n in range(1, order + 1):
             table = counts[n - 1]
             for i in range(len(tokens) - n + 1):
-                table[tokens[i:i + n]] += 1
+                table[tokens[i : i + n]] += 1
     return [dict(c) for c in counts]
 
 
@@ -205,13 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--manifest", type=Path, action="append", required=True,
-                        help="manifest whose transcripts form the corpus (repeat for several)")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        action="append",
+        required=True,
+        help="manifest whose transcripts form the corpus (repeat for several)",
+    )
     parser.add_argument("--order", type=int, default=3, help="n-gram order")
     parser.add_argument("--out", type=Path, required=True, help="ARPA file to write")
-    parser.add_argument("--labels-path", type=Path, default=None,
-                        help="labels JSON (as for train.py); decides case normalisation "
-                             "(default: the built-in labels)")
+    parser.add_argument(
+        "--labels-path",
+        type=Path,
+        default=None,
+        help="labels JSON (as for train.py); decides case normalisation (default: the built-in labels)",
+    )
     return parser
 
 
@@ -219,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.order < 2:
-            raise LMError(f"--order must be >= 2 (KenLM, the decoder's LM engine, needs at least "
-                          f"bigrams), got {args.order}")
+            raise LMError(f"--order must be >= 2 (KenLM, the decoder's LM engine, needs at least bigrams), got {args.order}")
         labels = load_labels(args.labels_path)
         sentences = read_sentences(args.manifest, labels)
         model = KneserNeyModel(sentences, args.order)
@@ -229,18 +237,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if model.order < model.requested_order:
-        print(f"note: order reduced to {model.order}: the longest sentence has "
-              f"{model.order - 2} words, so no {model.requested_order}-grams exist")
+        print(
+            f"note: order reduced to {model.order}: the longest sentence has "
+            f"{model.order - 2} words, so no {model.requested_order}-grams exist"
+        )
     for n in model.fallback:
-        print(f"note: order {n}: counts of counts too small for modified Kneser-Ney "
-              f"discounts; using {FALLBACK_DISCOUNTS} (like lmplz --discount_fallback)")
+        print(
+            f"note: order {n}: counts of counts too small for modified Kneser-Ney "
+            f"discounts; using {FALLBACK_DISCOUNTS} (like lmplz --discount_fallback)"
+        )
     sizes = ", ".join(f"{n + 1}-grams {len(p)}" for n, p in enumerate(model.probs))
     print(f"wrote {args.out}: {len(sentences)} sentences, order {model.order}, {sizes}")
     return 0
 
 
-__all__ = ["KneserNeyModel", "LMError", "read_sentences",
-           "count_ngrams", "adjusted_counts", "discounts"]
+__all__ = ["KneserNeyModel", "LMError", "read_sentences", "count_ngrams", "adjusted_counts", "discounts"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,6 +37,7 @@ Rows left out are counted by split and reason and listed at the end: malformed o
 TSV row, duplicate clip, empty sentence, characters that cannot be mapped, clip missing
 from the archive, unreadable audio, and (train only) outside ``--min-duration``/``--max-duration``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,9 +107,7 @@ class Row:
     text: str
 
 
-def parse_tsv(
-    data: bytes, where: str, labels: list[str], strip_accents: bool, drops: Drops
-) -> dict[str, str]:
+def parse_tsv(data: bytes, where: str, labels: list[str], strip_accents: bool, drops: Drops) -> dict[str, str]:
     """One Common Voice TSV file as {clip file name: normalised transcript}; rows that
     cannot be used are counted in ``drops``."""
     try:
@@ -180,8 +179,7 @@ class Converter:
             self.key = key
         elif key != self.key:
             raise PrepError(
-                f"{self.args.archive} holds more than one language folder ({self.key}, {key}); "
-                "pick one with --language"
+                f"{self.args.archive} holds more than one language folder ({self.key}, {key}); pick one with --language"
             )
         return True
 
@@ -222,8 +220,9 @@ class Converter:
         if not self._use_key(m["key"], m["lang"]):
             return
         split = Path(m["file"]).stem
-        table = parse_tsv(member.read(), f"{self.args.archive}: {member.name}", self.labels,
-                          self.args.strip_accents, self.drops[split])
+        table = parse_tsv(
+            member.read(), f"{self.args.archive}: {member.name}", self.labels, self.args.strip_accents, self.drops[split]
+        )
         self.tables[split] = table
         for clip, text in table.items():
             self.wanted.setdefault(clip, []).append(Row(split, text))
@@ -262,18 +261,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a Common Voice release to WAV files, transcripts and commonvoice_*_manifest.csv.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--archive", type=Path, required=True,
-                        help="the release archive (cv-corpus-*.tar.gz) or the folder it was extracted to")
+    parser.add_argument(
+        "--archive", type=Path, required=True, help="the release archive (cv-corpus-*.tar.gz) or the folder it was extracted to"
+    )
     add_common_args(parser, "data/common_voice")
-    parser.add_argument("--language", default=None,
-                        help="language folder inside the release (None: the only one there)")
-    parser.add_argument("--files-to-process", nargs="+", default=list(FILES_TO_PROCESS),
-                        help="TSV files to convert; each becomes a split named after it")
+    parser.add_argument("--language", default=None, help="language folder inside the release (None: the only one there)")
+    parser.add_argument(
+        "--files-to-process",
+        nargs="+",
+        default=list(FILES_TO_PROCESS),
+        help="TSV files to convert; each becomes a split named after it",
+    )
     parser.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the written WAV files")
-    parser.add_argument("--strip-accents", action="store_true",
-                        help="map accented letters to their base letter (NFKD) instead of dropping the row")
-    parser.add_argument("--labels-path", type=Path, default=None,
-                        help="JSON list of labels the transcripts must fit (None: the default English set)")
+    parser.add_argument(
+        "--strip-accents",
+        action="store_true",
+        help="map accented letters to their base letter (NFKD) instead of dropping the row",
+    )
+    parser.add_argument(
+        "--labels-path",
+        type=Path,
+        default=None,
+        help="JSON list of labels the transcripts must fit (None: the default English set)",
+    )
     return parser
 
 
@@ -305,8 +315,10 @@ def prepare(args: argparse.Namespace) -> int:
     out = Layout(target, manifest_dir, splits, MARKER, {s: f"commonvoice_{s}_manifest.csv" for s in splits})
     identity = source_identity(args.archive)
     if out.is_complete(settings, {"source": identity}):
-        print(f"Common Voice is already prepared in {target} with these settings from this archive; nothing to do "
-              f"(delete {out.marker_path} to force a rebuild)")
+        print(
+            f"Common Voice is already prepared in {target} with these settings from this archive; nothing to do "
+            f"(delete {out.marker_path} to force a rebuild)"
+        )
         return 0
     if out.started():
         print(f"{target} holds an unfinished preparation or one made with other settings; redoing it")
@@ -335,8 +347,11 @@ def prepare(args: argparse.Namespace) -> int:
     )
     if converter.refused.total:
         drops["archive"] = converter.refused
-    print_summary(f"Common Voice ({converter.key}) prepared in {target} ({time.perf_counter() - t0:.1f} s, "
-                  f"{args.sample_rate} Hz WAV):", summary, drops)
+    print_summary(
+        f"Common Voice ({converter.key}) prepared in {target} ({time.perf_counter() - t0:.1f} s, {args.sample_rate} Hz WAV):",
+        summary,
+        drops,
+    )
     return 0
 
 

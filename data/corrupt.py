@@ -18,6 +18,7 @@ Contract of every function here:
 Levels and SNRs are measured over the whole array (silence included), in dB:
 ``snr = 10 * log10(sum(speech**2) / sum(noise**2))``.
 """
+
 from __future__ import annotations
 
 import math
@@ -167,7 +168,7 @@ def noise_segment(noise: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
         raise ValueError("noise holds no samples")
     if noise.size >= n:
         start = int(rng.integers(0, noise.size - n + 1))
-        return np.array(noise[start:start + n], dtype=np.float32)
+        return np.array(noise[start : start + n], dtype=np.float32)
     start = int(rng.integers(0, noise.size))
     return np.asarray(noise[(start + np.arange(n)) % noise.size], dtype=np.float32)
 
@@ -253,8 +254,13 @@ def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return x[:n] if x.size >= n else np.pad(x, (0, n - x.size))
 
 
-def telephone(audio: np.ndarray, sample_rate: int, codec_rate: int = 8000,
-              band: tuple[float, float] | None = (300.0, 3400.0), bits: int | None = 8) -> np.ndarray:
+def telephone(
+    audio: np.ndarray,
+    sample_rate: int,
+    codec_rate: int = 8000,
+    band: tuple[float, float] | None = (300.0, 3400.0),
+    bits: int | None = 8,
+) -> np.ndarray:
     """A narrow-band telephone channel, back at ``sample_rate``.
 
     Resample to ``codec_rate`` (polyphase, anti-aliased), band-pass ``band`` Hz
@@ -323,15 +329,18 @@ class Room:
         return 20.0 * math.log10(self.critical_distance / self.distance)
 
 
-def draw_room(rng: np.random.Generator, rt60: tuple[float, float] = (0.3, 0.8),
-              volume: tuple[float, float] = (30.0, 150.0), distance: tuple[float, float] = (0.3, 1.0)) -> Room:
+def draw_room(
+    rng: np.random.Generator,
+    rt60: tuple[float, float] = (0.3, 0.8),
+    volume: tuple[float, float] = (30.0, 150.0),
+    distance: tuple[float, float] = (0.3, 1.0),
+) -> Room:
     """A random :class:`Room`: each of rt60 (s), volume (m^3) and distance (m) uniform in its range.
 
     The defaults are offices and living rooms with a phone or laptop microphone at arm's
     length (direct-to-reverberant ratio about -8 to +12 dB).
     """
-    return Room(rt60=float(rng.uniform(*rt60)), volume=float(rng.uniform(*volume)),
-                distance=float(rng.uniform(*distance)))
+    return Room(rt60=float(rng.uniform(*rt60)), volume=float(rng.uniform(*volume)), distance=float(rng.uniform(*distance)))
 
 
 def room_impulse_response(room: Room, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -389,8 +398,14 @@ def schroeder_rt60(rir: np.ndarray, sample_rate: int, fit_db: tuple[float, float
 # ---------------------------------------------------------------------------- segmentation
 
 
-def speech_bounds(audio: np.ndarray, sample_rate: int, frame_s: float = 0.01,
-                  floor_percentile: float = 10.0, rise: float = 0.2, min_rise_db: float = 6.0) -> tuple[int, int]:
+def speech_bounds(
+    audio: np.ndarray,
+    sample_rate: int,
+    frame_s: float = 0.01,
+    floor_percentile: float = 10.0,
+    rise: float = 0.2,
+    min_rise_db: float = 6.0,
+) -> tuple[int, int]:
     """``(start, end)`` samples of the speech in ``audio``, by short-time energy.
 
     Frames of ``frame_s`` are speech when their energy (dB) exceeds
@@ -415,10 +430,10 @@ def speech_bounds(audio: np.ndarray, sample_rate: int, frame_s: float = 0.01,
         return 0, x.size
     sub = max(1, min(hop, round(0.001 * sample_rate)))
     lo = active[0] * hop  # a frame above the threshold holds a 1 ms window above it
-    first = np.nonzero(_frame_energy_db(x[lo:lo + hop], sub) > threshold)[0]
+    first = np.nonzero(_frame_energy_db(x[lo : lo + hop], sub) > threshold)[0]
     start = lo + int(first[0]) * sub if first.size else lo
     hi = active[-1] * hop
-    last = np.nonzero(_frame_energy_db(x[hi:hi + hop], sub) > threshold)[0]
+    last = np.nonzero(_frame_energy_db(x[hi : hi + hop], sub) > threshold)[0]
     end = hi + (int(last[-1]) + 1) * sub if last.size else hi + hop
     return int(start), int(min(x.size, end))
 
@@ -430,8 +445,9 @@ def _frame_energy_db(x: np.ndarray, hop: int) -> np.ndarray:
     return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
 
 
-def trim_silence(audio: np.ndarray, sample_rate: int, lead_s: float = 0.03, trail_s: float = 0.03,
-                 **bounds_kw: float) -> np.ndarray:
+def trim_silence(
+    audio: np.ndarray, sample_rate: int, lead_s: float = 0.03, trail_s: float = 0.03, **bounds_kw: float
+) -> np.ndarray:
     """Cut leading and trailing silence, keeping at most ``lead_s`` / ``trail_s`` seconds
     before and after the speech found by :func:`speech_bounds` (a tight segmenter).
 
@@ -475,20 +491,23 @@ def shelf_biquad(kind: str, freq: float, gain_db: float, sample_rate: int) -> np
     return np.array([b0, b1, b2, a0, a1, a2]) / a0
 
 
-def shelf_eq(audio: np.ndarray, sample_rate: int, low_hz: float, low_db: float, high_hz: float,
-             high_db: float) -> np.ndarray:
+def shelf_eq(audio: np.ndarray, sample_rate: int, low_hz: float, low_db: float, high_hz: float, high_db: float) -> np.ndarray:
     """A microphone/loudspeaker colouring: a low shelf then a high shelf (causal biquads)."""
     x = _f32(audio)
     if x.size == 0:
         return x
-    sos = np.stack([shelf_biquad("low", low_hz, low_db, sample_rate),
-                    shelf_biquad("high", high_hz, high_db, sample_rate)])
+    sos = np.stack([shelf_biquad("low", low_hz, low_db, sample_rate), shelf_biquad("high", high_hz, high_db, sample_rate)])
     return signal.sosfilt(sos, x.astype(np.float64)).astype(np.float32)
 
 
-def random_eq(audio: np.ndarray, sample_rate: int, rng: np.random.Generator, max_db: float = 10.0,
-              low_hz: tuple[float, float] = (100.0, 400.0),
-              high_hz: tuple[float, float] = (2000.0, 5000.0)) -> np.ndarray:
+def random_eq(
+    audio: np.ndarray,
+    sample_rate: int,
+    rng: np.random.Generator,
+    max_db: float = 10.0,
+    low_hz: tuple[float, float] = (100.0, 400.0),
+    high_hz: tuple[float, float] = (2000.0, 5000.0),
+) -> np.ndarray:
     """:func:`shelf_eq` with shelf gains ``U(-max_db, max_db)`` and corner frequencies
     uniform in ``low_hz`` / ``high_hz`` (the high corner kept below 0.45 * rate)."""
     lo_f = float(rng.uniform(*low_hz))

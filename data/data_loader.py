@@ -9,6 +9,7 @@
   :class:`DistributedFrameBatchSampler` do the same with batches bounded by padded frames;
   :class:`AudioDataLoader` ties them together.
 """
+
 from __future__ import annotations
 
 import logging
@@ -128,7 +129,10 @@ class SpectrogramDataset(Dataset):
         if self.skipped:
             logger.warning(
                 "%s: skipped %d of %d utterances (on_error='skip'); first: %s",
-                self.manifest_path, len(self.skipped), len(rows), self.skipped[0][1],
+                self.manifest_path,
+                len(self.skipped),
+                len(rows),
+                self.skipped[0][1],
             )
         if not self.wav_paths:
             detail = f" (all {len(rows)} rows were bad; first: {self.skipped[0][1]})" if self.skipped else ""
@@ -359,12 +363,10 @@ class BucketingSampler(Sampler[list[int]]):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         if n_items < 1:
             raise ValueError("cannot sample batches from an empty dataset")
-        bins = [order[i:i + batch_size] for i in range(0, n_items, batch_size)]
+        bins = [order[i : i + batch_size] for i in range(0, n_items, batch_size)]
         if drop_last and len(bins[-1]) < batch_size:
             if len(bins) == 1:
-                raise ValueError(
-                    f"drop_last with batch_size {batch_size} leaves no batch from {n_items} utterances"
-                )
+                raise ValueError(f"drop_last with batch_size {batch_size} leaves no batch from {n_items} utterances")
             bins.pop()
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
@@ -466,7 +468,7 @@ class _RankShare:
         order = self.bin_order(self.epoch)
         total = len(self) * self.num_replicas
         padded = (order * math.ceil(total / len(order)))[:total]
-        return padded[self.rank::self.num_replicas]
+        return padded[self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
         return math.ceil(len(self.bins) / self.num_replicas)
@@ -542,8 +544,9 @@ class FrameBatchSampler(BucketingSampler):
                 self.oversized += 1
         bins.append(current)
         if self.oversized:
-            logger.warning("%d utterances are longer than --batch-frames %d on their own; each is a batch of one",
-                           self.oversized, max_frames)
+            logger.warning(
+                "%d utterances are longer than --batch-frames %d on their own; each is a batch of one", self.oversized, max_frames
+            )
         self.max_frames = int(max_frames)
         self.n_frames = frames
         self._init_order(bins, shuffle, sortagrad, seed)
@@ -609,9 +612,7 @@ class AudioDataLoader(DataLoader):
     ) -> None:
         # Without workers there is nothing to keep alive, so the option is moot.
         persistent_workers = num_workers > 0 and persistent_workers is not False
-        super().__init__(
-            dataset, num_workers=num_workers, persistent_workers=persistent_workers, collate_fn=collate_fn, **kwargs
-        )
+        super().__init__(dataset, num_workers=num_workers, persistent_workers=persistent_workers, collate_fn=collate_fn, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         """``set_epoch`` on the sampler(s) and the dataset, whichever have one."""

@@ -33,6 +33,7 @@ empty transcript, characters outside the labels, unreadable audio and, in the tr
 subsets only, outside ``--min-duration``/``--max-duration``. Archive members with an
 absolute path, ``..``, or that are links or devices are refused and counted too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,13 @@ from data.text import LABELS, TranscriptError, text_to_ids
 
 URL_BASE = "https://www.openslr.org/resources/12/"
 SUBSETS = (
-    "train-clean-100", "train-clean-360", "train-other-500",
-    "dev-clean", "dev-other", "test-clean", "test-other",
+    "train-clean-100",
+    "train-clean-360",
+    "train-other-500",
+    "dev-clean",
+    "dev-other",
+    "test-clean",
+    "test-other",
 )
 GROUPS = {
     "train": ("train-clean-100", "train-clean-360", "train-other-500"),
@@ -111,8 +117,12 @@ TWICE = "utterance listed twice"
 
 def subset_layout(target: Path, manifest_dir: Path, subset: str, audio: str) -> Layout:
     return Layout(
-        target, manifest_dir, (subset,), f".librispeech_{subset}_complete.json",
-        {subset: f"libri_{subset}_manifest.csv"}, audio=audio,
+        target,
+        manifest_dir,
+        (subset,),
+        f".librispeech_{subset}_complete.json",
+        {subset: f"libri_{subset}_manifest.csv"},
+        audio=audio,
     )
 
 
@@ -146,9 +156,7 @@ def checksums(md5sums: Path | None) -> dict[str, tuple[str, str]]:
     return sums
 
 
-def locate_archive(
-    subset: str, args: argparse.Namespace, target: Path, sums: dict[str, tuple[str, str]]
-) -> tuple[Path, bool]:
+def locate_archive(subset: str, args: argparse.Namespace, target: Path, sums: dict[str, tuple[str, str]]) -> tuple[Path, bool]:
     """The tarball of ``subset`` with its md5 checked: from --archive-dir, an earlier
     download in the target, or a new download. Returns (path, downloaded here)."""
     name = f"{subset}.tar.gz"
@@ -173,7 +181,10 @@ def locate_archive(
     where = f" (not in --archive-dir {args.archive_dir})" if args.archive_dir is not None else ""
     print(f"downloading {url} -> {kept}{where}")
     download(
-        url, kept, ("md5", expected) if expected else None, source,
+        url,
+        kept,
+        ("md5", expected) if expected else None,
+        source,
         hint=f"check the network, or download {name} by hand into a folder passed with --archive-dir",
     )
     return kept, True
@@ -200,7 +211,7 @@ def prepare_subset(
         if not member.name.startswith(prefix):
             continue
         seen = True
-        parts = member.name[len(prefix):].split("/")
+        parts = member.name[len(prefix) :].split("/")
         if len(parts) != 3:
             continue
         speaker, chapter, name = parts
@@ -265,7 +276,8 @@ def prepare_subset(
     if not rows:
         raise PrepError(
             f"{archive}: no utterance of {subset} is left ({drops.total} dropped: "
-            + ", ".join(f"{n} {r}" for r, n in drops.counts.items()) + ")"
+            + ", ".join(f"{n} {r}" for r, n in drops.counts.items())
+            + ")"
         )
     return write_sorted_manifest(out.manifest_paths()[subset], rows)
 
@@ -301,19 +313,28 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_common_args(parser, "data/librispeech")
-    parser.add_argument("--files-to-use", default=",".join(SUBSETS),
-                        help="comma list of subsets (with or without .tar.gz)")
-    parser.add_argument("--archive-dir", type=Path, default=None,
-                        help="folder holding local copies of <subset>.tar.gz (missing ones are downloaded)")
+    parser.add_argument("--files-to-use", default=",".join(SUBSETS), help="comma list of subsets (with or without .tar.gz)")
+    parser.add_argument(
+        "--archive-dir",
+        type=Path,
+        default=None,
+        help="folder holding local copies of <subset>.tar.gz (missing ones are downloaded)",
+    )
     parser.add_argument("--url-base", default=URL_BASE, help="where <subset>.tar.gz is downloaded from")
-    parser.add_argument("--md5sums", type=Path, default=None,
-                        help="md5sum-format file whose entries replace the built-in OpenSLR md5 sums")
-    parser.add_argument("--convert-wav", action="store_true",
-                        help="write 16-bit WAV files at --sample-rate instead of keeping the FLAC files")
-    parser.add_argument("--sample-rate", type=int, default=None,
-                        help=f"sample rate of the WAV files with --convert-wav (None: {DEFAULT_RATE})")
-    parser.add_argument("--delete-downloads", action="store_true",
-                        help="delete each downloaded tarball once its subset is prepared (never --archive-dir copies)")
+    parser.add_argument(
+        "--md5sums", type=Path, default=None, help="md5sum-format file whose entries replace the built-in OpenSLR md5 sums"
+    )
+    parser.add_argument(
+        "--convert-wav", action="store_true", help="write 16-bit WAV files at --sample-rate instead of keeping the FLAC files"
+    )
+    parser.add_argument(
+        "--sample-rate", type=int, default=None, help=f"sample rate of the WAV files with --convert-wav (None: {DEFAULT_RATE})"
+    )
+    parser.add_argument(
+        "--delete-downloads",
+        action="store_true",
+        help="delete each downloaded tarball once its subset is prepared (never --archive-dir copies)",
+    )
     return parser
 
 
@@ -344,12 +365,16 @@ def prepare(args: argparse.Namespace) -> int:
     top_settings = {"format": MARKER_FORMAT, "subsets": subsets, "manifest_dir": manifest_rel}
     top = read_json(target / MARKER)
     if (
-        done == set(subsets) and top is not None and top.get("settings") == top_settings
+        done == set(subsets)
+        and top is not None
+        and top.get("settings") == top_settings
         and top.get("subset_files") == {s: layouts[s].files_summary() for s in subsets}
         and all(group_manifest(manifest_dir, g).is_file() for g in groups)
     ):
-        print(f"LibriSpeech ({', '.join(subsets)}) is already prepared in {target} with these settings; "
-              f"nothing to do (delete {target / MARKER} to rebuild the group manifests)")
+        print(
+            f"LibriSpeech ({', '.join(subsets)}) is already prepared in {target} with these settings; "
+            f"nothing to do (delete {target / MARKER} to rebuild the group manifests)"
+        )
         return 0
 
     target.mkdir(parents=True, exist_ok=True)
@@ -395,11 +420,14 @@ def prepare(args: argparse.Namespace) -> int:
         path = group_manifest(manifest_dir, group)
         write_sorted_manifest(path, rows)
         summary.append((group, len(rows), sum(d for *_, d in rows), path))
-    write_json_atomic(target / MARKER, {
-        "settings": top_settings,
-        "groups": groups,
-        "subset_files": {s: layouts[s].files_summary() for s in subsets},
-    })
+    write_json_atomic(
+        target / MARKER,
+        {
+            "settings": top_settings,
+            "groups": groups,
+            "subset_files": {s: layouts[s].files_summary() for s in subsets},
+        },
+    )
     print_summary(f"LibriSpeech prepared in {target} ({time.perf_counter() - t0:.1f} s):", summary, drops)
     return 0
 

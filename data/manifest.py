@@ -8,6 +8,7 @@ as deepspeech.pytorch v2 wrote them (two columns), optionally with the duration 
 a large corpus loads without opening every audio file. Paths are relative to the
 manifest's folder, or absolute (what deepspeech.pytorch v2 wrote). Standard library only.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,9 +40,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: manifest not found. Create one with data/an4.py or `python data/utils.py create`."
-        )
+        raise FileNotFoundError(f"{path}: manifest not found. Create one with data/an4.py or `python data/utils.py create`.")
     base = path.resolve().parent
     rows: list[Utterance] = []
     try:
@@ -50,9 +49,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 if len(row) not in (2, 3) or not row[0].strip() or not row[1].strip():
-                    raise ManifestError(
-                        f"{path}:{lineno}: expected 'wav_path,transcript_path[,duration]', got {','.join(row)!r}"
-                    )
+                    raise ManifestError(f"{path}:{lineno}: expected 'wav_path,transcript_path[,duration]', got {','.join(row)!r}")
                 duration = None
                 if len(row) == 3:
                     try:
@@ -60,11 +57,14 @@ def read_manifest(path: str | Path) -> list[Utterance]:
                     except ValueError:
                         duration = -1.0
                     if not (math.isfinite(duration) and duration >= 0):
-                        raise ManifestError(f"{path}:{lineno}: expected 'wav_path,transcript_path[,duration]' with a "
-                                            f"duration in seconds >= 0, got {row[2]!r}")
+                        raise ManifestError(
+                            f"{path}:{lineno}: expected 'wav_path,transcript_path[,duration]' with a "
+                            f"duration in seconds >= 0, got {row[2]!r}"
+                        )
                 wav, txt = (Path(p.strip()).expanduser() for p in row[:2])
-                rows.append(Utterance(wav if wav.is_absolute() else base / wav,
-                                      txt if txt.is_absolute() else base / txt, duration))
+                rows.append(
+                    Utterance(wav if wav.is_absolute() else base / wav, txt if txt.is_absolute() else base / txt, duration)
+                )
     except UnicodeDecodeError:
         raise ManifestError(f"{path}: not a UTF-8 text manifest") from None
     except csv.Error as e:

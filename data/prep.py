@@ -16,6 +16,7 @@
 * audio helpers (:func:`decode_audio`, :func:`to_int16`, :func:`write_wav`) and
   :func:`write_sorted_manifest` (duration-sorted rows with the duration column).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,9 +65,10 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     """Hex digest of a file (``algorithm``: any hashlib name, e.g. "md5", "sha256")."""
     path = Path(path)
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as f, progress(
-        total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{algorithm} {path.name}"
-    ) as bar:
+    with (
+        open(path, "rb") as f,
+        progress(total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{algorithm} {path.name}") as bar,
+    ):
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             bar.update(len(chunk))
@@ -156,10 +158,17 @@ def download(
             total = int(length) if length and length.isdigit() else None
         received = start
         try:
-            with open(part, mode) as f, progress(
-                total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"downloading {dest.name}",
-            ) as bar:
+            with (
+                open(part, mode) as f,
+                progress(
+                    total=total,
+                    initial=start,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=f"downloading {dest.name}",
+                ) as bar,
+            ):
                 while chunk := response.read(1 << 16):
                     f.write(chunk)
                     received += len(chunk)
@@ -169,9 +178,7 @@ def download(
                 f"download of {url} interrupted after {received} bytes ({e}); run again to resume from {part}"
             ) from None
     if total is not None and received != total:
-        raise PrepError(
-            f"download of {url} incomplete ({received} of {total} bytes); run again to resume from {part}"
-        )
+        raise PrepError(f"download of {url} incomplete ({received} of {total} bytes); run again to resume from {part}")
     return _finish(part, dest, url, checksum, checksum_source)
 
 
@@ -287,9 +294,10 @@ def iter_archive(
     if size == 0:
         raise PrepError(f"{source} is empty (0 bytes). {hint}".strip())
     try:
-        with open(source, "rb", buffering=0) as raw_file, progress(
-            total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or f"reading {source.name}"
-        ) as bar:
+        with (
+            open(source, "rb", buffering=0) as raw_file,
+            progress(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or f"reading {source.name}") as bar,
+        ):
             magic = raw_file.read(6)
             raw_file.seek(0)
             raw = _CountingReader(raw_file, bar)
@@ -303,6 +311,7 @@ def iter_archive(
                             if drops is not None:
                                 drops.add(UNSAFE_MEMBER, info.name)
                             continue
+
                         def read(info: tarfile.TarInfo = info, tar: tarfile.TarFile = tar) -> bytes:
                             try:
                                 return tar.extractfile(info).read()
@@ -401,14 +410,30 @@ def drops_to_dict(drops: Drops) -> dict:
 
 def add_common_args(parser: argparse.ArgumentParser, target_default: str) -> None:
     """--target-dir, --manifest-dir, --min-duration, --max-duration."""
-    parser.add_argument("--target-dir", type=Path, default=Path(target_default),
-                        help="where the audio/txt folders (and by default the manifests) go")
-    parser.add_argument("--manifest-dir", type=Path, default=None,
-                        help="where the manifests go (None: the target dir); paths in them are relative to it")
-    parser.add_argument("--min-duration", type=float, default=None,
-                        help="drop training utterances shorter than this many seconds (dev/test are never pruned)")
-    parser.add_argument("--max-duration", type=float, default=None,
-                        help="drop training utterances longer than this many seconds (dev/test are never pruned)")
+    parser.add_argument(
+        "--target-dir",
+        type=Path,
+        default=Path(target_default),
+        help="where the audio/txt folders (and by default the manifests) go",
+    )
+    parser.add_argument(
+        "--manifest-dir",
+        type=Path,
+        default=None,
+        help="where the manifests go (None: the target dir); paths in them are relative to it",
+    )
+    parser.add_argument(
+        "--min-duration",
+        type=float,
+        default=None,
+        help="drop training utterances shorter than this many seconds (dev/test are never pruned)",
+    )
+    parser.add_argument(
+        "--max-duration",
+        type=float,
+        default=None,
+        help="drop training utterances longer than this many seconds (dev/test are never pruned)",
+    )
 
 
 def check_common_args(args: argparse.Namespace) -> tuple[Path, Path]:

@@ -39,6 +39,7 @@ Output under ``--target-dir`` (deepspeech.pytorch's names; TED-LIUM's dev set is
 Every segment left out is counted by split and reason and listed at the end; training
 segments outside ``--min-duration``/``--max-duration`` too (val/test are never pruned).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,10 +80,14 @@ from data.prep import (
 )
 
 RELEASES = {  # sha256 as checked by torchaudio's TEDLIUM dataset (pytorch/audio, datasets/tedlium.py)
-    "2": ("https://www.openslr.org/resources/19/TEDLIUM_release2.tar.gz",
-          "93281b5fcaaae5c88671c9d000b443cb3c7ea3499ad12010b3934ca41a7b9c58"),
-    "3": ("https://www.openslr.org/resources/51/TEDLIUM_release-3.tgz",
-          "ad1e454d14d1ad550bc2564c462d87c7a7ec83d4dc2b9210f22ab4973b9eccdb"),
+    "2": (
+        "https://www.openslr.org/resources/19/TEDLIUM_release2.tar.gz",
+        "93281b5fcaaae5c88671c9d000b443cb3c7ea3499ad12010b3934ca41a7b9c58",
+    ),
+    "3": (
+        "https://www.openslr.org/resources/51/TEDLIUM_release-3.tgz",
+        "ad1e454d14d1ad550bc2564c462d87c7a7ec83d4dc2b9210f22ab4973b9eccdb",
+    ),
 }
 SPLITS = {"train": "train", "dev": "val", "test": "test"}  # TED-LIUM folder -> our split
 MARKER = ".ted_complete.json"
@@ -217,9 +222,7 @@ class Cutter:
     def choose_root(self) -> str:
         roots = sorted(set(self.stm) | set(self.sph))
         if not roots:
-            raise PrepError(
-                f"{self.source} does not look like TED-LIUM: no <root>/{{train,dev,test}}/{{sph,stm}}/ files found"
-            )
+            raise PrepError(f"{self.source} does not look like TED-LIUM: no <root>/{{train,dev,test}}/{{sph,stm}}/ files found")
         if len(roots) == 1:
             return roots[0]
         legacy = [r for r in roots if r.rstrip("/").endswith("legacy")]
@@ -288,11 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download (or read) TED-LIUM and write WAV utterances plus ted_{train,val,test}_manifest.csv.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--archive", type=Path, default=None,
-                        help="local TED-LIUM archive or extracted folder to use instead of downloading")
+    parser.add_argument(
+        "--archive", type=Path, default=None, help="local TED-LIUM archive or extracted folder to use instead of downloading"
+    )
     add_common_args(parser, "data/ted")
-    parser.add_argument("--release", choices=sorted(RELEASES), default="2",
-                        help="release to download when --archive is not given")
+    parser.add_argument(
+        "--release", choices=sorted(RELEASES), default="2", help="release to download when --archive is not given"
+    )
     parser.add_argument("--url", default=None, help="download from here instead of OpenSLR")
     parser.add_argument("--sha256", default=None, help="expected sha256 of the download instead of the built-in one")
     parser.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the written WAV files")
@@ -307,8 +312,13 @@ def fetch_release(args: argparse.Namespace, target: Path) -> Path:
     archive = target / (Path(urllib.parse.urlparse(url).path).name or f"TEDLIUM_release{args.release}.tar.gz")
     if not archive.is_file():
         print(f"downloading {url} -> {archive}")
-        download(url, archive, ("sha256", sha256), "--sha256" if args.sha256 else "torchaudio's TEDLIUM checksum",
-                 hint=f"check the network, or download {url} by hand and pass --archive PATH")
+        download(
+            url,
+            archive,
+            ("sha256", sha256),
+            "--sha256" if args.sha256 else "torchaudio's TEDLIUM checksum",
+            hint=f"check the network, or download {url} by hand and pass --archive PATH",
+        )
     return archive
 
 
@@ -333,15 +343,19 @@ def prepare(args: argparse.Namespace) -> int:
     source = args.archive
     if source is None:
         if out.is_complete(settings):
-            print(f"TED-LIUM is already prepared in {target} with these settings; nothing to do "
-                  f"(delete {out.marker_path} to force a rebuild)")
+            print(
+                f"TED-LIUM is already prepared in {target} with these settings; nothing to do "
+                f"(delete {out.marker_path} to force a rebuild)"
+            )
             return 0
         target.mkdir(parents=True, exist_ok=True)
         source = fetch_release(args, target)
     identity = source_identity(source)
     if out.is_complete(settings, {"source": identity}):
-        print(f"TED-LIUM is already prepared in {target} with these settings from this archive; nothing to do "
-              f"(delete {out.marker_path} to force a rebuild)")
+        print(
+            f"TED-LIUM is already prepared in {target} with these settings from this archive; nothing to do "
+            f"(delete {out.marker_path} to force a rebuild)"
+        )
         return 0
     if out.started():
         print(f"{target} holds an unfinished preparation or one made with other settings; redoing it")
@@ -353,8 +367,7 @@ def prepare(args: argparse.Namespace) -> int:
     empty = [s for s in splits if not cutter.rows[s]]
     if empty:
         raise PrepError(
-            f"{source}: no usable utterance for {', '.join(empty)} "
-            f"({sum(cutter.drops[s].total for s in empty)} segments dropped)"
+            f"{source}: no usable utterance for {', '.join(empty)} ({sum(cutter.drops[s].total for s in empty)} segments dropped)"
         )
     summary = []
     for split, path in out.manifest_paths().items():
@@ -370,8 +383,11 @@ def prepare(args: argparse.Namespace) -> int:
     drops = dict(cutter.drops)
     if cutter.refused.total:
         drops["archive"] = cutter.refused
-    print_summary(f"TED-LIUM ({cutter.root or './'}) prepared in {target} ({time.perf_counter() - t0:.1f} s, "
-                  f"{args.sample_rate} Hz WAV):", summary, drops)
+    print_summary(
+        f"TED-LIUM ({cutter.root or './'}) prepared in {target} ({time.perf_counter() - t0:.1f} s, {args.sample_rate} Hz WAV):",
+        summary,
+        drops,
+    )
     for split, notes in cutter.notes.items():
         for reason, n in notes.counts.items():
             print(f"  note for {split}: {n} {reason} (e.g. {notes.examples[reason]})")

@@ -8,6 +8,7 @@ No dependency beyond the standard library, so the torch-free inference path can 
   lower-case letter the text is upper-cased. Nothing else is changed or dropped.
 * :func:`text_to_ids` encodes normalised text and names any character outside the labels.
 """
+
 from __future__ import annotations
 
 import json

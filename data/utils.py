@@ -13,6 +13,7 @@ duration, ties by path, so the output is deterministic. Paths are written relati
 to the manifest's folder unless ``--absolute`` is given. deepspeech.pytorch v2
 manifests (absolute paths) are read as they are.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -144,9 +145,7 @@ def create_manifest(
     check_duration_range(min_duration, max_duration)
     pairs, missing = find_pairs(data_dir)
     if not pairs:
-        raise ValueError(
-            f"{data_dir}: no *.wav file with a matching transcript (.../wav/x.wav -> .../txt/x.txt) was found"
-        )
+        raise ValueError(f"{data_dir}: no *.wav file with a matching transcript (.../wav/x.wav -> .../txt/x.txt) was found")
     utterances = with_durations(pairs)
     kept = _kept_or_raise(utterances, min_duration, max_duration, data_dir)
     _write(Path(output_path), kept, relative)
@@ -199,9 +198,7 @@ def describe(report: ManifestReport, output_path: str | Path) -> str:
     if report.missing_transcripts:
         extra.append(f"{len(report.missing_transcripts)} without transcript")
     skipped = f" (skipped: {', '.join(extra)})" if extra else ""
-    return (
-        f"{output_path}: {len(report.utterances)} utterances, {report.seconds / 3600:.3f} h{skipped}"
-    )
+    return f"{output_path}: {len(report.utterances)} utterances, {report.seconds / 3600:.3f} h{skipped}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,15 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-duration", type=float, default=None, help="drop utterances longer than this (s)")
         p.add_argument("--absolute", action="store_true", help="write absolute paths instead of relative ones")
 
-    create = sub.add_parser(
-        "create",
-        help="manifest of every *.wav under a folder with its .../txt/x.txt transcript"
-    )
+    create = sub.add_parser("create", help="manifest of every *.wav under a folder with its .../txt/x.txt transcript")
     create.add_argument("--data-dir", type=Path, required=True, help="folder searched recursively for *.wav")
     common(create)
-    merge = sub.add_parser(
-        "merge", help="merge manifests, re-sorted by duration"
-    )
+    merge = sub.add_parser("merge", help="merge manifests, re-sorted by duration")
     merge.add_argument("--manifests", type=Path, nargs="+", required=True, help="manifest CSVs to merge")
     common(merge)
     return parser

@@ -1,5 +1,6 @@
 """A test oracle: an ARPA language model read back and scored with standard backoff
 semantics (log10), to check what data/build_lm.py writes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,7 @@ class ArpaLM:
                 if line == "\\end\\":
                     break
                 if line.startswith("\\") and line.endswith("-grams:"):
-                    section = int(line[1:-len("-grams:")])
+                    section = int(line[1 : -len("-grams:")])
                     while len(self.probs) < section:
                         self.probs.append({})
                         self.backoffs.append({})
@@ -32,7 +33,7 @@ class ArpaLM:
                 parts = line.split()
                 if section == 0 or len(parts) not in (section + 1, section + 2):
                     raise LMError(f"{self.path}:{lineno}: not an ARPA n-gram line: {line!r}")
-                g = tuple(parts[1:section + 1])
+                g = tuple(parts[1 : section + 1])
                 self.probs[section - 1][g] = float(parts[0])
                 if len(parts) == section + 2:
                     self.backoffs[section - 1][g] = float(parts[-1])
@@ -46,7 +47,7 @@ class ArpaLM:
         known = self.probs[0]
         word = word if (word,) in known else UNK
         context = tuple(w if (w,) in known else UNK for w in context)
-        context = context[len(context) - (self.order - 1):] if self.order > 1 else ()
+        context = context[len(context) - (self.order - 1) :] if self.order > 1 else ()
         backoff = 0.0
         for start in range(len(context) + 1):
             h = context[start:]

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny generated audio datasets and, when AN4_ARCHIVE is set, the real AN4 corpus."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,15 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_tone(path: Path, seconds: float, sample_rate: int = 16000, freq: float = 440.0,
-               channels: int = 1, subtype: str = "PCM_16", seed: int = 0) -> Path:
+def write_tone(
+    path: Path,
+    seconds: float,
+    sample_rate: int = 16000,
+    freq: float = 440.0,
+    channels: int = 1,
+    subtype: str = "PCM_16",
+    seed: int = 0,
+) -> Path:
     """A sine plus a little noise, written with soundfile."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sample_rate)) / sample_rate

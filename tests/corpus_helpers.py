@@ -1,5 +1,6 @@
 """Helpers for the corpus preparation tests: tiny audio, tar archives in a corpus's real
 layout (odd members included), a local HTTP server with Range support, file mtimes."""
+
 from __future__ import annotations
 
 import http.server
@@ -117,7 +118,7 @@ def drop_lines(out: str) -> dict[tuple[str, str], int]:
         line = line.strip()
         if not line.startswith("dropped in "):
             continue
-        where, _, rest = line[len("dropped in "):].partition(": ")
+        where, _, rest = line[len("dropped in ") :].partition(": ")
         n, _, reason = rest.partition(" ")
         found[(where, reason.rsplit(" (e.g. ", 1)[0])] = int(n)
     return found

@@ -3,6 +3,7 @@
 The models are untrained (their text is gibberish) but deterministic for a seed; their
 BatchNorm statistics and head are randomised so that the text changes along the audio.
 """
+
 from __future__ import annotations
 
 from functools import cache
@@ -30,12 +31,12 @@ def speechlike(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.nd
         kind = rng.integers(3)
         if kind == 0:
             f0, f1 = rng.uniform(100, 3000, size=2)
-            seg = 0.4 * np.sin(2 * np.pi * (f0 * t + 0.5 * (f1 - f0) * t ** 2 / max(t[-1], 1e-3))) if len(t) else t
+            seg = 0.4 * np.sin(2 * np.pi * (f0 * t + 0.5 * (f1 - f0) * t**2 / max(t[-1], 1e-3))) if len(t) else t
         elif kind == 1:
             seg = 0.2 * rng.standard_normal(len(t))
         else:
             seg = 0.003 * rng.standard_normal(len(t))
-        out[pos:pos + len(t)] = seg
+        out[pos : pos + len(t)] = seg
         pos += len(t)
     return np.clip(out, -1, 1).astype(np.float32)
 
@@ -44,8 +45,9 @@ def speechlike(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.nd
 def global_audio_config(sample_rate: int = 16000) -> AudioConfig:
     """AudioConfig(normalize='global') with statistics measured on generated audio."""
     base = AudioConfig(sample_rate=sample_rate, normalize="none")
-    feats = np.concatenate([stft_magnitude(frame_signal(speechlike(2.0, sample_rate, seed), base), base)
-                            for seed in range(3)], axis=1)
+    feats = np.concatenate(
+        [stft_magnitude(frame_signal(speechlike(2.0, sample_rate, seed), base), base) for seed in range(3)], axis=1
+    )
     return with_feature_stats(base, feats.mean(axis=1), feats.std(axis=1))
 
 

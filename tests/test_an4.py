@@ -1,5 +1,6 @@
 """data/an4.py on a synthetic archive in AN4's exact layout, a local HTTP server for the
 download path, and (with AN4_ARCHIVE set) the real corpus."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,11 +25,17 @@ from data.text import LABELS, read_transcript, text_to_ids
 # speaker -> [(utterance id, transcription line body, seconds)], as in CMU's files:
 # train lines are wrapped in <s> ... </s>, test lines are not.
 TRAIN = {
-    "fash": [("an251-fash-b", "<s> YES </s>", 0.5), ("an253-fash-b", "<s> GO </s>", 0.3),
-             ("cen1-fash-b", "<s> F A S H </s>", 1.1)],
+    "fash": [
+        ("an251-fash-b", "<s> YES </s>", 0.5),
+        ("an253-fash-b", "<s> GO </s>", 0.3),
+        ("cen1-fash-b", "<s> F A S H </s>", 1.1),
+    ],
     "fbbh": [("an76-fbbh-b", "<s> NO </s>", 0.4), ("cen2-fbbh-b", "<s> TWENTY ONE </s>", 0.9)],
-    "mgah": [("an1-mgah-b", "<s> ENTER </s>", 0.6), ("an2-mgah-b", "<s> ERASE C Q </s>", 0.8),
-             ("cen3-mgah-b", "<s> P I T T </s>", 1.0)],
+    "mgah": [
+        ("an1-mgah-b", "<s> ENTER </s>", 0.6),
+        ("an2-mgah-b", "<s> ERASE C Q </s>", 0.8),
+        ("cen3-mgah-b", "<s> P I T T </s>", 1.0),
+    ],
     "mjgm": [("an3-mjgm-b", "<s> stop </s>", 0.45), ("an4-mjgm-b", "<s> RUBOUT </s>", 0.7)],
     "mdcs2": [("an5-mdcs2-b", "<s> APOSTROPHE </s>", 0.75), ("an6-mdcs2-b", "<s> HELP </s>", 0.35)],
 }
@@ -157,8 +164,7 @@ def test_prepares_synthetic_archive(archive: Path, tmp_path: Path, capsys: pytes
     assert marker["archive"]["size"] == archive.stat().st_size
 
 
-def test_prints_archive_sha256_and_writes_durations(archive: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_prints_archive_sha256_and_writes_durations(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import hashlib
 
     target = tmp_path / "an4"
@@ -206,8 +212,7 @@ def test_val_speakers_seeded_fraction_and_flags(archive: Path, tmp_path: Path, c
     corpus = an4.read_corpus(archive)["train"]
     for seed, fraction in ((7, 0.3), (8, 0.3), (7, 0.6)):
         target = tmp_path / f"an4_{seed}_{fraction}"
-        rc, out, err = run(capsys, "--archive", archive, "--target-dir", target,
-                           "--seed", seed, "--val-fraction", fraction)
+        rc, out, err = run(capsys, "--archive", archive, "--target-dir", target, "--seed", seed, "--val-fraction", fraction)
         assert rc == 0, err
         rows = check_target(target)
         expected = an4.choose_val_speakers(corpus, fraction, seed)
@@ -248,8 +253,21 @@ def test_manifest_dir(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_min_max_duration_prunes_train_only(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "an4"
-    rc, out, err = run(capsys, "--archive", archive, "--target-dir", target, "--seed", "3",
-                       "--val-fraction", "0.3", "--min-duration", "0.4", "--max-duration", "0.9")
+    rc, out, err = run(
+        capsys,
+        "--archive",
+        archive,
+        "--target-dir",
+        target,
+        "--seed",
+        "3",
+        "--val-fraction",
+        "0.3",
+        "--min-duration",
+        "0.4",
+        "--max-duration",
+        "0.9",
+    )
     assert rc == 0, err
     rows = {s: manifest_rows(target / f"an4_{s}_manifest.csv") for s in an4.SPLITS}
     train_d = [probe_audio(w).duration for w, *_ in rows["train"]]
@@ -283,8 +301,9 @@ def test_rerun_does_nothing(archive: Path, tmp_path: Path, capsys: pytest.Captur
     assert _mtimes(target) == before
 
 
-def test_killed_half_way_is_redone(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_half_way_is_redone(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "an4"
     real_write = sf.write
     calls = []
@@ -425,14 +444,28 @@ def _bad_archive(kind: str, path: Path) -> tuple[Path, list[str]]:
     return path, words
 
 
-BAD_KINDS = ["not_gzip", "gzip_not_tar", "empty", "truncated", "truncated_tail", "missing_etc", "foreign",
-             "id_mismatch", "test_id_mismatch", "line_count", "no_utt_id", "missing_raw", "odd_raw", "bad_fileid",
-             "duplicate_id", "bad_chars"]
+BAD_KINDS = [
+    "not_gzip",
+    "gzip_not_tar",
+    "empty",
+    "truncated",
+    "truncated_tail",
+    "missing_etc",
+    "foreign",
+    "id_mismatch",
+    "test_id_mismatch",
+    "line_count",
+    "no_utt_id",
+    "missing_raw",
+    "odd_raw",
+    "bad_fileid",
+    "duplicate_id",
+    "bad_chars",
+]
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
-def test_bad_archive_is_one_clear_error_and_writes_nothing(kind: str, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture) -> None:
+def test_bad_archive_is_one_clear_error_and_writes_nothing(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad, words = _bad_archive(kind, tmp_path / f"{kind}.tar.gz")
     target = tmp_path / "an4"
     rc, out, err = run(capsys, "--archive", bad, "--target-dir", target)
@@ -444,8 +477,7 @@ def test_bad_archive_is_one_clear_error_and_writes_nothing(kind: str, tmp_path: 
     assert not target.exists()
 
 
-def test_bad_archive_leaves_a_finished_target_alone(archive: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_bad_archive_leaves_a_finished_target_alone(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "an4"
     assert run(capsys, "--archive", archive, "--target-dir", target)[0] == 0
     before = _mtimes(target)
@@ -464,8 +496,7 @@ def test_bad_archive_leaves_a_finished_target_alone(archive: Path, tmp_path: Pat
         (["--max-duration", "-1"], ["--max-duration"]),
     ],
 )
-def test_bad_flags(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
-                   words: list[str]) -> None:
+def test_bad_flags(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], words: list[str]) -> None:
     rc, _, err = run(capsys, "--archive", archive, "--target-dir", tmp_path / "an4", *argv)
     assert rc == 2 and err.startswith("error: ")
     assert all(w in err for w in words)
@@ -537,8 +568,7 @@ def server(archive: Path):
     thread.join(timeout=5)
 
 
-def test_download_resumes_after_interruption(server, archive: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture) -> None:
+def test_download_resumes_after_interruption(server, archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "an4"
     server.mode = "drop_half"
     rc, _, err = run(capsys, "--url", server.url, "--target-dir", target)
@@ -562,8 +592,7 @@ def test_download_resumes_after_interruption(server, archive: Path, tmp_path: Pa
     assert len(server.requests) == n  # nothing downloaded again
 
 
-def test_download_server_without_range_support(server, archive: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture) -> None:
+def test_download_server_without_range_support(server, archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "an4"
     target.mkdir()
     (target / "an4_raw.bigendian.tar.gz.part").write_bytes(b"stale bytes from an older attempt")
@@ -635,6 +664,5 @@ def test_runs_as_a_script(archive: Path, tmp_path: Path) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     check_target(tmp_path / "out")
-    bad = subprocess.run(cmd[:3] + [str(tmp_path / "missing.tar.gz")], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+    bad = subprocess.run(cmd[:3] + [str(tmp_path / "missing.tar.gz")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

@@ -1,4 +1,5 @@
 """Augmentation: speed/gain, noise mixing, SpecAugment, and their determinism in the dataset."""
+
 from __future__ import annotations
 
 import argparse
@@ -103,8 +104,18 @@ def test_cli_flags_build_the_config(tmp_path: Path) -> None:
     parser = add_augment_args(argparse.ArgumentParser())
     assert AugmentConfig.from_args(parser.parse_args([])) == AugmentConfig()
     args = parser.parse_args(
-        ["--no-augment", "--spec-augment", "--noise-dir", str(tmp_path),
-         "--noise-prob", "0.5", "--noise-min", "0.1", "--noise-max", "0.3"]
+        [
+            "--no-augment",
+            "--spec-augment",
+            "--noise-dir",
+            str(tmp_path),
+            "--noise-prob",
+            "0.5",
+            "--noise-min",
+            "0.1",
+            "--noise-max",
+            "0.3",
+        ]
     )
     cfg = AugmentConfig.from_args(args)
     assert not cfg.speed_volume_perturb and cfg.spec_augment
@@ -116,19 +127,60 @@ def test_cli_flags_for_every_new_augmentation(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("a.wav,a.txt\n")
     parser = AugmentConfig.add_args(argparse.ArgumentParser())
-    args = parser.parse_args([
-        "--noise-prob", "0.2", "--noise-types", "pink", "white", "--babble-prob", "0.3", "--babble-manifest",
-        str(manifest), "--babble-talkers", "2", "4", "--babble-snr", "0", "10", "--rir-prob", "0.4", "--rir-rt60",
-        "0.4", "0.6", "--telephone-prob", "0.1", "--eq-prob", "0.5", "--eq-max-db", "6", "--gain-prob", "0.6",
-        "--gain-db", "-20", "0", "--clip-prob", "0.05", "--clip-fraction", "0.01", "0.02", "--trim-prob", "0.7",
-        "--trim-margin", "0", "0.05",
-    ])
+    args = parser.parse_args(
+        [
+            "--noise-prob",
+            "0.2",
+            "--noise-types",
+            "pink",
+            "white",
+            "--babble-prob",
+            "0.3",
+            "--babble-manifest",
+            str(manifest),
+            "--babble-talkers",
+            "2",
+            "4",
+            "--babble-snr",
+            "0",
+            "10",
+            "--rir-prob",
+            "0.4",
+            "--rir-rt60",
+            "0.4",
+            "0.6",
+            "--telephone-prob",
+            "0.1",
+            "--eq-prob",
+            "0.5",
+            "--eq-max-db",
+            "6",
+            "--gain-prob",
+            "0.6",
+            "--gain-db",
+            "-20",
+            "0",
+            "--clip-prob",
+            "0.05",
+            "--clip-fraction",
+            "0.01",
+            "0.02",
+            "--trim-prob",
+            "0.7",
+            "--trim-margin",
+            "0",
+            "0.05",
+        ]
+    )
     cfg = AugmentConfig.from_args(args)
     assert cfg.noise_dir is None and cfg.noise_prob == 0.2 and cfg.noise_types == ("pink", "white")
     assert (cfg.babble_prob, cfg.babble_manifest, cfg.babble_talkers, cfg.babble_snr_db) == (
-        0.3, str(manifest), (2, 4), (0.0, 10.0))
-    assert (cfg.rir_prob, cfg.rir_rt60, cfg.telephone_prob, cfg.eq_prob, cfg.eq_max_db) == (
-        0.4, (0.4, 0.6), 0.1, 0.5, 6.0)
+        0.3,
+        str(manifest),
+        (2, 4),
+        (0.0, 10.0),
+    )
+    assert (cfg.rir_prob, cfg.rir_rt60, cfg.telephone_prob, cfg.eq_prob, cfg.eq_max_db) == (0.4, (0.4, 0.6), 0.1, 0.5, 6.0)
     assert (cfg.gain_prob, cfg.gain_db, cfg.clip_prob, cfg.clip_fraction) == (0.6, (-20.0, 0.0), 0.05, (0.01, 0.02))
     assert (cfg.trim_prob, cfg.trim_margin_s) == (0.7, (0.0, 0.05))
     # The babble manifest defaults to the training manifest.
@@ -232,7 +284,7 @@ def test_noise_segment_crops_or_loops() -> None:
     ramp = np.arange(1000, dtype=np.float32)
     seg = noise_segment(ramp, 300, np.random.default_rng(3))
     start = int(seg[0])
-    np.testing.assert_array_equal(seg, ramp[start:start + 300])
+    np.testing.assert_array_equal(seg, ramp[start : start + 300])
     assert start + 300 <= 1000
     looped = noise_segment(ramp[:70], 300, np.random.default_rng(3))
     start = int(looped[0])
@@ -336,8 +388,9 @@ def test_spec_augment_time_cap_and_zero_width() -> None:
 
 def test_augmentor_order_speed_gain_then_noise(tmp_path: Path) -> None:
     write_tone(tmp_path / "noise" / "n.wav", 0.3, freq=90, seed=5)
-    cfg = AugmentConfig(speed_volume_perturb=True, noise_dir=str(tmp_path / "noise"),
-                        noise_prob=1.0, noise_min=0.2, noise_max=0.4)
+    cfg = AugmentConfig(
+        speed_volume_perturb=True, noise_dir=str(tmp_path / "noise"), noise_prob=1.0, noise_min=0.2, noise_max=0.4
+    )
     aug = Augmentor(cfg, SR)
     audio = sine(300.0, 0.8)
     out = aug.waveform(audio, Augmentor.rngs_for(1, 2, 3))
@@ -424,7 +477,7 @@ def speech_with_silence(seed: int = 0) -> np.ndarray:
     t = np.arange(int(0.8 * SR)) / SR
     voiced = 0.05 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 15))
     audio = 3e-4 * rng.standard_normal(int(1.6 * SR))
-    audio[int(0.4 * SR):int(0.4 * SR) + t.size] += voiced
+    audio[int(0.4 * SR) : int(0.4 * SR) + t.size] += voiced
     return audio.astype(np.float32)
 
 
@@ -540,8 +593,18 @@ def test_streams_are_independent(babble_manifest: Path) -> None:
     identities here (0 dB gain, noise level 0) leaves the reverberated output unchanged."""
     audio = speech_with_silence(3)
     base = AugmentConfig(**OFF, rir_prob=1.0, trim_prob=1.0)
-    more = AugmentConfig(**OFF, rir_prob=1.0, trim_prob=1.0, gain_prob=1.0, gain_db=(0.0, 0.0), noise_prob=1.0,
-                         noise_min=0.0, noise_max=0.0, eq_prob=0.5, eq_max_db=0.0)
+    more = AugmentConfig(
+        **OFF,
+        rir_prob=1.0,
+        trim_prob=1.0,
+        gain_prob=1.0,
+        gain_db=(0.0, 0.0),
+        noise_prob=1.0,
+        noise_min=0.0,
+        noise_max=0.0,
+        eq_prob=0.5,
+        eq_max_db=0.0,
+    )
     for i in range(5):
         rngs_a, rngs_b = Augmentor.rngs_for(9, 4, i), Augmentor.rngs_for(9, 4, i)
         a = Augmentor(base, SR).waveform(audio, rngs_a)
@@ -553,10 +616,18 @@ def test_streams_are_independent(babble_manifest: Path) -> None:
     assert r1["rir"].random() == Augmentor.rngs_for(1, 2, 3)["rir"].random()
 
 
-def test_dataset_with_every_augmentation_is_a_function_of_seed_epoch_index(
-        tiny_dataset: Path, babble_manifest: Path) -> None:
-    cfg = AugmentConfig(noise_prob=0.5, babble_prob=0.5, babble_manifest=str(babble_manifest), rir_prob=0.5,
-                        telephone_prob=0.3, eq_prob=0.5, gain_prob=0.5, clip_prob=0.3, trim_prob=0.5)
+def test_dataset_with_every_augmentation_is_a_function_of_seed_epoch_index(tiny_dataset: Path, babble_manifest: Path) -> None:
+    cfg = AugmentConfig(
+        noise_prob=0.5,
+        babble_prob=0.5,
+        babble_manifest=str(babble_manifest),
+        rir_prob=0.5,
+        telephone_prob=0.3,
+        eq_prob=0.5,
+        gain_prob=0.5,
+        clip_prob=0.3,
+        trim_prob=0.5,
+    )
     a = SpectrogramDataset(tiny_dataset, augment=cfg, seed=3)
     b = SpectrogramDataset(tiny_dataset, augment=cfg, seed=3)
     for epoch in (0, 1):
@@ -575,14 +646,48 @@ def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_pa
 
     parser = train.build_parser()
     assert AugmentConfig.from_args(parser.parse_args([])) == AugmentConfig()  # the recipe, declared once
-    common = ["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), "--save-folder",
-              str(tmp_path), "--model-path", str(tmp_path / "best.pth"), "--hidden-size", "8", "--hidden-layers", "1",
-              "--conv-channels", "4", "--batch-size", "3", "--silent", "--epochs", "1"]
+    common = [
+        "--train-manifest",
+        str(tiny_dataset),
+        "--val-manifest",
+        str(tiny_dataset),
+        "--save-folder",
+        str(tmp_path),
+        "--model-path",
+        str(tmp_path / "best.pth"),
+        "--hidden-size",
+        "8",
+        "--hidden-layers",
+        "1",
+        "--conv-channels",
+        "4",
+        "--batch-size",
+        "3",
+        "--silent",
+        "--epochs",
+        "1",
+    ]
     with pytest.raises(SystemExit) as exc:
         train.main([*common, "--rir-rt60", "0.3", "0.5"])
     assert exc.value.code == 2 and "--rir-rt60 does nothing: reverberation is off" in capsys.readouterr().err
-    flags = ["--noise-prob", "0.5", "--babble-prob", "0.5", "--rir-prob", "0.5", "--telephone-prob", "0.2",
-             "--eq-prob", "0.5", "--gain-prob", "0.5", "--clip-prob", "0.2", "--trim-prob", "0.5"]
+    flags = [
+        "--noise-prob",
+        "0.5",
+        "--babble-prob",
+        "0.5",
+        "--rir-prob",
+        "0.5",
+        "--telephone-prob",
+        "0.2",
+        "--eq-prob",
+        "0.5",
+        "--gain-prob",
+        "0.5",
+        "--clip-prob",
+        "0.2",
+        "--trim-prob",
+        "0.5",
+    ]
     assert train.main([*common, *flags]) == 0
     args = load_checkpoint(tmp_path / "deepspeech_last.pth").training.args
     assert args["rir_prob"] == 0.5 and args["babble_manifest"] is None  # babble from --train-manifest

@@ -1,5 +1,6 @@
 """bench/run_all.py with a tiny model and one repetition: every figure comes out finite, the
 last stdout line is the JSON summary, and --write-docs keeps one section per machine."""
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,34 @@ from data.text import LABELS
 from model import ModelConfig, build_model
 
 TINY = ModelConfig(hidden_size=8, hidden_layers=1, conv_channels=4, rnn_type="gru")
-TINY_PRESET = dict(runs=1, warmup=0, infer_utterances=3, single_utterances=1, decode_utterances=2,
-                   feature_utterances=2, cli_runs=1, cli_warmup=0, matmul_sizes=(64,), batch_size=2, train_batch_size=2,
-                   mean_seconds=0.5)
-REQUIRED = ["train_x_realtime", "train_mfu", "infer_x_realtime", "infer_int8_x_realtime",
-            "decode_greedy_x_realtime", "decode_beam_x_realtime", "features_x_realtime", "cli_cold_start_s",
-            "train_bf16_x_realtime", "infer_single_x_realtime", "train_gflops", "matmul_64_gflops"]
+TINY_PRESET = dict(
+    runs=1,
+    warmup=0,
+    infer_utterances=3,
+    single_utterances=1,
+    decode_utterances=2,
+    feature_utterances=2,
+    cli_runs=1,
+    cli_warmup=0,
+    matmul_sizes=(64,),
+    batch_size=2,
+    train_batch_size=2,
+    mean_seconds=0.5,
+)
+REQUIRED = [
+    "train_x_realtime",
+    "train_mfu",
+    "infer_x_realtime",
+    "infer_int8_x_realtime",
+    "decode_greedy_x_realtime",
+    "decode_beam_x_realtime",
+    "features_x_realtime",
+    "cli_cold_start_s",
+    "train_bf16_x_realtime",
+    "infer_single_x_realtime",
+    "train_gflops",
+    "matmul_64_gflops",
+]
 CUDA_KEYS = ["train_cuda_x_realtime", "train_cuda_amp_x_realtime"]
 
 
@@ -53,8 +76,19 @@ def finite(value) -> bool:
 
 def test_main_prints_every_figure_and_json_last(tiny_run, capsys):
     docs = tiny_run["tmp"] / "docs" / "benchmarks.md"
-    argv = ["--quick", "--model-path", str(tiny_run["model"]), "--val-manifest", str(tiny_run["manifest"]),
-            "--train-manifest", str(tiny_run["manifest"]), "--write-docs", str(docs), "--threads", "1"]
+    argv = [
+        "--quick",
+        "--model-path",
+        str(tiny_run["model"]),
+        "--val-manifest",
+        str(tiny_run["manifest"]),
+        "--train-manifest",
+        str(tiny_run["manifest"]),
+        "--write-docs",
+        str(docs),
+        "--threads",
+        "1",
+    ]
     assert run_all.main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(out[-1])
@@ -67,8 +101,7 @@ def test_main_prints_every_figure_and_json_last(tiny_run, capsys):
     assert summary["matmul_gflops"] == pytest.approx(summary["matmul_64_gflops"], rel=1e-3)
     # WER of the fp32 and int8 models on the given manifest, and their difference
     assert finite(summary["infer_fp32_wer"]) and finite(summary["infer_int8_wer"])
-    assert summary["infer_int8_wer_delta"] == pytest.approx(summary["infer_int8_wer"] - summary["infer_fp32_wer"],
-                                                            abs=2e-3)
+    assert summary["infer_int8_wer_delta"] == pytest.approx(summary["infer_int8_wer"] - summary["infer_fp32_wer"], abs=2e-3)
     assert summary["threads"] == 1 and summary["runs"] == 1 and summary["quick"] is True
     assert summary["train_model"]["hidden_size"] == 8
     assert summary["decode_lm"].startswith("3-gram from") and str(tiny_run["manifest"]) in summary["decode_lm"]
@@ -113,8 +146,7 @@ def test_given_lm_and_runs_flag(tiny_run, tmp_path):
 def test_train_follows_train_py_defaults():
     a = run_all.train.build_parser().parse_args([])
     cfg = run_all.default_model_config()
-    assert (cfg.hidden_size, cfg.rnn_type, cfg.arch, cfg.bidirectional) == (a.hidden_size, a.rnn_type, a.arch,
-                                                                            a.bidirectional)
+    assert (cfg.hidden_size, cfg.rnn_type, cfg.arch, cfg.bidirectional) == (a.hidden_size, a.rnn_type, a.arch, a.bidirectional)
     assert cfg.hidden_layers == (a.hidden_layers or 3)
     batch = run_all.an4_like_batch(16, 2.7, cfg.n_features)
     assert batch.inputs.shape[0] == 16 and len(set(batch.input_lengths.tolist())) > 1  # mixed lengths
@@ -135,22 +167,28 @@ def test_docs_keep_one_section_per_machine(tmp_path):
     assert text.count("## machine A") == 1 and text.index("machine A") < text.index("machine B")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model-path", "missing.pth"], "--model-path missing.pth: file not found"),
-    (["--lm-path", "missing.arpa"], "--lm-path missing.arpa: file not found"),
-    (["--val-manifest", "missing.csv"], "--val-manifest missing.csv: file not found"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model-path", "missing.pth"], "--model-path missing.pth: file not found"),
+        (["--lm-path", "missing.arpa"], "--lm-path missing.arpa: file not found"),
+        (["--val-manifest", "missing.csv"], "--val-manifest missing.csv: file not found"),
+    ],
+)
 def test_bad_paths_give_one_error_line(argv, message, capsys):
     assert run_all.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {message}"]
 
 
-@pytest.mark.parametrize("flag, content, message", [
-    ("--model-path", b"not a checkpoint", "not a PyTorch checkpoint"),
-    ("--lm-path", b"\x00\x01binary", "lm.bin"),
-    ("--val-manifest", b"only-one-column\n", "manifest.csv"),
-])
+@pytest.mark.parametrize(
+    "flag, content, message",
+    [
+        ("--model-path", b"not a checkpoint", "not a PyTorch checkpoint"),
+        ("--lm-path", b"\x00\x01binary", "lm.bin"),
+        ("--val-manifest", b"only-one-column\n", "manifest.csv"),
+    ],
+)
 def test_unusable_files_fail_before_measuring(flag, content, message, tmp_path, capsys):
     name = {"--model-path": "model.pth", "--lm-path": "lm.bin", "--val-manifest": "manifest.csv"}[flag]
     path = tmp_path / name

@@ -1,4 +1,5 @@
 """checkpoint.py: round trip, weights_only, atomic save, wrapped models, errors, fp16, model.py info tool."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,16 +32,26 @@ from model import ModelConfig, build_model, count_parameters
 REPO = Path(__file__).resolve().parents[1]
 
 
-def save(path: Path, model: nn.Module, audio: AudioConfig = AudioConfig(), labels=LABELS, fp16_weights: bool = False,
-         **training) -> Path:
+def save(
+    path: Path, model: nn.Module, audio: AudioConfig = AudioConfig(), labels=LABELS, fp16_weights: bool = False, **training
+) -> Path:
     state = TrainingState(**training) if training else None
     return save_checkpoint(path, Checkpoint.from_model(model, audio, labels, state), fp16_weights=fp16_weights)
 
 
 def tiny_model(arch: str = "ds2", bidirectional: bool = True, seed: int = 0, **kw) -> nn.Module:
     torch.manual_seed(seed)
-    cfg = ModelConfig(arch=arch, hidden_size=8, hidden_layers=2, rnn_type="gru", bidirectional=bidirectional,
-                      conv_channels=4, lookahead_context=3, ds1_context=2, **kw)
+    cfg = ModelConfig(
+        arch=arch,
+        hidden_size=8,
+        hidden_layers=2,
+        rnn_type="gru",
+        bidirectional=bidirectional,
+        conv_channels=4,
+        lookahead_context=3,
+        ds1_context=2,
+        **kw,
+    )
     model = build_model(cfg)
     with torch.no_grad():  # non-trivial BatchNorm buffers, so they must round-trip too
         for m in model.modules():
@@ -111,12 +122,22 @@ def test_training_state_round_trips(tmp_path: Path) -> None:
     log_probs.sum().backward()
     optimizer.step()
     scheduler.step()
-    rng = to_plain_data({"torch": torch.get_rng_state(), "python": random.getstate(),
-                         "numpy": np.random.get_state()})
+    rng = to_plain_data({"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()})
     history = {"epoch": [1], "train_loss": [50.0], "val_loss": [40.0], "wer": [80.0], "cer": [40.0]}
     args = to_plain_data({"save_folder": Path("models"), "lr": np.float64(1e-3), "labels_path": None})
-    path = save(tmp_path / "m.pth", model, AudioConfig(), LABELS, optimizer=optimizer.state_dict(),
-                           scheduler=scheduler.state_dict(), rng=rng, epoch=1, step=7, history=history, args=args)
+    path = save(
+        tmp_path / "m.pth",
+        model,
+        AudioConfig(),
+        LABELS,
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        rng=rng,
+        epoch=1,
+        step=7,
+        history=history,
+        args=args,
+    )
     pkg = load_checkpoint(path).training
     assert pkg.args == {"save_folder": "models", "lr": 1e-3, "labels_path": None}
     assert pkg.history == history and pkg.step == 7
@@ -170,8 +191,11 @@ def test_wrapped_models_save_the_same_clean_keys(tmp_path: Path) -> None:
 
     model = tiny_model()
     bare_keys = list(model.state_dict())
-    wrapped = {"dataparallel": nn.DataParallel(model), "compiled": torch.compile(model),
-               "dataparallel+compiled": nn.DataParallel(torch.compile(model))}
+    wrapped = {
+        "dataparallel": nn.DataParallel(model),
+        "compiled": torch.compile(model),
+        "dataparallel+compiled": nn.DataParallel(torch.compile(model)),
+    }
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         wrapped["ddp"] = nn.parallel.DistributedDataParallel(model)
@@ -220,8 +244,15 @@ def test_foreign_files(tmp_path: Path) -> None:
     model = tiny_model()
     torch.save(model.state_dict(), tmp_path / "bare.pth")
     _assert_error(tmp_path / "bare.pth", "bare state_dict")
-    ds_package = {"version": "0.0.1", "hidden_size": 8, "hidden_layers": 2, "rnn_type": "gru",
-                  "audio_conf": {"sample_rate": 16000}, "labels": list(LABELS), "state_dict": model.state_dict()}
+    ds_package = {
+        "version": "0.0.1",
+        "hidden_size": 8,
+        "hidden_layers": 2,
+        "rnn_type": "gru",
+        "audio_conf": {"sample_rate": 16000},
+        "labels": list(LABELS),
+        "state_dict": model.state_dict(),
+    }
     torch.save(ds_package, tmp_path / "deepspeech_pytorch.pth")
     _assert_error(tmp_path / "deepspeech_pytorch.pth", "deepspeech.pytorch")
     torch.save(model, tmp_path / "pickled_module.pth")  # a whole pickled nn.Module: never unpickled
@@ -239,8 +270,7 @@ def _edited(saved_path: Path, tmp_path: Path, name: str, edit) -> Path:
 
 def test_wrong_version_and_missing_keys(tmp_path: Path, saved: tuple[Path, nn.Module]) -> None:
     path = saved[0]
-    _assert_error(_edited(path, tmp_path, "v3.pth", lambda p: p.update(format_version=3)),
-                  "format_version 3 is newer")
+    _assert_error(_edited(path, tmp_path, "v3.pth", lambda p: p.update(format_version=3)), "format_version 3 is newer")
     _assert_error(_edited(path, tmp_path, "v0.pth", lambda p: p.update(format_version="1")), "unknown")
     _assert_error(_edited(path, tmp_path, "other.pth", lambda p: p.update(format="nemo")), "'nemo'")
     _assert_error(_edited(path, tmp_path, "nolabels.pth", lambda p: p.pop("labels")), "lacks ['labels']")
@@ -249,19 +279,20 @@ def test_wrong_version_and_missing_keys(tmp_path: Path, saved: tuple[Path, nn.Mo
 
 def test_inconsistent_contents(tmp_path: Path, saved: tuple[Path, nn.Module]) -> None:
     path = saved[0]
-    _assert_error(_edited(path, tmp_path, "hidden.pth", lambda p: p["model_config"].update(hidden_size=9)),
-                  "weights do not match", "wrong shape", "head.weight [29, 8] vs [29, 9]")
-    _assert_error(_edited(path, tmp_path, "layers.pth", lambda p: p["model_config"].update(hidden_layers=3)),
-                  "missing: rnns.2")
-    _assert_error(_edited(path, tmp_path, "extra_key.pth", lambda p: p["state_dict"].update(stray=torch.ones(1))),
-                  "unexpected: stray")
-    _assert_error(_edited(path, tmp_path, "arch.pth", lambda p: p["model_config"].update(arch="ds9")),
-                  "bad model_config", "ds9")
-    _assert_error(_edited(path, tmp_path, "audio.pth", lambda p: p["audio_config"].update(window="kaiser")),
-                  "bad audio_config")
+    _assert_error(
+        _edited(path, tmp_path, "hidden.pth", lambda p: p["model_config"].update(hidden_size=9)),
+        "weights do not match",
+        "wrong shape",
+        "head.weight [29, 8] vs [29, 9]",
+    )
+    _assert_error(_edited(path, tmp_path, "layers.pth", lambda p: p["model_config"].update(hidden_layers=3)), "missing: rnns.2")
+    _assert_error(
+        _edited(path, tmp_path, "extra_key.pth", lambda p: p["state_dict"].update(stray=torch.ones(1))), "unexpected: stray"
+    )
+    _assert_error(_edited(path, tmp_path, "arch.pth", lambda p: p["model_config"].update(arch="ds9")), "bad model_config", "ds9")
+    _assert_error(_edited(path, tmp_path, "audio.pth", lambda p: p["audio_config"].update(window="kaiser")), "bad audio_config")
     _assert_error(_edited(path, tmp_path, "labels.pth", lambda p: p.update(labels=list("_ab "))), "4 labels")
-    _assert_error(_edited(path, tmp_path, "rate.pth", lambda p: p["audio_config"].update(sample_rate=8000)),
-                  "81 features")
+    _assert_error(_edited(path, tmp_path, "rate.pth", lambda p: p["audio_config"].update(sample_rate=8000)), "81 features")
 
 
 def test_non_plain_training_state_is_refused_before_writing(tmp_path: Path) -> None:
@@ -307,10 +338,25 @@ def test_half_precision_save_is_smaller_and_loads_as_fp32(tmp_path: Path) -> Non
 
 def test_info_tool_prints_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     model = tiny_model(bidirectional=False)
-    history = {"epoch": [1, 2, 3], "train_loss": [9.0, 7.0, 6.0], "val_loss": [8.0, 6.5, 6.6],
-               "wer": [60.0, 40.5, 45.0], "cer": [30.0, 20.25, 22.0], "lr": [1e-3, 1e-3, 1e-3]}
-    path = save(tmp_path / "m.pth", model, AudioConfig(), LABELS, epoch=3, step=30, history=history,
-                           optimizer={"state": {}, "param_groups": []}, fp16_weights=True)
+    history = {
+        "epoch": [1, 2, 3],
+        "train_loss": [9.0, 7.0, 6.0],
+        "val_loss": [8.0, 6.5, 6.6],
+        "wer": [60.0, 40.5, 45.0],
+        "cer": [30.0, 20.25, 22.0],
+        "lr": [1e-3, 1e-3, 1e-3],
+    }
+    path = save(
+        tmp_path / "m.pth",
+        model,
+        AudioConfig(),
+        LABELS,
+        epoch=3,
+        step=30,
+        history=history,
+        optimizer={"state": {}, "param_groups": []},
+        fp16_weights=True,
+    )
     assert model_module.main(["--model-path", str(path)]) == 0
     out = capsys.readouterr().out
     assert "DeepSpeech 2 (ds2): 2 x 8 unidirectional GRU, conv channels 4, lookahead context 3" in out
@@ -343,15 +389,16 @@ def test_info_tool_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
 
 
 def test_info_tool_runs_as_a_script(saved: tuple[Path, nn.Module]) -> None:
-    result = subprocess.run([sys.executable, "model.py", "--model-path", str(saved[0])], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "model.py", "--model-path", str(saved[0])], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "architecture:  DeepSpeech 2 (ds2): 2 x 8 bidirectional GRU" in result.stdout
     assert "metrics:       none stored" in result.stdout
-    missing = subprocess.run([sys.executable, "model.py", "--model-path", "does/not/exist.pth"], cwd=REPO,
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "model.py", "--model-path", "does/not/exist.pth"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert missing.returncode == 2 and missing.stderr.startswith("error: does/not/exist.pth: checkpoint not found")
-
 
 
 def test_export_strips_training_state_and_halves_weights(tmp_path, capsys):
@@ -361,8 +408,15 @@ def test_export_strips_training_state_and_halves_weights(tmp_path, capsys):
     net = build_model(cfg).eval()
     opt = torch.optim.AdamW(net.parameters())
     src = tmp_path / "last.pth"
-    save(src, net, AudioConfig(), list(LABELS), optimizer=opt.state_dict(), epoch=3,
-                    history={"epoch": [1, 2, 3], "wer": [90.0, 80.0, 70.0]})
+    save(
+        src,
+        net,
+        AudioConfig(),
+        list(LABELS),
+        optimizer=opt.state_dict(),
+        epoch=3,
+        history={"epoch": [1, 2, 3], "wer": [90.0, 80.0, 70.0]},
+    )
     out = tmp_path / "release.pth"
     assert model_cli.main(["--model-path", str(src), "--export", str(out), "--fp16-weights"]) == 0
     pkg = load_checkpoint(out)
@@ -383,8 +437,14 @@ def test_export_strips_training_state_and_halves_weights(tmp_path, capsys):
 def test_format_1_files_still_load(tmp_path: Path) -> None:
     """Format 1 kept the training keys at the top level and normalize as a bool."""
     model = tiny_model()
-    path = save(tmp_path / "v2.pth", model, epoch=4, step=40, history={"epoch": [4], "wer": [33.0]},
-                optimizer={"state": {}, "param_groups": []})
+    path = save(
+        tmp_path / "v2.pth",
+        model,
+        epoch=4,
+        step=40,
+        history={"epoch": [4], "wer": [33.0]},
+        optimizer={"state": {}, "param_groups": []},
+    )
     raw = torch.load(path, weights_only=True)
     training = raw.pop("training")
     raw.update(format_version=1, **training)

@@ -1,4 +1,5 @@
 """test.py and transcribe.py through main(argv), on a tiny model trained in the test."""
+
 from __future__ import annotations
 
 import json
@@ -33,17 +34,55 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     manifest = root / "manifest.csv"
     write_manifest(manifest, rows)
     model = root / "model.pth"
-    assert train.main(["--train-manifest", str(manifest), "--val-manifest", str(manifest), "--save-folder",
-                       str(root / "ckpt"), "--model-path", str(model), "--hidden-size", "8", "--hidden-layers", "1",
-                       "--conv-channels", "4", "--epochs", "2", "--batch-size", "3", "--silent"]) == 0
+    assert (
+        train.main(
+            [
+                "--train-manifest",
+                str(manifest),
+                "--val-manifest",
+                str(manifest),
+                "--save-folder",
+                str(root / "ckpt"),
+                "--model-path",
+                str(model),
+                "--hidden-size",
+                "8",
+                "--hidden-layers",
+                "1",
+                "--conv-channels",
+                "4",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "3",
+                "--silent",
+            ]
+        )
+        == 0
+    )
     return model, manifest
 
 
 def test_test_py_prints_summary_and_writes_report(trained, tmp_path, capsys):
     model, manifest = trained
     report = tmp_path / "report.json"
-    assert evaluate_cli.main(["--model-path", str(model), "--test-manifest", str(manifest), "--report", str(report),
-                              "--verbose", "--silent", "--batch-size", "4"]) == 0
+    assert (
+        evaluate_cli.main(
+            [
+                "--model-path",
+                str(model),
+                "--test-manifest",
+                str(manifest),
+                "--report",
+                str(report),
+                "--verbose",
+                "--silent",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("Ref: ") == 6 and "Hyp: " in out
     summary = [line for line in out.splitlines() if line.startswith("Test Summary")]
@@ -88,9 +127,32 @@ def test_test_py_beam_with_lm_and_saved_outputs(trained, tmp_path, capsys):
     assert build_lm.main(["--manifest", str(manifest), "--order", "2", "--out", str(lm)]) == 0
     saved = tmp_path / "out.pt"
     report = tmp_path / "r.json"
-    assert evaluate_cli.main(["--model-path", str(model), "--test-manifest", str(manifest), "--decoder", "beam",
-                              "--lm-path", str(lm), "--alpha", "0.5", "--beta", "1.0", "--beam-width", "8",
-                              "--save-output", str(saved), "--report", str(report), "--silent"]) == 0
+    assert (
+        evaluate_cli.main(
+            [
+                "--model-path",
+                str(model),
+                "--test-manifest",
+                str(manifest),
+                "--decoder",
+                "beam",
+                "--lm-path",
+                str(lm),
+                "--alpha",
+                "0.5",
+                "--beta",
+                "1.0",
+                "--beam-width",
+                "8",
+                "--save-output",
+                str(saved),
+                "--report",
+                str(report),
+                "--silent",
+            ]
+        )
+        == 0
+    )
     assert "Test Summary" in capsys.readouterr().out
     assert json.loads(report.read_text())["decoder"]["type"] == "beam"
     outputs = load_outputs(saved)
@@ -100,8 +162,7 @@ def test_test_py_beam_with_lm_and_saved_outputs(trained, tmp_path, capsys):
 
 def test_test_py_half_runs(trained, capsys):
     model, manifest = trained
-    assert evaluate_cli.main(["--model-path", str(model), "--test-manifest", str(manifest), "--half",
-                              "--silent"]) == 0
+    assert evaluate_cli.main(["--model-path", str(model), "--test-manifest", str(manifest), "--half", "--silent"]) == 0
     assert "Test Summary" in capsys.readouterr().out
 
 
@@ -155,8 +216,7 @@ def test_transcribe_folder_and_bad_files(trained, tmp_path, capsys):
     write_tone(folder / "sub" / "b.flac", 0.6, subtype="PCM_16")
     (folder / "broken.wav").write_bytes(b"RIFF not really")
     (folder / "notes.txt").write_text("ignored")
-    rc, out = run_transcribe(capsys, "--model-path", str(model), "--audio-path", str(folder),
-                             str(tmp_path / "missing.wav"))
+    rc, out = run_transcribe(capsys, "--model-path", str(model), "--audio-path", str(folder), str(tmp_path / "missing.wav"))
     assert rc == 1  # something failed, the rest was transcribed
     by_name = {Path(o["audio_path"]).name: o for o in out["output"]}
     assert set(by_name) == {"a.wav", "b.flac", "broken.wav", "missing.wav"}
@@ -180,7 +240,7 @@ def test_chunk_bounds_cut_at_silence_and_cover_the_audio():
     cfg = AudioConfig()
     rng = np.random.default_rng(0)
     audio = rng.standard_normal(16000 * 70).astype(np.float32)
-    audio[16000 * 27: 16000 * 27 + 800] = 0.0  # a silent 50 ms inside the first chunk's last quarter
+    audio[16000 * 27 : 16000 * 27 + 800] = 0.0  # a silent 50 ms inside the first chunk's last quarter
     bounds = inference.chunk_bounds(audio, cfg.sample_rate, 30.0)
     assert bounds[0][0] == 0 and bounds[-1][1] == len(audio)
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
@@ -228,8 +288,9 @@ def test_real_an4_clips_including_8khz_stereo(trained, an4_dir, tmp_path, capsys
     rc, out = run_transcribe(capsys, "--model-path", str(model), "--audio-path", *map(str, clips), str(stereo))
     assert rc == 0 and len(out["output"]) == 4
     assert all("transcription" in o for o in out["output"])
-    rc = evaluate_cli.main(["--model-path", str(model), "--test-manifest", str(an4_dir / "an4_val_manifest.csv"),
-                            "--silent", "--batch-size", "32"])
+    rc = evaluate_cli.main(
+        ["--model-path", str(model), "--test-manifest", str(an4_dir / "an4_val_manifest.csv"), "--silent", "--batch-size", "32"]
+    )
     assert rc == 0 and "Test Summary" in capsys.readouterr().out
 
 
@@ -263,8 +324,9 @@ def test_transcribe_beam_top_paths_lists_alternatives(trained, capsys):
     pytest.importorskip("flashlight.lib.text")
     model, manifest = trained
     wav = str(read_manifest(manifest)[4][0])
-    rc, out = run_transcribe(capsys, "--model-path", str(model), "--audio-path", wav, "--decoder", "beam",
-                             "--beam-width", "8", "--top-paths", "3")
+    rc, out = run_transcribe(
+        capsys, "--model-path", str(model), "--audio-path", wav, "--decoder", "beam", "--beam-width", "8", "--top-paths", "3"
+    )
     assert rc == 0
     entry = out["output"][0]
     assert isinstance(entry["alternatives"], list) and len(entry["alternatives"]) <= 2

@@ -1,5 +1,6 @@
 """data/common_voice.py on a miniature Common Voice release generated here in the real
 layout (48 kHz MP3 clips written by soundfile, TSV files), with odd rows and members."""
+
 from __future__ import annotations
 
 import io
@@ -91,8 +92,8 @@ def release_files(root: str = ROOT) -> dict[str, bytes]:
     """{name inside the release: bytes}: clips, the three TSVs and validated.tsv."""
     files = {}
     for stem, data in AUDIO.items():
-        files[f"{root}/clips/{stem}.mp3"] = b"\xff\xfb\x90\x00" + b"garbage" * 50 if stem == CORRUPT else (
-            encode(data, 48000, "MP3")
+        files[f"{root}/clips/{stem}.mp3"] = (
+            b"\xff\xfb\x90\x00" + b"garbage" * 50 if stem == CORRUPT else (encode(data, 48000, "MP3"))
         )
     for split in ROWS:
         files[f"{root}/{split}.tsv"] = tsv(split)
@@ -157,8 +158,9 @@ KEPT = {
 
 @needs_mp3
 @pytest.mark.parametrize("order, passes", [("tsv_first", 1), ("clips_first", 2)])
-def test_prepares_miniature_release(archives: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture,
-                                    order: str, passes: int) -> None:
+def test_prepares_miniature_release(
+    archives: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, order: str, passes: int
+) -> None:
     target = tmp_path / "cv"
     rc, out, err = run(capsys, *args_for(archives[order], target))
     assert rc == 0, err
@@ -177,8 +179,7 @@ def test_prepares_miniature_release(archives: dict[str, Path], tmp_path: Path, c
 
 
 @needs_mp3
-def test_strip_accents_is_a_new_setting(archives: dict[str, Path], tmp_path: Path,
-                                        capsys: pytest.CaptureFixture) -> None:
+def test_strip_accents_is_a_new_setting(archives: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "cv"
     assert run(capsys, *args_for(archives["tsv_first"], target))[0] == 0
     rc, out, err = run(capsys, *args_for(archives["tsv_first"], target, "--strip-accents"))
@@ -200,8 +201,7 @@ def test_extracted_folder_and_language_folder(tmp_path: Path, capsys: pytest.Cap
         assert rc == 0, err
         check_target(target, {"dev": KEPT["dev"], "test": KEPT["test"]})
         assert not (target / "train").exists()
-        assert run(capsys, *args_for(source, target, "--files-to-process", "dev.tsv", "test.tsv"))[1].count(
-            "nothing to do") == 1
+        assert run(capsys, *args_for(source, target, "--files-to-process", "dev.tsv", "test.tsv"))[1].count("nothing to do") == 1
     # a changed TSV in the folder is a different source: redone
     (release / ROOT / "test.tsv").write_bytes(tsv("test") + b"client5\tcommon_voice_en_20.mp3\tGood morning\t2\t0\n")
     rc, out, _ = run(capsys, *args_for(release, tmp_path / "cv_release", "--files-to-process", "dev.tsv", "test.tsv"))
@@ -240,8 +240,7 @@ def test_bad_input(archives: dict[str, Path], tmp_path: Path, capsys: pytest.Cap
     assert rc == 2 and "does not look like a Common Voice release" in err
 
 
-def test_mp3_support_is_checked_first(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mp3_support_is_checked_first(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(common_voice.sf, "__libsndfile_version__", "1.0.31")
     rc, _, err = run(capsys, "--archive", tmp_path, "--target-dir", tmp_path / "t")
     assert rc == 2 and err.count("\n") == 1

@@ -1,4 +1,5 @@
 """data/corrupt.py on generated audio: determinism, length/rate contracts and measured effects."""
+
 from __future__ import annotations
 
 import math
@@ -143,7 +144,7 @@ def test_babble_like_noise_is_speech_band_and_modulated() -> None:
 def test_babble_is_a_sum_of_the_given_utterances() -> None:
     b = corrupt.babble(OTHERS[:1], 500, np.random.default_rng(0))
     start = int(np.random.default_rng(0).integers(0, OTHERS[0].size - 500 + 1))
-    segment = OTHERS[0][start:start + 500]
+    segment = OTHERS[0][start : start + 500]
     np.testing.assert_allclose(b, segment / corrupt.rms(segment), rtol=1e-5, atol=1e-6)
     assert not np.any(corrupt.babble([np.zeros(100, np.float32)], 50, np.random.default_rng(0)))
     with pytest.raises(ValueError):
@@ -296,7 +297,7 @@ def padded_utterance(lead: float, trail: float, seed: int = 0) -> tuple[np.ndarr
     speech = np.concatenate([burst, voiced, burst[::-1]])
     n_lead, n_trail = int(lead * SR), int(trail * SR)
     audio = 3.2e-4 * rng.standard_normal(n_lead + speech.size + n_trail)
-    audio[n_lead:n_lead + speech.size] += speech
+    audio[n_lead : n_lead + speech.size] += speech
     return audio.astype(np.float32), n_lead, n_lead + speech.size
 
 
@@ -309,7 +310,7 @@ def test_trim_keeps_the_speech_and_at_most_the_margin(lead: float, trail: float,
     assert end - int(0.001 * SR) <= b <= end + int(0.001 * SR)
     y = corrupt.trim_silence(x, SR, margin, margin)
     offset = max(0, a - int(margin * SR))
-    np.testing.assert_array_equal(y, x[offset:offset + y.size])
+    np.testing.assert_array_equal(y, x[offset : offset + y.size])
     assert offset <= start and offset + y.size >= end  # all the speech is kept
     assert start - offset <= margin * SR + 1e-9 and offset + y.size - end <= margin * SR + int(0.001 * SR)
     assert (start - offset) / SR <= 0.03 + 1e-9 and (offset + y.size - end) / SR <= 0.031

@@ -1,4 +1,5 @@
 """Audio front end, manifests, labels, dataset, collate, samplers and the loader."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ def reference_spectrogram(x: np.ndarray, n_fft: int = 320, hop: int = 160, norma
     scalar mean and (unbiased, like torch.std) standard deviation."""
     padded = np.pad(x.astype(np.float64), n_fft // 2, mode="constant")
     n_frames = 1 + x.size // hop
-    frames = np.stack([padded[t * hop:t * hop + n_fft] for t in range(n_frames)])
+    frames = np.stack([padded[t * hop : t * hop + n_fft] for t in range(n_frames)])
     window = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic: divides by N, not N-1
     spect = np.log1p(np.abs(np.fft.rfft(frames * window, axis=1))).T  # (F, T)
     if normalize:
@@ -63,7 +64,7 @@ def test_spectrogram_shape(n_samples: int) -> None:
 def test_spectrogram_values_match_numpy_reference(normalize: bool) -> None:
     x = (0.3 * np.random.default_rng(1).standard_normal(12345)).astype(np.float32)
     x[:2000] += 0.5 * np.sin(2 * np.pi * 440 * np.arange(2000) / SR).astype(np.float32)
-    spect = spectrogram(x, AudioConfig(normalize='utterance' if normalize else 'none')).astype(np.float64)
+    spect = spectrogram(x, AudioConfig(normalize="utterance" if normalize else "none")).astype(np.float64)
     np.testing.assert_allclose(spect, reference_spectrogram(x, normalize=normalize), atol=2e-4, rtol=1e-4)
 
 
@@ -94,7 +95,7 @@ def test_global_normalisation_and_old_bool_field() -> None:
 
 def test_spectrogram_pads_with_zeros_not_reflection() -> None:
     x = np.ones(3200, dtype=np.float32)
-    spect = spectrogram(x, AudioConfig(normalize='none'))
+    spect = spectrogram(x, AudioConfig(normalize="none"))
     window = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(320) / 320)
     # Frame 0 sees 160 zeros then 160 ones: its DC bin is the sum of the window's second half.
     assert spect[0, 0].item() == pytest.approx(math.log1p(window[160:].sum()), rel=1e-5)
@@ -225,11 +226,18 @@ def test_absolute_path_manifest_from_deepspeech_pytorch_v2(tiny_dataset: Path, t
     assert SpectrogramDataset(legacy).texts == ["A", "AB", "YES", "NO", "HELLO", "GO UP"]
 
 
-@pytest.mark.parametrize("bad_row, message", [
-    ("wav/u0.wav", "expected"), ("wav/u0.wav,txt/u0.txt,2.0,extra", "expected"), ("wav/u0.wav,", "expected"),
-    (",txt/u0.txt", "expected"), ("wav/u0.wav,txt/u0.txt,soon", "expected"), ("wav/u0.wav,txt/u0.txt,-1", "expected"),
-    ("wav/u0.wav,txt/u0.txt,nan", "expected"),
-])
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        ("wav/u0.wav", "expected"),
+        ("wav/u0.wav,txt/u0.txt,2.0,extra", "expected"),
+        ("wav/u0.wav,", "expected"),
+        (",txt/u0.txt", "expected"),
+        ("wav/u0.wav,txt/u0.txt,soon", "expected"),
+        ("wav/u0.wav,txt/u0.txt,-1", "expected"),
+        ("wav/u0.wav,txt/u0.txt,nan", "expected"),
+    ],
+)
 def test_bad_manifest_rows_raise_with_file_and_line(tiny_dataset: Path, bad_row: str, message: str) -> None:
     lines = tiny_dataset.read_text().splitlines()
     lines.insert(2, bad_row)
@@ -494,8 +502,7 @@ def test_distributed_sampler_partitions_the_same_bins(n_items: int, replicas: in
     base = BucketingSampler(n_items, 2, seed=9)
     n_bins = len(base.bins)
     for epoch in range(3):
-        ranks = [DistributedBucketingSampler(n_items, 2, seed=9, num_replicas=replicas, rank=r)
-                 for r in range(replicas)]
+        ranks = [DistributedBucketingSampler(n_items, 2, seed=9, num_replicas=replicas, rank=r) for r in range(replicas)]
         per_rank = [epoch_batches(s, epoch) for s in ranks]
         assert all(len(b) == len(s) == math.ceil(n_bins / replicas) for b, s in zip(per_rank, ranks))
         covered = [tuple(b) for batches in per_rank for b in batches]
@@ -584,7 +591,7 @@ def test_loader_resumes_mid_epoch_with_workers(tiny_dataset: Path) -> None:
     sampler2.load_state_dict(state)
     assert len(sampler2) - sampler2.batches_done == 2
     resumed = collect(loader2, range(1, 2))
-    assert_same_batches(resumed, reference[6 + 4:])
+    assert_same_batches(resumed, reference[6 + 4 :])
 
 
 def test_bench_features_quick(capsys: pytest.CaptureFixture) -> None:

@@ -1,4 +1,5 @@
 """decoder.py: greedy and beam decoding on hand-made log-probs, WER/CER, decoder flags."""
+
 from __future__ import annotations
 
 import argparse
@@ -84,7 +85,7 @@ def test_greedy_collapses_repeats_and_drops_blanks() -> None:
 
 def test_greedy_strips_and_collapses_spaces_and_word_times() -> None:
     x = frames("  HI_ _  _TH_ERE  ")[None]
-    (hyp,), = GreedyDecoder(L).decode(x)
+    ((hyp,),) = GreedyDecoder(L).decode(x)
     assert hyp.text == "HI THERE"
     assert hyp.char_frames == [2, 3, 5, 10, 11, 13, 14, 15]
     assert hyp.words(0.02) == [
@@ -112,8 +113,7 @@ def test_decode_rejects_wrong_shapes() -> None:
 
 def test_hypothesis_words_hand_case() -> None:
     h = Hypothesis("GO UP", [3, 4, 7, 9, 12], 0.0)
-    assert h.words(0.5) == [{"word": "GO", "start": 1.5, "end": 2.5},
-                            {"word": "UP", "start": 4.5, "end": 6.5}]
+    assert h.words(0.5) == [{"word": "GO", "start": 1.5, "end": 2.5}, {"word": "UP", "start": 4.5, "end": 6.5}]
 
 
 # ---------------------------------------------------------------------------- beam
@@ -146,7 +146,7 @@ def test_lm_fixes_kat_to_cat_only_with_alpha(tmp_path: Path) -> None:
     no_lm_weight = BeamCTCDecoder(L, beam_width=16, lm_path=lm, alpha=0.0, beta=0.0)
     assert no_lm_weight.decode(x)[0][0].text == "THE KAT SAT"
     with_lm = BeamCTCDecoder(L, beam_width=16, lm_path=lm, alpha=1.0, beta=0.0)
-    (best,), = with_lm.decode(x)
+    ((best,),) = with_lm.decode(x)
     assert best.text == "THE CAT SAT"
     assert [w["word"] for w in best.words(0.02)] == ["THE", "CAT", "SAT"]
     assert best.char_frames == [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 19]
@@ -160,7 +160,7 @@ def test_lm_vocabulary_restricts_words_and_beta_counts_words(tmp_path: Path) -> 
     lm = lm_file(tmp_path, CAT_CORPUS)
     d = BeamCTCDecoder(L, beam_width=16, lm_path=lm, alpha=0.5, beta=0.0)
     assert sorted(d.vocabulary) == ["A", "CAT", "KAT", "MAT", "RAN", "SAT", "THE"]
-    (hyp,), = d.decode(frames("_D_O_G_ _C_A_T_")[None])  # DOG is not a word of the LM
+    ((hyp,),) = d.decode(frames("_D_O_G_ _C_A_T_")[None])  # DOG is not a word of the LM
     assert "DOG" not in hyp.text.split() and hyp.text.endswith("CAT")
     # beta is added once per word to the score
     x = kat_frames(0.5, 0.45)[None]
@@ -211,8 +211,7 @@ def test_cutoff_prob_and_cutoff_top_n_prune_tokens() -> None:
 @requires_flashlight
 def test_lm_workers_decode_in_processes_like_in_process(tmp_path: Path) -> None:
     lm = lm_file(tmp_path, CAT_CORPUS)
-    x = torch.stack([kat_frames(0.5, 0.45), frames("_TH_E_ _M_A_T_________"),
-                     kat_frames(0.9, 0.05)])
+    x = torch.stack([kat_frames(0.5, 0.45), frames("_TH_E_ _M_A_T_________"), kat_frames(0.9, 0.05)])
     serial = BeamCTCDecoder(L, lm_path=lm, alpha=1.0).decode(x)
     with BeamCTCDecoder(L, lm_path=lm, alpha=1.0, lm_workers=2) as parallel:
         got = parallel.decode(x)
@@ -276,33 +275,69 @@ def test_make_decoder_defaults_and_beam_flags(tmp_path: Path) -> None:
     lm = lm_file(tmp_path, CAT_CORPUS)
     lexicon = tmp_path / "lex.txt"
     lexicon.write_text("CAT\nSAT\nTHE\n")
-    d = make_decoder(parse("--decoder", "beam", "--beam-width", "7", "--lm-path", str(lm),
-                           "--alpha", "1.5", "--beta", "0.5", "--cutoff-top-n", "12",
-                           "--cutoff-prob", "0.99", "--top-paths", "2", "--lexicon", str(lexicon),
-                           "--lm-workers", "1"), L)
+    d = make_decoder(
+        parse(
+            "--decoder",
+            "beam",
+            "--beam-width",
+            "7",
+            "--lm-path",
+            str(lm),
+            "--alpha",
+            "1.5",
+            "--beta",
+            "0.5",
+            "--cutoff-top-n",
+            "12",
+            "--cutoff-prob",
+            "0.99",
+            "--top-paths",
+            "2",
+            "--lexicon",
+            str(lexicon),
+            "--lm-workers",
+            "1",
+        ),
+        L,
+    )
     assert isinstance(d, BeamCTCDecoder)
-    assert d.describe() == {"type": "beam", "beam_width": 7, "lm": str(lm), "alpha": 1.5,
-                            "beta": 0.5, "cutoff_top_n": 12, "cutoff_prob": 0.99,
-                            "top_paths": 2, "lexicon": str(lexicon), "vocabulary_size": 3}
+    assert d.describe() == {
+        "type": "beam",
+        "beam_width": 7,
+        "lm": str(lm),
+        "alpha": 1.5,
+        "beta": 0.5,
+        "cutoff_top_n": 12,
+        "cutoff_prob": 0.99,
+        "top_paths": 2,
+        "lexicon": str(lexicon),
+        "vocabulary_size": 3,
+    }
     plain = make_decoder(parse("--decoder", "beam"), L)
     assert (plain.beam_width, plain.cutoff_top_n, plain.cutoff_prob, plain.top_paths) == (
-        dec.DEFAULT_BEAM_WIDTH, dec.DEFAULT_CUTOFF_TOP_N, dec.DEFAULT_CUTOFF_PROB, 1)
+        dec.DEFAULT_BEAM_WIDTH,
+        dec.DEFAULT_CUTOFF_TOP_N,
+        dec.DEFAULT_CUTOFF_PROB,
+        1,
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--lm-path", "x.arpa"], "--lm-path only applies to beam search: add --decoder beam"),
-    (["--beam-width", "4", "--top-paths", "2"], "--beam-width, --top-paths only apply"),
-    (["--decoder", "beam", "--lm-path", "missing.arpa"], "missing.arpa: file not found"),
-    (["--decoder", "beam", "--lexicon", "nope.txt"], "--lexicon nope.txt: file not found"),
-    (["--decoder", "beam", "--alpha", "1"], "--alpha weighs the language model: add --lm-path"),
-    (["--decoder", "beam", "--beta", "1"], "--beta is a bonus per word"),
-    (["--decoder", "beam", "--beam-width", "0"], "--beam-width must be an integer >= 1"),
-    (["--decoder", "beam", "--beam-width", "4", "--top-paths", "5"],
-     "--top-paths must be in [1, --beam-width=4]"),
-    (["--decoder", "beam", "--cutoff-prob", "0"], "--cutoff-prob must be a probability"),
-    (["--decoder", "beam", "--cutoff-top-n", "0"], "--cutoff-top-n must be an integer >= 1"),
-    (["--decoder", "beam", "--lm-workers", "0"], "--lm-workers must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lm-path", "x.arpa"], "--lm-path only applies to beam search: add --decoder beam"),
+        (["--beam-width", "4", "--top-paths", "2"], "--beam-width, --top-paths only apply"),
+        (["--decoder", "beam", "--lm-path", "missing.arpa"], "missing.arpa: file not found"),
+        (["--decoder", "beam", "--lexicon", "nope.txt"], "--lexicon nope.txt: file not found"),
+        (["--decoder", "beam", "--alpha", "1"], "--alpha weighs the language model: add --lm-path"),
+        (["--decoder", "beam", "--beta", "1"], "--beta is a bonus per word"),
+        (["--decoder", "beam", "--beam-width", "0"], "--beam-width must be an integer >= 1"),
+        (["--decoder", "beam", "--beam-width", "4", "--top-paths", "5"], "--top-paths must be in [1, --beam-width=4]"),
+        (["--decoder", "beam", "--cutoff-prob", "0"], "--cutoff-prob must be a probability"),
+        (["--decoder", "beam", "--cutoff-top-n", "0"], "--cutoff-top-n must be an integer >= 1"),
+        (["--decoder", "beam", "--lm-workers", "0"], "--lm-workers must be an integer >= 1"),
+    ],
+)
 def test_make_decoder_rejects_bad_flags(argv: list[str], message: str) -> None:
     with pytest.raises(DecoderError) as e:
         make_decoder(parse(*argv), L)
@@ -364,7 +399,8 @@ def test_load_outputs_errors_name_the_file(tmp_path: Path) -> None:
 @requires_flashlight
 def test_bench_decode_runs_and_ends_with_json(capsys: pytest.CaptureFixture[str]) -> None:
     spec = importlib.util.spec_from_file_location(
-        "bench_decode", Path(__file__).resolve().parents[1] / "bench" / "bench_decode.py")
+        "bench_decode", Path(__file__).resolve().parents[1] / "bench" / "bench_decode.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     threads = torch.get_num_threads()

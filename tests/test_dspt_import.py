@@ -8,6 +8,7 @@
   and dataclasses, Lightning keys) from stand-in modules that are removed before loading,
   and copies carrying pickle payloads that must be refused without running.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,15 +47,14 @@ from utils import dataclass_from_dict
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("DSPT_FIXTURES") or REPO.parent / "shared" / "fixtures" / "deepspeech_pytorch_v2")
 EXAMPLES = REPO / "examples"
-TRANSCRIPTS = {"an421-menk-b.wav": "ENTER TWENTY ONE", "cen3-fvap-b.wav": "THREE ZERO TWO ONE",
-               "cen2-marh-b.wav": "A L A N"}
+TRANSCRIPTS = {"an421-menk-b.wav": "ENTER TWENTY ONE", "cen3-fvap-b.wav": "THREE ZERO TWO ONE", "cen2-marh-b.wav": "A L A N"}
 LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 TOL = 1e-4
 
 needs_fixtures = pytest.mark.skipif(
     not (FIXTURES / "references.json").is_file(),
     reason=f"deepspeech.pytorch v2 fixtures not found at {FIXTURES} "
-           "(../shared/fixtures/deepspeech_pytorch_v2 beside the repository, or set DSPT_FIXTURES)",
+    "(../shared/fixtures/deepspeech_pytorch_v2 beside the repository, or set DSPT_FIXTURES)",
 )
 
 
@@ -119,24 +119,34 @@ class RefLookahead(nn.Module):
 class RefDeepSpeech(nn.Module):
     """deepspeech.pytorch v2's DeepSpeech module tree (so its state_dict has v2's names), eval forward only."""
 
-    def __init__(self, rnn_type: str, hidden: int, layers: int, bidirectional: bool, n_freq: int = 161,
-                 n_classes: int = 29, context: int = 20) -> None:
+    def __init__(
+        self,
+        rnn_type: str,
+        hidden: int,
+        layers: int,
+        bidirectional: bool,
+        n_freq: int = 161,
+        n_classes: int = 29,
+        context: int = 20,
+    ) -> None:
         super().__init__()
-        self.conv = RefMaskConv(nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=(41, 11), stride=(2, 2), padding=(20, 5)),
-            nn.BatchNorm2d(32),
-            nn.Hardtanh(0, 20),
-            nn.Conv2d(32, 32, kernel_size=(21, 11), stride=(2, 1), padding=(10, 5)),
-            nn.BatchNorm2d(32),
-            nn.Hardtanh(0, 20),
-        ))
+        self.conv = RefMaskConv(
+            nn.Sequential(
+                nn.Conv2d(1, 32, kernel_size=(41, 11), stride=(2, 2), padding=(20, 5)),
+                nn.BatchNorm2d(32),
+                nn.Hardtanh(0, 20),
+                nn.Conv2d(32, 32, kernel_size=(21, 11), stride=(2, 1), padding=(10, 5)),
+                nn.BatchNorm2d(32),
+                nn.Hardtanh(0, 20),
+            )
+        )
         f = ((n_freq + 40 - 41) // 2 + 1 + 20 - 21) // 2 + 1
         rnn_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[rnn_type]
-        self.rnns = nn.Sequential(*(RefBatchRNN(32 * f if i == 0 else hidden, hidden, rnn_cls, bidirectional, i > 0)
-                                    for i in range(layers)))
+        self.rnns = nn.Sequential(
+            *(RefBatchRNN(32 * f if i == 0 else hidden, hidden, rnn_cls, bidirectional, i > 0) for i in range(layers))
+        )
         self.lookahead = None if bidirectional else nn.Sequential(RefLookahead(hidden, context), nn.Hardtanh(0, 20))
-        self.fc = nn.Sequential(RefSequenceWise(nn.Sequential(nn.BatchNorm1d(hidden),
-                                                              nn.Linear(hidden, n_classes, bias=False))))
+        self.fc = nn.Sequential(RefSequenceWise(nn.Sequential(nn.BatchNorm1d(hidden), nn.Linear(hidden, n_classes, bias=False))))
 
     def forward(self, x, lengths):
         """x: (N, 1, F, T); lengths sorted longest first. Returns (N, T', C) probabilities and lengths."""
@@ -159,8 +169,9 @@ def randomised(module: nn.Module, seed: int) -> nn.Module:
         for name, p in module.named_parameters():
             if p.dim() > 1:  # conv, RNN, linear and lookahead weights
                 p.normal_(0, p[0].numel() ** -0.5)
-            elif isinstance(module.get_submodule(name.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm) \
-                    and name.endswith("weight"):
+            elif isinstance(module.get_submodule(name.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm) and name.endswith(
+                "weight"
+            ):
                 p.uniform_(0.5, 1.5)
             else:  # biases
                 p.normal_(0, 0.2)
@@ -172,16 +183,31 @@ def randomised(module: nn.Module, seed: int) -> nn.Module:
     return module.eval()
 
 
-def v2_package(ref: RefDeepSpeech, rnn_type: str, hidden: int, layers: int, bidirectional: bool,
-               sample_rate: int = 16000) -> dict:
+def v2_package(
+    ref: RefDeepSpeech, rnn_type: str, hidden: int, layers: int, bidirectional: bool, sample_rate: int = 16000
+) -> dict:
     """What v2's DeepSpeech.serialize writes (plus the training bookkeeping it adds)."""
     return {
-        "version": "0.0.1", "hidden_size": hidden, "hidden_layers": layers, "rnn_type": rnn_type,
-        "audio_conf": {"sample_rate": sample_rate, "window_size": 0.02, "window_stride": 0.01, "window": "hamming",
-                       "noise_dir": None, "noise_prob": 0.4, "noise_levels": (0.0, 0.5)},
-        "labels": LABELS, "state_dict": ref.state_dict(), "bidirectional": bidirectional,
-        "optim_dict": {"state": {}, "param_groups": [{"lr": 3e-4, "params": [0]}]}, "epoch": 2,
-        "loss_results": torch.tensor([50.0, 40.0, 0.0]), "wer_results": torch.tensor([90.0, 80.0, 0.0]),
+        "version": "0.0.1",
+        "hidden_size": hidden,
+        "hidden_layers": layers,
+        "rnn_type": rnn_type,
+        "audio_conf": {
+            "sample_rate": sample_rate,
+            "window_size": 0.02,
+            "window_stride": 0.01,
+            "window": "hamming",
+            "noise_dir": None,
+            "noise_prob": 0.4,
+            "noise_levels": (0.0, 0.5),
+        },
+        "labels": LABELS,
+        "state_dict": ref.state_dict(),
+        "bidirectional": bidirectional,
+        "optim_dict": {"state": {}, "param_groups": [{"lr": 3e-4, "params": [0]}]},
+        "epoch": 2,
+        "loss_results": torch.tensor([50.0, 40.0, 0.0]),
+        "wer_results": torch.tensor([90.0, 80.0, 0.0]),
         "cer_results": torch.tensor([60.0, 50.0, 0.0]),
     }
 
@@ -215,13 +241,22 @@ def test_v2_architectures_match_the_reference_structure(tmp_path, rnn_type, bidi
     torch.save(v2_package(ref, rnn_type, hidden, layers, bidirectional), path)
     ours, ckpt = load_model(path)  # converted in memory
     cfg = ours.cfg
-    assert (cfg.rnn_type, cfg.bidirectional, cfg.hidden_layers, cfg.hidden_size, cfg.conv_bias) == \
-        (rnn_type, bidirectional, layers, hidden, True)
+    assert (cfg.rnn_type, cfg.bidirectional, cfg.hidden_layers, cfg.hidden_size, cfg.conv_bias) == (
+        rnn_type,
+        bidirectional,
+        layers,
+        hidden,
+        True,
+    )
     assert compare(ref, ours) < 1e-5
     # every tensor was used: the mapping is a bijection onto our state_dict
     assert len(ckpt.state_dict) == len(ref.state_dict()) == len(ours.state_dict())
-    assert ckpt.training.epoch == 2 and ckpt.training.history == {"epoch": [1, 2], "train_loss": [50.0, 40.0],
-                                                                  "wer": [90.0, 80.0], "cer": [60.0, 50.0]}
+    assert ckpt.training.epoch == 2 and ckpt.training.history == {
+        "epoch": [1, 2],
+        "train_loss": [50.0, 40.0],
+        "wer": [90.0, 80.0],
+        "cer": [60.0, 50.0],
+    }
 
 
 def test_v2_other_sample_rate_and_window(tmp_path):
@@ -231,8 +266,9 @@ def test_v2_other_sample_rate_and_window(tmp_path):
     torch.save(package, tmp_path / "v2.pth")
     ours, ckpt = load_model(tmp_path / "v2.pth")
     assert ours.cfg.n_features == 81
-    assert ckpt.audio_config == AudioConfig(sample_rate=8000, window="hann", window_periodic=False,
-                                                    pad_mode="reflect", int16_divisor=32767)
+    assert ckpt.audio_config == AudioConfig(
+        sample_rate=8000, window="hann", window_periodic=False, pad_mode="reflect", int16_divisor=32767
+    )
     assert compare(ref, ours, n_freq=81) < 1e-5
 
 
@@ -270,12 +306,21 @@ def best_path(probs: np.ndarray, labels: list[str]) -> str:
 @pytest.mark.parametrize("name", ["dspt_v2_gru_bi.pth", "dspt_v2_lstm_uni.pth"])
 def test_fixture_models_reproduce_their_references(tmp_path, capsys, name):
     out = tmp_path / "imported.pth"
-    assert model_cli.main(["--import-deepspeech-pytorch", str(FIXTURES / name), "--export", str(out),
-                           "--pad-mode", "constant"]) == 0
+    assert (
+        model_cli.main(["--import-deepspeech-pytorch", str(FIXTURES / name), "--export", str(out), "--pad-mode", "constant"]) == 0
+    )
     printed = capsys.readouterr().out
-    for fragment in ("deepspeech.pytorch v2", "DeepSpeech 2 (ds2): 2 x 48", "conv channels 32 (with bias)",
-                     "labels (29):", LABELS, "window_periodic=False", "pad_mode=constant", "int16_divisor=32767",
-                     f"exported:      {out}"):
+    for fragment in (
+        "deepspeech.pytorch v2",
+        "DeepSpeech 2 (ds2): 2 x 48",
+        "conv channels 32 (with bias)",
+        "labels (29):",
+        LABELS,
+        "window_periodic=False",
+        "pad_mode=constant",
+        "int16_divisor=32767",
+        f"exported:      {out}",
+    ):
         assert fragment in printed, (fragment, printed)
     model, ckpt = load_model(out)
     assert ckpt.imported_from["version"] == "v2" and ckpt.labels == list(LABELS)
@@ -320,8 +365,12 @@ def test_fixture_used_directly_by_transcribe_test_and_model_py(tmp_path, capsys)
     reports = []
     for model_path in (old, converted):
         report = tmp_path / f"{model_path.stem}.json"
-        assert evaluate_cli.main(["--model-path", str(model_path), "--test-manifest", str(manifest), "--silent",
-                                  "--report", str(report)]) == 0
+        assert (
+            evaluate_cli.main(
+                ["--model-path", str(model_path), "--test-manifest", str(manifest), "--silent", "--report", str(report)]
+            )
+            == 0
+        )
         assert "Test Summary" in capsys.readouterr().out
         reports.append(json.loads(report.read_text()))
     assert [u["hypothesis"] for u in reports[0]["utterances"]] == [u["hypothesis"] for u in reports[1]["utterances"]]
@@ -335,16 +384,31 @@ def test_fixture_used_directly_by_transcribe_test_and_model_py(tmp_path, capsys)
 def test_fixture_constant_padding_through_test_py(tmp_path, capsys):
     """test.py with the file imported with --pad-mode constant gives the references' greedy text."""
     converted = tmp_path / "lstm.pth"
-    assert model_cli.main(["--import-deepspeech-pytorch", str(FIXTURES / "dspt_v2_lstm_uni.pth"), "--export",
-                           str(converted), "--pad-mode", "constant"]) == 0
+    assert (
+        model_cli.main(
+            [
+                "--import-deepspeech-pytorch",
+                str(FIXTURES / "dspt_v2_lstm_uni.pth"),
+                "--export",
+                str(converted),
+                "--pad-mode",
+                "constant",
+            ]
+        )
+        == 0
+    )
     rows = []
     for wav, text in TRANSCRIPTS.items():
         (tmp_path / wav).with_suffix(".txt").write_text(text)
         rows.append((EXAMPLES / wav, (tmp_path / wav).with_suffix(".txt")))
     write_manifest(tmp_path / "m.csv", rows)
     report = tmp_path / "r.json"
-    assert evaluate_cli.main(["--model-path", str(converted), "--test-manifest", str(tmp_path / "m.csv"),
-                              "--silent", "--report", str(report)]) == 0
+    assert (
+        evaluate_cli.main(
+            ["--model-path", str(converted), "--test-manifest", str(tmp_path / "m.csv"), "--silent", "--report", str(report)]
+        )
+        == 0
+    )
     refs = _references()["dspt_v2_lstm_uni.pth"]
     for u in json.loads(report.read_text())["utterances"]:
         assert u["hypothesis"] == " ".join(refs[Path(u["path"]).name]["greedy"].split())
@@ -358,11 +422,13 @@ def test_new_audio_fields_keep_the_defaults(tmp_path):
     features are unchanged."""
     old = {"sample_rate": 16000, "window_size": 0.02, "window_stride": 0.01, "window": "hamming", "normalize": True}
     assert AudioConfig.from_dict(old) == AudioConfig()
-    assert (AudioConfig().window_periodic, AudioConfig().pad_mode, AudioConfig().int16_divisor) == \
-        (True, "constant", 32768)
+    assert (AudioConfig().window_periodic, AudioConfig().pad_mode, AudioConfig().int16_divisor) == (True, "constant", 32768)
     x = torch.from_numpy(np.random.default_rng(0).standard_normal(8000).astype(np.float32)) * 0.1
-    stft = torch.stft(x, 320, 160, 320, torch.hamming_window(320), center=True, pad_mode="constant",
-                      return_complex=True).abs().log1p()
+    stft = (
+        torch.stft(x, 320, 160, 320, torch.hamming_window(320), center=True, pad_mode="constant", return_complex=True)
+        .abs()
+        .log1p()
+    )
     expected = ((stft - stft.mean()) / (stft.std() + 1e-10)).numpy()
     assert np.abs(spectrogram(x.numpy(), AudioConfig()) - expected).max() < 1e-5
     assert dataclass_from_dict(ModelConfig, {"hidden_size": 8}).conv_bias is False
@@ -418,41 +484,63 @@ def v3_modules(omegaconf: bool = True):
 
     names = {}
     try:
-        for name in ("deepspeech_pytorch", "deepspeech_pytorch.configs", "pytorch_lightning",
-                     "pytorch_lightning.callbacks"):
+        for name in ("deepspeech_pytorch", "deepspeech_pytorch.configs", "pytorch_lightning", "pytorch_lightning.callbacks"):
             module(name)
         classes = {"pytorch_lightning.callbacks.model_checkpoint": ("ModelCheckpoint",)}
         if omegaconf:
             module("omegaconf")
-            classes.update({"omegaconf.base": ("Metadata", "ContainerMetadata"), "omegaconf.dictconfig": ("DictConfig",),
-                            "omegaconf.listconfig": ("ListConfig",),
-                            "omegaconf.nodes": ("AnyNode", "IntegerNode", "FloatNode", "StringNode", "BooleanNode",
-                                                "EnumNode")})
+            classes.update(
+                {
+                    "omegaconf.base": ("Metadata", "ContainerMetadata"),
+                    "omegaconf.dictconfig": ("DictConfig",),
+                    "omegaconf.listconfig": ("ListConfig",),
+                    "omegaconf.nodes": ("AnyNode", "IntegerNode", "FloatNode", "StringNode", "BooleanNode", "EnumNode"),
+                }
+            )
         for mod_name, cls_names in classes.items():
             mod = module(mod_name)
             for cls_name in cls_names:
                 names[cls_name] = put(mod, type(cls_name, (), {}))
         enums = module("deepspeech_pytorch.enums")
-        names["SpectrogramWindow"] = put(enums, enum.Enum("SpectrogramWindow", {
-            "hamming": "hamming", "hann": "hann", "blackman": "blackman", "bartlett": "bartlett"}))
+        names["SpectrogramWindow"] = put(
+            enums,
+            enum.Enum(
+                "SpectrogramWindow", {"hamming": "hamming", "hann": "hann", "blackman": "blackman", "bartlett": "bartlett"}
+            ),
+        )
         names["RNNType"] = put(enums, enum.Enum("RNNType", {"lstm": nn.LSTM, "rnn": nn.RNN, "gru": nn.GRU}))
         train_config = module("deepspeech_pytorch.configs.train_config")
         fields = {
-            "SpectConfig": [("sample_rate", int, 16000), ("window_size", float, 0.02), ("window_stride", float, 0.01),
-                            ("window", names["SpectrogramWindow"], names["SpectrogramWindow"].hamming)],
-            "BiDirectionalConfig": [("rnn_type", names["RNNType"], names["RNNType"].lstm),
-                                    ("hidden_size", int, 1024), ("hidden_layers", int, 5)],
-            "AdamConfig": [("learning_rate", float, 1.5e-4), ("learning_anneal", float, 0.99),
-                           ("weight_decay", float, 1e-5), ("max_norm", float, 400.0), ("eps", float, 1e-8),
-                           ("betas", tuple, (0.9, 0.999))],
-            "ModelCheckpointConf": [("dirpath", typing.Optional[str], None),  # noqa: UP045 (as in 2021)
-                                    ("monitor", typing.Optional[str], "wer"),  # noqa: UP045
-                                    ("save_top_k", int, 1)],
+            "SpectConfig": [
+                ("sample_rate", int, 16000),
+                ("window_size", float, 0.02),
+                ("window_stride", float, 0.01),
+                ("window", names["SpectrogramWindow"], names["SpectrogramWindow"].hamming),
+            ],
+            "BiDirectionalConfig": [
+                ("rnn_type", names["RNNType"], names["RNNType"].lstm),
+                ("hidden_size", int, 1024),
+                ("hidden_layers", int, 5),
+            ],
+            "AdamConfig": [
+                ("learning_rate", float, 1.5e-4),
+                ("learning_anneal", float, 0.99),
+                ("weight_decay", float, 1e-5),
+                ("max_norm", float, 400.0),
+                ("eps", float, 1e-8),
+                ("betas", tuple, (0.9, 0.999)),
+            ],
+            "ModelCheckpointConf": [
+                ("dirpath", typing.Optional[str], None),  # noqa: UP045 (as in 2021)
+                ("monitor", typing.Optional[str], "wer"),  # noqa: UP045
+                ("save_top_k", int, 1),
+            ],
         }
         fields["UniDirectionalConfig"] = fields["BiDirectionalConfig"] + [("lookahead_context", int, 20)]
         for cls_name, spec in fields.items():
-            names[cls_name] = put(train_config, dataclasses.make_dataclass(
-                cls_name, [(n, t, dataclasses.field(default=d)) for n, t, d in spec]))
+            names[cls_name] = put(
+                train_config, dataclasses.make_dataclass(cls_name, [(n, t, dataclasses.field(default=d)) for n, t, d in spec])
+            )
         yield types.SimpleNamespace(**names)
     finally:
         for name in created:
@@ -469,31 +557,81 @@ def omegaconf_tree(m, value, parent=None, key=None, ref_type=typing.Any):
     """``value`` as OmegaConf 2.1 holds it: DictConfig/ListConfig with ``_metadata``,
     ``_parent`` and ``_content``, value nodes with ``_val``."""
     if dataclasses.is_dataclass(value):
-        node = _new(m.DictConfig, _parent=parent, _metadata=_new(
-            m.ContainerMetadata, ref_type=ref_type, object_type=type(value), optional=True, key=key, flags={},
-            flags_root=False, resolver_cache=defaultdict(dict), key_type=typing.Any, element_type=typing.Any))
-        node._content = {f.name: omegaconf_tree(m, getattr(value, f.name), node, f.name, f.type)
-                         for f in dataclasses.fields(value)}
+        node = _new(
+            m.DictConfig,
+            _parent=parent,
+            _metadata=_new(
+                m.ContainerMetadata,
+                ref_type=ref_type,
+                object_type=type(value),
+                optional=True,
+                key=key,
+                flags={},
+                flags_root=False,
+                resolver_cache=defaultdict(dict),
+                key_type=typing.Any,
+                element_type=typing.Any,
+            ),
+        )
+        node._content = {
+            f.name: omegaconf_tree(m, getattr(value, f.name), node, f.name, f.type) for f in dataclasses.fields(value)
+        }
         return node
     if isinstance(value, (list, tuple)):
-        node = _new(m.ListConfig, _parent=parent, _metadata=_new(
-            m.ContainerMetadata, ref_type=typing.List[typing.Any],  # noqa: UP006 (pickled as in 2021)
-            object_type=list, optional=True, key=key, flags={}, flags_root=False, resolver_cache=defaultdict(dict),
-            key_type=int, element_type=typing.Any))
+        node = _new(
+            m.ListConfig,
+            _parent=parent,
+            _metadata=_new(
+                m.ContainerMetadata,
+                ref_type=typing.List[typing.Any],  # noqa: UP006 (pickled as in 2021)
+                object_type=list,
+                optional=True,
+                key=key,
+                flags={},
+                flags_root=False,
+                resolver_cache=defaultdict(dict),
+                key_type=int,
+                element_type=typing.Any,
+            ),
+        )
         node._content = [omegaconf_tree(m, v, node, i) for i, v in enumerate(value)]
         return node
-    meta = _new(m.Metadata, ref_type=ref_type, object_type=None, optional=ref_type is not int, key=key, flags={},
-                flags_root=False, resolver_cache=defaultdict(dict))
+    meta = _new(
+        m.Metadata,
+        ref_type=ref_type,
+        object_type=None,
+        optional=ref_type is not int,
+        key=key,
+        flags={},
+        flags_root=False,
+        resolver_cache=defaultdict(dict),
+    )
     if isinstance(value, enum.Enum):
-        return _new(m.EnumNode, _metadata=meta, _parent=parent, _val=value, enum_type=type(value),
-                    fields={e.name: e.value for e in type(value)})
+        return _new(
+            m.EnumNode,
+            _metadata=meta,
+            _parent=parent,
+            _val=value,
+            enum_type=type(value),
+            fields={e.name: e.value for e in type(value)},
+        )
     cls = {bool: m.BooleanNode, int: m.IntegerNode, float: m.FloatNode, str: m.StringNode}.get(type(value), m.AnyNode)
     return _new(cls, _metadata=meta, _parent=parent, _val=value)
 
 
-def write_v3(path: Path, state_dict: dict, *, rnn_type: str, hidden: int, layers: int, bidirectional: bool,
-             context: int = 20, window: str = "hamming", extra_hparams: dict | None = None,
-             load_with_modules: bool = False) -> Path | dict:
+def write_v3(
+    path: Path,
+    state_dict: dict,
+    *,
+    rnn_type: str,
+    hidden: int,
+    layers: int,
+    bidirectional: bool,
+    context: int = 20,
+    window: str = "hamming",
+    extra_hparams: dict | None = None,
+    load_with_modules: bool = False,
+) -> Path | dict:
     """A V3 Lightning checkpoint of a model with these (deepspeech.pytorch-named) weights;
     with ``load_with_modules``, what load_checkpoint makes of it while the modules it names
     are still importable."""
@@ -509,16 +647,30 @@ def write_v3(path: Path, state_dict: dict, *, rnn_type: str, hidden: int, layers
             "optim_cfg": omegaconf_tree(m, m.AdamConfig(), root, "optim"),
             "spect_cfg": omegaconf_tree(m, m.SpectConfig(window=m.SpectrogramWindow[window]), root, "spect"),
         }
-        root._content = {"model": hparams["model_cfg"], "optim": hparams["optim_cfg"],
-                         "checkpoint": omegaconf_tree(m, m.ModelCheckpointConf(), root, "checkpoint")}
+        root._content = {
+            "model": hparams["model_cfg"],
+            "optim": hparams["optim_cfg"],
+            "checkpoint": omegaconf_tree(m, m.ModelCheckpointConf(), root, "checkpoint"),
+        }
         hparams.update(extra_hparams or {})
         checkpoint = {
-            "epoch": 69, "global_step": 12345, "pytorch-lightning_version": "1.2.6",
+            "epoch": 69,
+            "global_step": 12345,
+            "pytorch-lightning_version": "1.2.6",
             "state_dict": OrderedDict(state_dict),
-            "callbacks": {m.ModelCheckpoint: {"monitor": "wer", "best_model_score": torch.tensor(9.57),
-                                              "best_model_path": "/models/epoch=69.ckpt"}},
-            "optimizer_states": [{"state": {0: {"step": 10, "exp_avg": torch.zeros(3)}},
-                                  "param_groups": [{"lr": 1.5e-4, "betas": (0.9, 0.999), "params": [0]}]}],
+            "callbacks": {
+                m.ModelCheckpoint: {
+                    "monitor": "wer",
+                    "best_model_score": torch.tensor(9.57),
+                    "best_model_path": "/models/epoch=69.ckpt",
+                }
+            },
+            "optimizer_states": [
+                {
+                    "state": {0: {"step": 10, "exp_avg": torch.zeros(3)}},
+                    "param_groups": [{"lr": 1.5e-4, "betas": (0.9, 0.999), "params": [0]}],
+                }
+            ],
             "lr_schedulers": [{"gamma": 0.99, "base_lrs": [1.5e-4], "last_epoch": 69, "_step_count": 70}],
             "native_amp_scaling_state": {"scale": 65536.0, "_growth_factor": 2.0, "_growth_tracker": 12},
             "hparams_name": "kwargs",
@@ -537,29 +689,49 @@ def v3_reference(bidirectional: bool = False, seed: int = 11) -> RefDeepSpeech:
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_v3_checkpoint_imports_exactly(tmp_path, capsys, bidirectional):
     ref = v3_reference(bidirectional)
-    path = write_v3(tmp_path / "an4.ckpt", ref.state_dict(), rnn_type="gru", hidden=10, layers=2,
-                    bidirectional=bidirectional, context=5, window="hann")
-    assert not any(name.split(".")[0] in ("omegaconf", "deepspeech_pytorch", "pytorch_lightning")
-                   for name in sys.modules)
+    path = write_v3(
+        tmp_path / "an4.ckpt",
+        ref.state_dict(),
+        rnn_type="gru",
+        hidden=10,
+        layers=2,
+        bidirectional=bidirectional,
+        context=5,
+        window="hann",
+    )
+    assert not any(name.split(".")[0] in ("omegaconf", "deepspeech_pytorch", "pytorch_lightning") for name in sys.modules)
     with pytest.raises(Exception, match="Weights only load failed"):
         torch.load(path, weights_only=True)  # it does hold Python objects
     ours, ckpt = load_model(path)
-    assert not any(name.split(".")[0] in ("omegaconf", "deepspeech_pytorch", "pytorch_lightning")
-                   for name in sys.modules), "the import loaded a module the file names"
-    assert ckpt.imported_from == {"toolkit": "deepspeech.pytorch", "version": "V3", "file": "an4.ckpt",
-                                    "model_config_class": "BiDirectionalConfig" if bidirectional
-                                    else "UniDirectionalConfig",
-                                    "precision": 16, "epoch": 69, "global_step": 12345,
-                                    "pytorch-lightning_version": "1.2.6"}
-    assert ckpt.audio_config == AudioConfig(window="hann", window_periodic=True, pad_mode="reflect",
-                                            int16_divisor=32768)
-    assert (ours.cfg.rnn_type, ours.cfg.hidden_size, ours.cfg.hidden_layers, ours.cfg.bidirectional) == \
-        ("gru", 10, 2, bidirectional)
+    assert not any(name.split(".")[0] in ("omegaconf", "deepspeech_pytorch", "pytorch_lightning") for name in sys.modules), (
+        "the import loaded a module the file names"
+    )
+    assert ckpt.imported_from == {
+        "toolkit": "deepspeech.pytorch",
+        "version": "V3",
+        "file": "an4.ckpt",
+        "model_config_class": "BiDirectionalConfig" if bidirectional else "UniDirectionalConfig",
+        "precision": 16,
+        "epoch": 69,
+        "global_step": 12345,
+        "pytorch-lightning_version": "1.2.6",
+    }
+    assert ckpt.audio_config == AudioConfig(window="hann", window_periodic=True, pad_mode="reflect", int16_divisor=32768)
+    assert (ours.cfg.rnn_type, ours.cfg.hidden_size, ours.cfg.hidden_layers, ours.cfg.bidirectional) == (
+        "gru",
+        10,
+        2,
+        bidirectional,
+    )
     assert compare(ref, ours) < 1e-5
 
     out = tmp_path / "an4.pth"
-    assert model_cli.main(["--import-deepspeech-pytorch", str(path), "--export", str(out), "--pad-mode",
-                           "constant", "--fp16-weights"]) == 0
+    assert (
+        model_cli.main(
+            ["--import-deepspeech-pytorch", str(path), "--export", str(out), "--pad-mode", "constant", "--fp16-weights"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "deepspeech.pytorch V3 checkpoint" in printed and "window_periodic=True" in printed
     raw = torch.load(out, weights_only=True)  # the export is plain data
@@ -574,14 +746,23 @@ def test_v3_real_omegaconf(tmp_path):
     omegaconf = pytest.importorskip("omegaconf")
     ref = v3_reference(False, seed=4)
     with v3_modules(omegaconf=False) as m:
-        cfg = omegaconf.OmegaConf.create({"model": omegaconf.OmegaConf.structured(
-            m.UniDirectionalConfig(rnn_type=m.RNNType.gru, hidden_size=10, hidden_layers=2, lookahead_context=5)),
-            "optim": omegaconf.OmegaConf.structured(m.AdamConfig()),
-            "spect": omegaconf.OmegaConf.structured(m.SpectConfig())})
-        hparams = {"labels": list(LABELS), "model_cfg": cfg.model, "precision": 32, "optim_cfg": cfg.optim,
-                   "spect_cfg": cfg.spect}
-        torch.save({"state_dict": ref.state_dict(), "hyper_parameters": hparams, "epoch": 1},
-                   tmp_path / "real.ckpt")
+        cfg = omegaconf.OmegaConf.create(
+            {
+                "model": omegaconf.OmegaConf.structured(
+                    m.UniDirectionalConfig(rnn_type=m.RNNType.gru, hidden_size=10, hidden_layers=2, lookahead_context=5)
+                ),
+                "optim": omegaconf.OmegaConf.structured(m.AdamConfig()),
+                "spect": omegaconf.OmegaConf.structured(m.SpectConfig()),
+            }
+        )
+        hparams = {
+            "labels": list(LABELS),
+            "model_cfg": cfg.model,
+            "precision": 32,
+            "optim_cfg": cfg.optim,
+            "spect_cfg": cfg.spect,
+        }
+        torch.save({"state_dict": ref.state_dict(), "hyper_parameters": hparams, "epoch": 1}, tmp_path / "real.ckpt")
     ours, ckpt = load_model(tmp_path / "real.ckpt")
     assert ckpt.imported_from["model_config_class"] == "UniDirectionalConfig"
     assert compare(ref, ours) < 1e-5
@@ -613,15 +794,26 @@ class PopenCall:
         return subprocess.Popen, (self.argv,)
 
 
-@pytest.mark.parametrize("payload,refused", [
-    (lambda marker: SystemCall(f"touch {marker}"), f"refused {os.system.__module__}.system"),
-    (lambda marker: EvalCall(f"open({str(marker)!r}, 'w')"), "refused builtins.eval"),
-    (lambda marker: PopenCall(["touch", str(marker)]), "refused subprocess.Popen"),
-])
+@pytest.mark.parametrize(
+    "payload,refused",
+    [
+        (lambda marker: SystemCall(f"touch {marker}"), f"refused {os.system.__module__}.system"),
+        (lambda marker: EvalCall(f"open({str(marker)!r}, 'w')"), "refused builtins.eval"),
+        (lambda marker: PopenCall(["touch", str(marker)]), "refused subprocess.Popen"),
+    ],
+)
 def test_v3_pickle_payloads_are_refused_without_running(tmp_path, capsys, payload, refused):
     marker = tmp_path / "payload_ran"
-    path = write_v3(tmp_path / "evil.ckpt", v3_reference().state_dict(), rnn_type="gru", hidden=10, layers=2,
-                    bidirectional=False, context=5, extra_hparams={"note": payload(marker)})
+    path = write_v3(
+        tmp_path / "evil.ckpt",
+        v3_reference().state_dict(),
+        rnn_type="gru",
+        hidden=10,
+        layers=2,
+        bidirectional=False,
+        context=5,
+        extra_hparams={"note": payload(marker)},
+    )
     with pytest.raises(dspt_import.UnsafeCheckpointError) as info:
         dspt_import.load_restricted(path)
     message = str(info.value)
@@ -656,9 +848,17 @@ def test_v3_names_in_allowed_namespaces_never_run_their_code(tmp_path):
     evil.Hook = Hook
     sys.modules[evil.__name__] = evil
     try:
-        ckpt = write_v3(tmp_path / "hook.ckpt", v3_reference().state_dict(), rnn_type="gru", hidden=10, layers=2,
-                       bidirectional=False, context=5, extra_hparams={"hook": object.__new__(Hook)},
-                       load_with_modules=True)
+        ckpt = write_v3(
+            tmp_path / "hook.ckpt",
+            v3_reference().state_dict(),
+            rnn_type="gru",
+            hidden=10,
+            layers=2,
+            bidirectional=False,
+            context=5,
+            extra_hparams={"hook": object.__new__(Hook)},
+            load_with_modules=True,
+        )
     finally:
         sys.modules.pop(evil.__name__)
     assert not marker.exists(), marker.read_text()
@@ -667,12 +867,10 @@ def test_v3_names_in_allowed_namespaces_never_run_their_code(tmp_path):
 
 def test_v3_inconsistent_files(tmp_path):
     ref = v3_reference()
-    path = write_v3(tmp_path / "a.ckpt", ref.state_dict(), rnn_type="gru", hidden=12, layers=2, bidirectional=False,
-                    context=5)
+    path = write_v3(tmp_path / "a.ckpt", ref.state_dict(), rnn_type="gru", hidden=12, layers=2, bidirectional=False, context=5)
     with pytest.raises(CheckpointError, match=r"declares hidden_size 12 \(weights: 10\)"):
         load_checkpoint(path)
-    path = write_v3(tmp_path / "b.ckpt", ref.state_dict(), rnn_type="lstm", hidden=10, layers=2, bidirectional=True,
-                    context=5)
+    path = write_v3(tmp_path / "b.ckpt", ref.state_dict(), rnn_type="lstm", hidden=10, layers=2, bidirectional=True, context=5)
     with pytest.raises(CheckpointError, match="rnn_type 'lstm'.*bidirectional True"):
         load_checkpoint(path)
     stray = dict(ref.state_dict(), **{"decoder.extra.weight": torch.ones(2)})
@@ -696,8 +894,9 @@ def test_import_cli_errors(tmp_path, capsys):
     assert info.value.code == 2 and "--pad-mode applies to --import-deepspeech-pytorch" in capsys.readouterr().err
     assert model_cli.main(["--import-deepspeech-pytorch", str(ours), "--export", str(tmp_path / "x.pth")]) == 2
     assert "nothing to import" in capsys.readouterr().err
-    assert model_cli.main(["--import-deepspeech-pytorch", str(tmp_path / "missing.pth"), "--export",
-                           str(tmp_path / "x.pth")]) == 2
+    assert (
+        model_cli.main(["--import-deepspeech-pytorch", str(tmp_path / "missing.pth"), "--export", str(tmp_path / "x.pth")]) == 2
+    )
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         model_cli.main(["--model-path", str(ours), "--import-deepspeech-pytorch", str(ours)])
@@ -710,8 +909,10 @@ def test_v3_size_checkpoint_imports_quickly_without_network(tmp_path, monkeypatc
     with torch.device("meta"):
         shapes = build_model(cfg).state_dict()
     torch.manual_seed(0)
-    weights = {dspt_import.their_key(k): torch.randn(v.shape) if v.is_floating_point() else torch.zeros((), dtype=v.dtype)
-               for k, v in shapes.items()}
+    weights = {
+        dspt_import.their_key(k): torch.randn(v.shape) if v.is_floating_point() else torch.zeros((), dtype=v.dtype)
+        for k, v in shapes.items()
+    }
     src = write_v3(tmp_path / "librispeech.ckpt", weights, rnn_type="lstm", hidden=1024, layers=5, bidirectional=True)
     del weights
 
@@ -723,8 +924,7 @@ def test_v3_size_checkpoint_imports_quickly_without_network(tmp_path, monkeypatc
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     start = time.perf_counter()
-    assert model_cli.main(["--import-deepspeech-pytorch", str(src), "--export", str(tmp_path / "librispeech.pth")]) \
-        == 0
+    assert model_cli.main(["--import-deepspeech-pytorch", str(src), "--export", str(tmp_path / "librispeech.pth")]) == 0
     seconds = time.perf_counter() - start
     assert "5 x 1024 bidirectional LSTM" in capsys.readouterr().out
     print(f"V3-size import: {seconds:.2f} s")
@@ -742,8 +942,12 @@ def test_imported_model_exports_to_onnx(tmp_path):
     from inference import OnnxRecognizer
 
     out = tmp_path / "imported.pth"
-    assert model_cli.main(["--import-deepspeech-pytorch", str(FIXTURES / "dspt_v2_gru_bi.pth"), "--export", str(out),
-                           "--pad-mode", "constant"]) == 0
+    assert (
+        model_cli.main(
+            ["--import-deepspeech-pytorch", str(FIXTURES / "dspt_v2_gru_bi.pth"), "--export", str(out), "--pad-mode", "constant"]
+        )
+        == 0
+    )
     onnx_path = tmp_path / "imported.onnx"
     assert model_cli.main(["--model-path", str(out), "--export-onnx", str(onnx_path)]) == 0
     rec = OnnxRecognizer(onnx_path, threads=1)

@@ -1,5 +1,6 @@
 """data/librispeech.py on miniature OpenSLR tarballs generated here in the real layout
 (FLAC audio, per-chapter .trans.txt), with odd members, and through a local HTTP server."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,16 +37,18 @@ CORPUS = {
         "1089": {"134686": [(0, "HE HOPED THERE WOULD BE STEW", 0.7)]},
     },
     "train-clean-100": {
-        "19": {"198": [
-            (0, "NORTHANGER ABBEY", 0.8),
-            (1, "THIS LITTLE WORK WAS FINISHED", 1.2),
-            (2, "", 0.5),  # empty transcript
-            (3, "CHAPTER 42 BEGINS", 0.6),  # characters outside the labels
-            (4, "A CORRUPT FLAC", 0.6),  # audio replaced by garbage below
-            (5, "MUCH TOO LONG", 2.5),  # longer than --max-duration 2
-            (6, "SHORT", 0.15),  # shorter than --min-duration 0.25
-            (7, None, 0.5),  # no transcript line
-        ]},
+        "19": {
+            "198": [
+                (0, "NORTHANGER ABBEY", 0.8),
+                (1, "THIS LITTLE WORK WAS FINISHED", 1.2),
+                (2, "", 0.5),  # empty transcript
+                (3, "CHAPTER 42 BEGINS", 0.6),  # characters outside the labels
+                (4, "A CORRUPT FLAC", 0.6),  # audio replaced by garbage below
+                (5, "MUCH TOO LONG", 2.5),  # longer than --max-duration 2
+                (6, "SHORT", 0.15),  # shorter than --min-duration 0.25
+                (7, None, 0.5),  # no transcript line
+            ]
+        },
         "26": {"495": [(0, "I DON'T KNOW", 0.9), (1, "O'CLOCK", 0.4)]},
     },
 }
@@ -53,9 +56,13 @@ CORRUPT = "19-198-0004"
 TEXT_WITHOUT_AUDIO = ("19-198-0008", "NOBODY RECORDED THIS")
 EXPECTED_DROPS = {
     "train-clean-100": {
-        librispeech.EMPTY: 1, librispeech.BAD_CHARS: 1, librispeech.BAD_AUDIO: 1,
-        "longer than --max-duration 2 s": 1, "shorter than --min-duration 0.25 s": 1,
-        librispeech.NO_TRANSCRIPT: 1, librispeech.NO_AUDIO: 1,
+        librispeech.EMPTY: 1,
+        librispeech.BAD_CHARS: 1,
+        librispeech.BAD_AUDIO: 1,
+        "longer than --max-duration 2 s": 1,
+        "shorter than --min-duration 0.25 s": 1,
+        librispeech.NO_TRANSCRIPT: 1,
+        librispeech.NO_AUDIO: 1,
         "unsafe archive member (absolute path, '..', link or device), refused": 3,
     },
 }
@@ -68,8 +75,10 @@ def utt_id(speaker: str, chapter: str, number: int) -> str:
 
 AUDIO = {
     utt_id(spk, ch, n): tone(sec, seed=utt_id(spk, ch, n))
-    for speakers in CORPUS.values() for spk, chapters in speakers.items()
-    for ch, utts in chapters.items() for n, _, sec in utts
+    for speakers in CORPUS.values()
+    for spk, chapters in speakers.items()
+    for ch, utts in chapters.items()
+    for n, _, sec in utts
 }
 
 
@@ -116,8 +125,21 @@ def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
 
 
 def base_args(archives: Path, target: Path, *extra: object) -> list[object]:
-    return ["--archive-dir", archives, "--md5sums", archives / "md5sum.txt", "--target-dir", target,
-            "--files-to-use", ",".join(CORPUS), "--min-duration", "0.25", "--max-duration", "2", *extra]
+    return [
+        "--archive-dir",
+        archives,
+        "--md5sums",
+        archives / "md5sum.txt",
+        "--target-dir",
+        target,
+        "--files-to-use",
+        ",".join(CORPUS),
+        "--min-duration",
+        "0.25",
+        "--max-duration",
+        "2",
+        *extra,
+    ]
 
 
 def check_manifests(target: Path, audio: str = "flac") -> dict[str, list]:
@@ -146,8 +168,7 @@ def check_manifests(target: Path, audio: str = "flac") -> dict[str, list]:
     return rows
 
 
-def test_prepares_miniature_with_drops_counted(archives: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture) -> None:
+def test_prepares_miniature_with_drops_counted(archives: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "libri"
     rc, out, err = run(capsys, *base_args(archives, target))
     assert rc == 0, err
@@ -173,8 +194,9 @@ def test_prepares_miniature_with_drops_counted(archives: Path, tmp_path: Path,
     assert not any(p.is_symlink() for p in target.rglob("*"))
 
 
-def test_rerun_does_nothing_and_changes_redo_only_what_they_touch(archives: Path, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture) -> None:
+def test_rerun_does_nothing_and_changes_redo_only_what_they_touch(
+    archives: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     target = tmp_path / "libri"
     assert run(capsys, *base_args(archives, target))[0] == 0
     before = mtimes(target)
@@ -194,8 +216,9 @@ def test_rerun_does_nothing_and_changes_redo_only_what_they_touch(archives: Path
     assert len(read_manifest(target / "libri_train-clean-100_manifest.csv")) == KEPT["train-clean-100"] + 1
 
 
-def test_subset_added_later_and_killed_run(archives: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_subset_added_later_and_killed_run(
+    archives: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "libri"
     args = base_args(archives, target)
     args[args.index("--files-to-use") + 1] = "dev-clean.tar.gz"
@@ -289,8 +312,17 @@ def test_wrong_archive_for_the_subset(archives: Path, tmp_path: Path, capsys: py
     (folder / "dev-clean.tar.gz").write_bytes((archives / "test-clean.tar.gz").read_bytes())
     md5 = hashlib.md5((folder / "dev-clean.tar.gz").read_bytes()).hexdigest()
     (folder / "sums").write_text(f"{md5}  dev-clean.tar.gz\n")
-    rc, _, err = run(capsys, "--archive-dir", folder, "--md5sums", folder / "sums",
-                     "--target-dir", tmp_path / "t", "--files-to-use", "dev-clean")
+    rc, _, err = run(
+        capsys,
+        "--archive-dir",
+        folder,
+        "--md5sums",
+        folder / "sums",
+        "--target-dir",
+        tmp_path / "t",
+        "--files-to-use",
+        "dev-clean",
+    )
     assert rc == 2 and "LibriSpeech/dev-clean/" in err and "not LibriSpeech's dev-clean.tar.gz" in err
 
 
@@ -301,8 +333,17 @@ def test_download_resumes_and_checks_md5(archives: Path, tmp_path: Path, capsys:
     files = {f"/12/{s}.tar.gz": (archives / f"{s}.tar.gz").read_bytes() for s in CORPUS}
     target = tmp_path / "libri"
     with serve(files) as server:
-        args = ["--url-base", server.url + "/12/", "--md5sums", archives / "md5sum.txt", "--target-dir", target,
-                "--files-to-use", "dev-clean", "--delete-downloads"]
+        args = [
+            "--url-base",
+            server.url + "/12/",
+            "--md5sums",
+            archives / "md5sum.txt",
+            "--target-dir",
+            target,
+            "--files-to-use",
+            "dev-clean",
+            "--delete-downloads",
+        ]
         server.mode = "drop_half"
         rc, _, err = run(capsys, *args)
         assert rc == 2 and "run again to resume" in err
@@ -320,13 +361,25 @@ def test_download_resumes_and_checks_md5(archives: Path, tmp_path: Path, capsys:
         # a download that does not match the published md5 is deleted and reported
         wrong = tmp_path / "wrong.txt"
         wrong.write_text("f" * 32 + "  test-clean.tar.gz\n")
-        rc, _, err = run(capsys, "--url-base", server.url + "/12/", "--md5sums", wrong,
-                         "--target-dir", target, "--files-to-use", "test-clean")
+        rc, _, err = run(
+            capsys, "--url-base", server.url + "/12/", "--md5sums", wrong, "--target-dir", target, "--files-to-use", "test-clean"
+        )
         assert rc == 2 and "failed its md5 check" in err and "f" * 32 in err and "afresh" in err
         assert not (target / "test-clean.tar.gz").exists() and not (target / "test-clean.tar.gz.part").exists()
         # a missing tarball in --archive-dir is downloaded, the local ones are used as they are
-        rc, out, err = run(capsys, "--url-base", server.url + "/12/", "--md5sums", archives / "md5sum.txt",
-                           "--archive-dir", tmp_path, "--target-dir", target, "--files-to-use", "test-clean")
+        rc, out, err = run(
+            capsys,
+            "--url-base",
+            server.url + "/12/",
+            "--md5sums",
+            archives / "md5sum.txt",
+            "--archive-dir",
+            tmp_path,
+            "--target-dir",
+            target,
+            "--files-to-use",
+            "test-clean",
+        )
         assert rc == 0, err
         assert "not in --archive-dir" in out
         assert (target / "test-clean.tar.gz").is_file()

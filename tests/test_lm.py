@@ -1,4 +1,5 @@
 """data/build_lm.py (Kneser-Ney ARPA LMs) and search_lm_params.py (alpha/beta tuning)."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +38,8 @@ def total_prob(lm: ArpaLM, context: tuple[str, ...]) -> float:
 
 def random_corpus(n: int, seed: int = 0) -> list[list[str]]:
     rng = random.Random(seed)
-    words = ("ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE ZERO ENTER ERASE RUBOUT STOP GO "
-             "YES NO REPEAT").split()
-    return [[rng.choice(words[: rng.randint(3, len(words))]) for _ in range(rng.randint(1, 8))]
-            for _ in range(n)]
+    words = ("ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE ZERO ENTER ERASE RUBOUT STOP GO YES NO REPEAT").split()
+    return [[rng.choice(words[: rng.randint(3, len(words))]) for _ in range(rng.randint(1, 8))] for _ in range(n)]
 
 
 # ---------------------------------------------------------------------------- estimation
@@ -49,8 +48,7 @@ def random_corpus(n: int, seed: int = 0) -> list[list[str]]:
 def test_discounts_hand_case_and_fallback() -> None:
     # counts of adjusted counts t1=4, t2=2, t3=1, t4=1: Y = 4/8, D1 = 1 - 2Y*2/4 = 0.5,
     # D2 = 2 - 3Y*1/2 = 1.25, D3+ = 3 - 4Y*1/1 = 1.0
-    adjusted = {("a",): 1, ("b",): 1, ("c",): 1, ("d",): 1, ("e",): 2, ("f",): 2, ("g",): 3,
-                ("h",): 4, ("<s>",): 9}
+    adjusted = {("a",): 1, ("b",): 1, ("c",): 1, ("d",): 1, ("e",): 2, ("f",): 2, ("g",): 3, ("h",): 4, ("<s>",): 9}
     (d1, d2, d3), fell_back = discounts(adjusted)
     assert not fell_back
     assert (d1, d2, d3) == pytest.approx((0.5, 1.25, 1.0))
@@ -75,11 +73,18 @@ def test_bigram_probabilities_hand_computed(tmp_path: Path) -> None:
     model = KneserNeyModel([["A", "B"], ["A"]], 2)
     model.write_arpa(tmp_path / "hand.arpa")
     lm = ArpaLM(tmp_path / "hand.arpa")
-    expected = {("A", ()): 0.25, ("B", ()): 0.25, ("</s>", ()): 0.375, ("<unk>", ()): 0.125,
-                ("A", ("<s>",)): 0.625, ("B", ("A",)): 0.375, ("</s>", ("A",)): 0.4375,
-                ("</s>", ("B",)): 0.6875,
-                ("B", ("<s>",)): 0.5 * 0.25,  # unseen: backoff gamma(<s>) = 1/2 times p(B)
-                ("ZEBRA", ("B",)): 0.5 * 0.125}  # unknown word -> <unk>
+    expected = {
+        ("A", ()): 0.25,
+        ("B", ()): 0.25,
+        ("</s>", ()): 0.375,
+        ("<unk>", ()): 0.125,
+        ("A", ("<s>",)): 0.625,
+        ("B", ("A",)): 0.375,
+        ("</s>", ("A",)): 0.4375,
+        ("</s>", ("B",)): 0.6875,
+        ("B", ("<s>",)): 0.5 * 0.25,  # unseen: backoff gamma(<s>) = 1/2 times p(B)
+        ("ZEBRA", ("B",)): 0.5 * 0.125,
+    }  # unknown word -> <unk>
     for (word, context), p in expected.items():
         assert 10 ** lm.logprob(word, context) == pytest.approx(p, abs=1e-6), (word, context)
     assert 10 ** lm.sentence_logprob(["A", "B"]) == pytest.approx(0.625 * 0.375 * 0.6875, abs=1e-6)
@@ -95,8 +100,15 @@ def test_every_context_sums_to_one(tmp_path: Path, order: int) -> None:
         lm = ArpaLM(path)
         words = sorted({w for s in corpus for w in s})
         seen = {tuple(s[:k]) for s in corpus for k in range(1, len(s) + 1)}
-        contexts = [(), ("<s>",), ("ZEBRA",), ("ZEBRA", words[0]), (words[1], "ZEBRA"),
-                    ("<s>", words[0]), (words[0], words[0], words[1])]
+        contexts = [
+            (),
+            ("<s>",),
+            ("ZEBRA",),
+            ("ZEBRA", words[0]),
+            (words[1], "ZEBRA"),
+            ("<s>", words[0]),
+            (words[0], words[0], words[1]),
+        ]
         contexts += [("<s>",) + c for c in sorted(seen)[:10]] + sorted(seen)[-10:]
         for context in contexts:
             assert total_prob(lm, context) == pytest.approx(1.0, abs=1e-4), (name, order, context)
@@ -137,16 +149,14 @@ def test_order_larger_than_sentences_is_reduced() -> None:
 # ---------------------------------------------------------------------------- CLI
 
 
-def test_cli_builds_arpa_from_manifests(tiny_dataset: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_builds_arpa_from_manifests(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     extra_txt = tmp_path / "extra" / "e.txt"
     extra_txt.parent.mkdir()
     extra_txt.write_text("go  up\n")  # normalised: one space, upper case
     extra = tmp_path / "extra" / "m.csv"
     write_manifest(extra, [(tmp_path / "extra" / "e.wav", extra_txt)])
     out = tmp_path / "lm" / "an4_3gram.arpa"
-    rc = build_lm.main(["--manifest", str(tiny_dataset), "--manifest", str(extra),
-                        "--order", "3", "--out", str(out)])
+    rc = build_lm.main(["--manifest", str(tiny_dataset), "--manifest", str(extra), "--order", "3", "--out", str(out)])
     assert rc == 0
     stdout = capsys.readouterr().out
     assert f"wrote {out}: 7 sentences, order 3" in stdout
@@ -193,28 +203,53 @@ def test_search_lm_params_finds_the_known_best(tmp_path: Path, capsys: pytest.Ca
     KneserNeyModel([s.split() for s in corpus], 3).write_arpa(lm_path)
     lm = ArpaLM(lm_path)
     # ln P(THE CAT SAT) - ln P(THE KAT SAT): the LM's preference for CAT
-    delta = math.log(10) * (lm.sentence_logprob(["THE", "CAT", "SAT"])
-                            - lm.sentence_logprob(["THE", "KAT", "SAT"]))
+    delta = math.log(10) * (lm.sentence_logprob(["THE", "CAT", "SAT"]) - lm.sentence_logprob(["THE", "KAT", "SAT"]))
     assert delta > 0
     # utterance 1 (ref CAT, acoustics favour K by ln(.5/.45)) needs alpha > 0.105 / delta;
     # utterance 2 (ref KAT, acoustics favour K by ln(.9/.05)) breaks for alpha > 2.89 / delta.
     saved = tmp_path / "val.pt"
-    save_outputs(saved, [kat_log_probs(0.5, 0.45), kat_log_probs(0.9, 0.05)],
-                 ["THE CAT SAT", "THE KAT SAT"], L, 0.02)
+    save_outputs(saved, [kat_log_probs(0.5, 0.45), kat_log_probs(0.9, 0.05)], ["THE CAT SAT", "THE KAT SAT"], L, 0.02)
     top = 3.2 / delta  # grid: 0 (too small), 1.6 / delta (right), 3.2 / delta (too large)
     out = tmp_path / "tune" / "results.json"
-    rc = search_lm_params.main([
-        "--saved-output", str(saved), "--lm-path", str(lm_path), "--lm-alpha-from", "0",
-        "--lm-alpha-to", str(top), "--lm-num-alphas", "3", "--lm-beta-from", "0",
-        "--lm-beta-to", "1", "--lm-num-betas", "2", "--beam-width", "16", "--num-workers", "2",
-        "--output-path", str(out), "--quiet", "--save-defaults",
-    ])
+    rc = search_lm_params.main(
+        [
+            "--saved-output",
+            str(saved),
+            "--lm-path",
+            str(lm_path),
+            "--lm-alpha-from",
+            "0",
+            "--lm-alpha-to",
+            str(top),
+            "--lm-num-alphas",
+            "3",
+            "--lm-beta-from",
+            "0",
+            "--lm-beta-to",
+            "1",
+            "--lm-num-betas",
+            "2",
+            "--beam-width",
+            "16",
+            "--num-workers",
+            "2",
+            "--output-path",
+            str(out),
+            "--quiet",
+            "--save-defaults",
+        ]
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     rows = {(round(r["alpha"] * delta, 3), r["beta"]): r["wer"] for r in report["results"]}
-    assert rows == {(0.0, 0.0): pytest.approx(100 / 6), (0.0, 1.0): pytest.approx(100 / 6),
-                    (1.6, 0.0): 0.0, (1.6, 1.0): 0.0,
-                    (3.2, 0.0): pytest.approx(100 / 6), (3.2, 1.0): pytest.approx(100 / 6)}
+    assert rows == {
+        (0.0, 0.0): pytest.approx(100 / 6),
+        (0.0, 1.0): pytest.approx(100 / 6),
+        (1.6, 0.0): 0.0,
+        (1.6, 1.0): 0.0,
+        (3.2, 0.0): pytest.approx(100 / 6),
+        (3.2, 1.0): pytest.approx(100 / 6),
+    }
     best = report["best"]
     assert best["alpha"] == pytest.approx(1.6 / delta) and best["beta"] == 0.0
     assert best["wer"] == 0.0 and best["cer"] == 0.0
@@ -227,8 +262,7 @@ def test_search_lm_params_finds_the_known_best(tmp_path: Path, capsys: pytest.Ca
     args = parse_decoder_args(["--decoder", "beam", "--lm-path", str(lm_path)])
     with make_decoder(args, L) as decoder:
         assert decoder.alpha == pytest.approx(1.6 / delta) and decoder.beta == 0.0
-    args = parse_decoder_args(
-        ["--decoder", "beam", "--lm-path", str(lm_path), "--alpha", "0.3"])
+    args = parse_decoder_args(["--decoder", "beam", "--lm-path", str(lm_path), "--alpha", "0.3"])
     with make_decoder(args, L) as decoder:
         assert decoder.alpha == 0.3  # a flag given on the command line wins
     (tmp_path / "lm.json").write_text("{not json")
@@ -259,12 +293,27 @@ def test_search_lm_params_lexicon_and_pruning_flags(tmp_path: Path) -> None:
     lexicon = tmp_path / "words.txt"
     lexicon.write_text("THE\nCAT\nSAT\n")  # no KAT: the second utterance must come out as CAT
     saved = tmp_path / "val.pt"
-    save_outputs(saved, [kat_log_probs(0.3, 0.6), kat_log_probs(0.9, 0.05)],
-                 ["THE CAT SAT", "THE KAT SAT"], L, 0.02)
+    save_outputs(saved, [kat_log_probs(0.3, 0.6), kat_log_probs(0.9, 0.05)], ["THE CAT SAT", "THE KAT SAT"], L, 0.02)
     out = tmp_path / "r.json"
-    argv = ["--saved-output", str(saved), "--lm-path", str(lm_path), "--lm-num-alphas", "1",
-            "--lm-num-betas", "1", "--num-workers", "1", "--output-path", str(out), "--quiet",
-            "--cutoff-top-n", "5", "--cutoff-prob", "0.99"]
+    argv = [
+        "--saved-output",
+        str(saved),
+        "--lm-path",
+        str(lm_path),
+        "--lm-num-alphas",
+        "1",
+        "--lm-num-betas",
+        "1",
+        "--num-workers",
+        "1",
+        "--output-path",
+        str(out),
+        "--quiet",
+        "--cutoff-top-n",
+        "5",
+        "--cutoff-prob",
+        "0.99",
+    ]
     assert search_lm_params.main(argv) == 0
     report = json.loads(out.read_text())
     assert report["best"]["wer"] == 0.0 and report["lexicon"] is None

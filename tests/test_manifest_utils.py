@@ -1,4 +1,5 @@
 """data/utils.py: manifest create / merge, library and CLI, on generated audio."""
+
 from __future__ import annotations
 
 import os
@@ -94,12 +95,21 @@ def test_create_absolute(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 def test_create_duration_bounds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     make_corpus(tmp_path / "d", {"a": 0.2, "b": 0.4, "c": 0.6, "d": 0.8})
-    rc, out, _ = cli(capsys, "create", "--data-dir", tmp_path / "d", "--output-path", tmp_path / "m.csv",
-                     "--min-duration", "0.3", "--max-duration", "0.6")
+    rc, out, _ = cli(
+        capsys,
+        "create",
+        "--data-dir",
+        tmp_path / "d",
+        "--output-path",
+        tmp_path / "m.csv",
+        "--min-duration",
+        "0.3",
+        "--max-duration",
+        "0.6",
+    )
     assert rc == 0 and "2 outside the duration range" in out
     assert [w.stem for w, *_ in read_manifest(tmp_path / "m.csv")] == ["b", "c"]
-    rc, _, err = cli(capsys, "create", "--data-dir", tmp_path / "d", "--output-path", tmp_path / "n.csv",
-                     "--min-duration", "5")
+    rc, _, err = cli(capsys, "create", "--data-dir", tmp_path / "d", "--output-path", tmp_path / "n.csv", "--min-duration", "5")
     assert rc == 2 and "outside the duration range" in err and not (tmp_path / "n.csv").exists()
 
 
@@ -138,8 +148,9 @@ def test_merge_mixed_relative_and_v2_absolute(tmp_path: Path, capsys: pytest.Cap
         "".join(f"{b[n].resolve()},{(tmp_path / 'b/txt' / (n + '.txt')).resolve()}\n" for n in ("b2", "b1"))
     )
     out_path = tmp_path / "out" / "deeper" / "merged.csv"
-    rc, out, err = cli(capsys, "merge", "--manifests", tmp_path / "a" / "a.csv", tmp_path / "b" / "b.csv",
-                       "--output-path", out_path)
+    rc, out, err = cli(
+        capsys, "merge", "--manifests", tmp_path / "a" / "a.csv", tmp_path / "b" / "b.csv", "--output-path", out_path
+    )
     assert rc == 0, err
     assert "4 utterances" in out
     rows = lines(out_path)
@@ -150,9 +161,20 @@ def test_merge_mixed_relative_and_v2_absolute(tmp_path: Path, capsys: pytest.Cap
     durations = [probe_audio(w).duration for w, *_ in merged]
     assert durations == sorted(durations)
 
-    rc, _, _ = cli(capsys, "merge", "--manifests", tmp_path / "a" / "a.csv", tmp_path / "b" / "b.csv",
-                   "--output-path", tmp_path / "abs.csv", "--absolute", "--min-duration", "0.3",
-                   "--max-duration", "0.7")
+    rc, _, _ = cli(
+        capsys,
+        "merge",
+        "--manifests",
+        tmp_path / "a" / "a.csv",
+        tmp_path / "b" / "b.csv",
+        "--output-path",
+        tmp_path / "abs.csv",
+        "--absolute",
+        "--min-duration",
+        "0.3",
+        "--max-duration",
+        "0.7",
+    )
     assert rc == 0
     rows = lines(tmp_path / "abs.csv")
     assert [Path(w).stem for w, *_ in rows] == ["b1", "a1"]
@@ -195,9 +217,19 @@ def test_cli_runs_as_a_script(tmp_path: Path) -> None:
     make_corpus(tmp_path / "d", {"a": 0.2})
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, str(repo / "data" / "utils.py"), "create", "--data-dir", str(tmp_path / "d"),
-         "--output-path", str(tmp_path / "m.csv")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [
+            sys.executable,
+            str(repo / "data" / "utils.py"),
+            "create",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--output-path",
+            str(tmp_path / "m.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert lines(tmp_path / "m.csv") == [["d/wav/a.wav", "d/txt/a.txt", "0.200"]]

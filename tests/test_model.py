@@ -1,4 +1,5 @@
 """model.py: shapes, output lengths, padding invariance, masked BatchNorm, lookahead, FLOPs."""
+
 from __future__ import annotations
 
 import itertools
@@ -30,9 +31,17 @@ COMBO_IDS = [f"{a}-{'bi' if b else 'uni'}-{r}" for a, b, r in COMBOS]
 
 
 def tiny_cfg(arch: str = "ds2", bidirectional: bool = True, rnn_type: str = "gru", **kw) -> ModelConfig:
-    base = dict(arch=arch, n_features=161 if arch == "ds2" else 20, hidden_size=8, hidden_layers=2,
-                rnn_type=rnn_type, bidirectional=bidirectional, conv_channels=4, lookahead_context=3,
-                ds1_context=2)
+    base = dict(
+        arch=arch,
+        n_features=161 if arch == "ds2" else 20,
+        hidden_size=8,
+        hidden_layers=2,
+        rnn_type=rnn_type,
+        bidirectional=bidirectional,
+        conv_channels=4,
+        lookahead_context=3,
+        ds1_context=2,
+    )
     base.update(kw)
     return ModelConfig(**base)
 
@@ -133,11 +142,24 @@ def test_config_is_plain_data_and_round_trips() -> None:
     assert ModelConfig(dropout=0).dropout == 0.0
 
 
-@pytest.mark.parametrize("field,value", [
-    ("arch", "ds3"), ("rnn_type", "transformer"), ("hidden_size", 0), ("hidden_layers", 0),
-    ("hidden_size", 8.0), ("n_classes", 1), ("conv_channels", True), ("bidirectional", 1),
-    ("lookahead_context", 0), ("ds1_context", -1), ("ds1_stride", 3), ("dropout", 1.0), ("dropout", "0.1"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("arch", "ds3"),
+        ("rnn_type", "transformer"),
+        ("hidden_size", 0),
+        ("hidden_layers", 0),
+        ("hidden_size", 8.0),
+        ("n_classes", 1),
+        ("conv_channels", True),
+        ("bidirectional", 1),
+        ("lookahead_context", 0),
+        ("ds1_context", -1),
+        ("ds1_stride", 3),
+        ("dropout", 1.0),
+        ("dropout", "0.1"),
+    ],
+)
 def test_config_rejects_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         ModelConfig(**{field: value})
@@ -226,7 +248,7 @@ def test_masked_batch_norm_1d_uses_valid_frames_only(momentum: float | None) -> 
         masked.weight.normal_(), masked.bias.normal_()
     plain.load_state_dict(masked.state_dict())
     lengths = torch.tensor([7, 3, 5])
-    mask = (torch.arange(7)[:, None] < lengths[None, :])  # (T, B)
+    mask = torch.arange(7)[:, None] < lengths[None, :]  # (T, B)
     for _ in range(2):
         x = (torch.randn(7, 3, 6) * 3 + 1).requires_grad_()
         x.data[~mask] = 1e3  # padding garbage that would wreck the statistics
@@ -284,8 +306,9 @@ def test_unidirectional_ds2_sees_exactly_its_lookahead() -> None:
     """Output frame u of a unidirectional DS2 depends on input frames up to
     2 * (u + context - 1) + 15 (convs: +5 conv2 frames, x2 stride, +5 conv1 frames) and no further."""
     torch.manual_seed(6)
-    cfg = tiny_cfg("ds2", bidirectional=False, rnn_type="gru", n_features=20, lookahead_context=3,
-                   conv_channels=8, hidden_size=16)
+    cfg = tiny_cfg(
+        "ds2", bidirectional=False, rnn_type="gru", n_features=20, lookahead_context=3, conv_channels=8, hidden_size=16
+    )
     model = build_model(cfg)
     assert build_model(tiny_cfg("ds2", bidirectional=True)).lookahead is None
     randomize_batch_norms(model)
@@ -296,13 +319,13 @@ def test_unidirectional_ds2_sees_exactly_its_lookahead() -> None:
     with torch.no_grad():
         base, _ = model(x, torch.tensor([60]))
         beyond = x.clone()
-        beyond[..., horizon + 1:] += 3.0 * torch.randn(20, 60 - horizon - 1)
+        beyond[..., horizon + 1 :] += 3.0 * torch.randn(20, 60 - horizon - 1)
         after, _ = model(beyond, torch.tensor([60]))
         at = x.clone()
         at[..., horizon] += 3.0 * torch.randn(20)
         moved, _ = model(at, torch.tensor([60]))
     torch.testing.assert_close(after[0, : u + 1], base[0, : u + 1])
-    assert not torch.allclose(after[0, u + 1:], base[0, u + 1:])
+    assert not torch.allclose(after[0, u + 1 :], base[0, u + 1 :])
     assert not torch.allclose(moved[0, u], base[0, u])
 
 
@@ -347,8 +370,9 @@ def _hooked_flops(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-@pytest.mark.parametrize("arch,bidirectional,rnn_type", [("ds2", True, "gru"), ("ds2", False, "lstm"),
-                                                        ("ds1", True, "rnn"), ("ds1", False, "gru")])
+@pytest.mark.parametrize(
+    "arch,bidirectional,rnn_type", [("ds2", True, "gru"), ("ds2", False, "lstm"), ("ds1", True, "rnn"), ("ds1", False, "gru")]
+)
 def test_forward_flops_matches_the_layers(arch: str, bidirectional: bool, rnn_type: str) -> None:
     cfg = tiny_cfg(arch, bidirectional, rnn_type, ds1_stride=2 if arch == "ds1" and bidirectional else 1)
     model = build_model(cfg)
@@ -379,8 +403,7 @@ def test_bf16_autocast_forward_and_backward() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         log_probs, out_lengths = model(x, lengths)
     assert log_probs.dtype == torch.float32 and torch.isfinite(log_probs).all()
-    loss = nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.tensor([3, 4, 5, 6]), out_lengths,
-                                  torch.tensor([2, 2]))
+    loss = nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.tensor([3, 4, 5, 6]), out_lengths, torch.tensor([2, 2]))
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
@@ -425,8 +448,26 @@ def test_batch_rnn_equals_packed_bidirectional_rnn(rnn_type: str) -> None:
 def test_bench_runs_and_reports_json(capsys: pytest.CaptureFixture) -> None:
     from bench import bench_model
 
-    argv = ["--hidden-sizes", "8", "--hidden-layers", "1", "--rnn-types", "gru", "--seconds", "0.3",
-            "--batch-size", "2", "--runs", "1", "--warmup", "0", "--bf16", "--ds1", "--threads", "1"]
+    argv = [
+        "--hidden-sizes",
+        "8",
+        "--hidden-layers",
+        "1",
+        "--rnn-types",
+        "gru",
+        "--seconds",
+        "0.3",
+        "--batch-size",
+        "2",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--bf16",
+        "--ds1",
+        "--threads",
+        "1",
+    ]
     threads = torch.get_num_threads()
     try:
         assert bench_model.main(argv) == 0
@@ -435,9 +476,14 @@ def test_bench_runs_and_reports_json(capsys: pytest.CaptureFixture) -> None:
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     rows = [(r["model"], r["impl"], r["lengths"], r["dtype"]) for r in report["results"]]
-    assert rows == [("ds2 1x8 bigru", "padded", "mixed", "fp32"), ("ds2 1x8 bigru", "packed", "mixed", "fp32"),
-                    ("ds2 1x8 bigru", "packed", "equal", "fp32"), ("ds2 1x8 bigru", "padded", "mixed", "bf16"),
-                    ("ds1 1x8 bigru", "padded", "mixed", "fp32"), ("ds1 1x8 bigru", "padded", "mixed", "bf16")]
+    assert rows == [
+        ("ds2 1x8 bigru", "padded", "mixed", "fp32"),
+        ("ds2 1x8 bigru", "packed", "mixed", "fp32"),
+        ("ds2 1x8 bigru", "packed", "equal", "fp32"),
+        ("ds2 1x8 bigru", "padded", "mixed", "bf16"),
+        ("ds1 1x8 bigru", "padded", "mixed", "fp32"),
+        ("ds1 1x8 bigru", "padded", "mixed", "bf16"),
+    ]
     assert all(r["median_s"] > 0 and r["gflops"] > 0 for r in report["results"])
     assert report["max_frames"] == 30 and len(lines) == 3 + len(rows) + 1
     assert bench_model.main(["--runs", "0"]) == 2
@@ -456,8 +502,11 @@ def test_bench_quick_plan(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
         torch.set_num_threads(threads)
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(r["model"], r["impl"]) for r in report["results"]] == [
-        ("ds2 3x512 bigru", "padded"), ("ds2 3x512 bigru", "packed"),
-        ("ds2 3x512 bilstm", "padded"), ("ds2 3x512 bilstm", "packed")]
+        ("ds2 3x512 bigru", "padded"),
+        ("ds2 3x512 bigru", "packed"),
+        ("ds2 3x512 bilstm", "padded"),
+        ("ds2 3x512 bilstm", "packed"),
+    ]
     assert all(r["times_s"] == [0.5] * 3 for r in report["results"])
 
 

@@ -1,6 +1,7 @@
 """ONNX export and the torch-free runtime: tiny random models of every architecture give the
 PyTorch log-probs, alone and in mixed-length batches; int8 runs and keeps its metadata; bad
 files give one clear error; transcribe.py runs an .onnx model without importing torch."""
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,16 @@ from onnx_runtime import FORMAT_VERSION, OnnxModelError  # noqa: E402
 CONFIGS = {
     "ds2-bi-lstm": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm"),
     "ds2-bi-gru": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="gru"),
-    "ds2-uni-lstm": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm",
-                                bidirectional=False, lookahead_context=3),
-    "ds2-uni-gru": ModelConfig(hidden_size=16, hidden_layers=1, conv_channels=4, rnn_type="gru",
-                               bidirectional=False, lookahead_context=4),
+    "ds2-uni-lstm": ModelConfig(
+        hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm", bidirectional=False, lookahead_context=3
+    ),
+    "ds2-uni-gru": ModelConfig(
+        hidden_size=16, hidden_layers=1, conv_channels=4, rnn_type="gru", bidirectional=False, lookahead_context=4
+    ),
     "ds1-bi-rnn": ModelConfig(arch="ds1", hidden_size=16, hidden_layers=1, rnn_type="rnn", ds1_context=2),
-    "ds1-uni-lstm-stride2": ModelConfig(arch="ds1", hidden_size=16, hidden_layers=2, rnn_type="lstm",
-                                        bidirectional=False, ds1_context=3, ds1_stride=2),
+    "ds1-uni-lstm-stride2": ModelConfig(
+        arch="ds1", hidden_size=16, hidden_layers=2, rnn_type="lstm", bidirectional=False, ds1_context=3, ds1_stride=2
+    ),
 }
 LENGTHS = [57, 1, 12, 40, 57, 3]  # frames; mixed, including the shortest possible and a tie
 
@@ -110,8 +114,11 @@ def test_batch_of_two_then_one_reuses_one_session(exported):
 def test_metadata_describes_the_model(tmp_path):
     cfg = CONFIGS["ds2-bi-gru"]
     rng = np.random.default_rng(0)
-    audio_cfg = AudioConfig(normalize="global", feature_mean=tuple(rng.standard_normal(161).tolist()),
-                            feature_std=tuple(rng.uniform(0.5, 2, 161).tolist()))
+    audio_cfg = AudioConfig(
+        normalize="global",
+        feature_mean=tuple(rng.standard_normal(161).tolist()),
+        feature_std=tuple(rng.uniform(0.5, 2, 161).tolist()),
+    )
     labels = list(LABELS)
     path = onnx_export.export_onnx(random_model(cfg), audio_cfg, labels, tmp_path / "m.onnx", info={"epochs": 7})
     rec = OnnxRecognizer(path)
@@ -157,9 +164,12 @@ def _foreign_onnx(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -192,8 +202,13 @@ def test_bad_files_give_one_clear_error(exported, tmp_path):
     # and on the command line: exit 2 with one line
     wav = write_tone(tmp_path / "a.wav", 0.5)
     for path in (garbage, tmp_path / "foreign.onnx"):
-        proc = subprocess.run([sys.executable, str(REPO / "transcribe.py"), "--model-path", str(path),
-                               "--audio-path", str(wav)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "transcribe.py"), "--model-path", str(path), "--audio-path", str(wav)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
 
@@ -222,9 +237,27 @@ def test_transcribe_onnx_never_imports_torch(exported, tmp_path):
     m, path = exported["ds2-bi-lstm"]
     wavs = [write_tone(tmp_path / f"a{i}.wav", 0.3 + 0.4 * i, freq=300 + 100 * i, seed=i) for i in range(3)]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "--model-path", str(path), "--audio-path",
-                           *map(str, wavs), "--offsets", "--batch-size", "2", "--threads", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCK_TORCH,
+            "--model-path",
+            str(path),
+            "--audio-path",
+            *map(str, wavs),
+            "--offsets",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "TORCH_LOADED=False" in proc.stderr
     out = json.loads(proc.stdout)
@@ -249,14 +282,26 @@ def test_blocked_torch_really_fails_to_import():
 
 def test_transcribe_batches_give_the_results_of_one_at_a_time(exported, tmp_path, capsys):
     _, path = exported["ds2-uni-gru"]
-    wavs = [write_tone(tmp_path / f"w{i}.wav", d, freq=200 + 70 * i, seed=i)
-            for i, d in enumerate([1.3, 0.4, 2.2, 0.4, 0.9])]
+    wavs = [write_tone(tmp_path / f"w{i}.wav", d, freq=200 + 70 * i, seed=i) for i, d in enumerate([1.3, 0.4, 2.2, 0.4, 0.9])]
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF....")
     outs = {}
     for bs in (1, 3, 16):
-        code = transcribe.main(["--model-path", str(path), "--audio-path", *map(str, wavs[:2]), str(broken),
-                                *map(str, wavs[2:]), "--offsets", "--batch-size", str(bs), "--chunk-seconds", "1"])
+        code = transcribe.main(
+            [
+                "--model-path",
+                str(path),
+                "--audio-path",
+                *map(str, wavs[:2]),
+                str(broken),
+                *map(str, wavs[2:]),
+                "--offsets",
+                "--batch-size",
+                str(bs),
+                "--chunk-seconds",
+                "1",
+            ]
+        )
         assert code == 1  # the broken file
         outs[bs] = json.loads(capsys.readouterr().out)["output"]
     assert outs[1] == outs[3] == outs[16]
@@ -274,8 +319,22 @@ def test_test_py_on_onnx_matches_the_checkpoint(tiny_dataset, tmp_path, capsys):
     reports = {}
     for path in (ckpt, onnx_path):
         report = tmp_path / f"{path.suffix[1:]}.json"
-        assert test_cli.main(["--model-path", str(path), "--test-manifest", str(tiny_dataset), "--batch-size", "4",
-                              "--silent", "--report", str(report)]) == 0
+        assert (
+            test_cli.main(
+                [
+                    "--model-path",
+                    str(path),
+                    "--test-manifest",
+                    str(tiny_dataset),
+                    "--batch-size",
+                    "4",
+                    "--silent",
+                    "--report",
+                    str(report),
+                ]
+            )
+            == 0
+        )
         reports[path.suffix] = json.loads(report.read_text())
     pth, onnx_report = reports[".pth"], reports[".onnx"]
     assert onnx_report["wer"] == pth["wer"] and onnx_report["cer"] == pth["cer"]
@@ -291,14 +350,12 @@ def test_test_py_on_onnx_matches_the_checkpoint(tiny_dataset, tmp_path, capsys):
 
 
 def test_model_cli_refuses_flags_that_do_nothing(tmp_path, capsys):
-    for argv in (["--int8"], ["--calibration-manifest", "x.csv"], ["--export-onnx", "x.onnx", "--calibration-manifest",
-                                                                      "x.csv"]):
+    for argv in (["--int8"], ["--calibration-manifest", "x.csv"], ["--export-onnx", "x.onnx", "--calibration-manifest", "x.csv"]):
         with pytest.raises(SystemExit) as info:
             model_cli.main(["--model-path", "models/an4.pth", *argv])
         assert info.value.code == 2
     capsys.readouterr()
-    assert model_cli.main(["--model-path", str(tmp_path / "missing.pth"), "--export-onnx",
-                           str(tmp_path / "x.onnx")]) == 2
+    assert model_cli.main(["--model-path", str(tmp_path / "missing.pth"), "--export-onnx", str(tmp_path / "x.onnx")]) == 2
     assert model_cli.main(["--model-path", "models/an4.pth", "--export-onnx", str(tmp_path / "x.bin")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err) and ".onnx suffix" in err[1]
@@ -326,20 +383,47 @@ def test_run_all_measures_every_runtime_side_by_side(tiny_dataset, tmp_path, mon
 
     m = random_model(CONFIGS["ds2-bi-gru"])
     ckpt = save_checkpoint(tmp_path / "tiny.pth", Checkpoint.from_model(m, AudioConfig(), LABELS))
-    tiny = dict(runs=1, warmup=0, infer_utterances=3, single_utterances=2, cli_runs=1, cli_warmup=0, batch_size=2,
-                mean_seconds=0.5)
+    tiny = dict(
+        runs=1, warmup=0, infer_utterances=3, single_utterances=2, cli_runs=1, cli_warmup=0, batch_size=2, mean_seconds=0.5
+    )
     for mode in ("quick", "full"):
         monkeypatch.setitem(run_all.PRESETS, mode, {**run_all.PRESETS[mode], **tiny})
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\nhand-written notes\n")
-    assert run_all.main(["--quick", "--only", "infer", "cli", "--model-path", str(ckpt), "--val-manifest",
-                         str(tiny_dataset), "--train-manifest", str(tiny_dataset), "--threads", "1",
-                         "--write-docs", str(docs)]) == 0
+    assert (
+        run_all.main(
+            [
+                "--quick",
+                "--only",
+                "infer",
+                "cli",
+                "--model-path",
+                str(ckpt),
+                "--val-manifest",
+                str(tiny_dataset),
+                "--train-manifest",
+                str(tiny_dataset),
+                "--threads",
+                "1",
+                "--write-docs",
+                str(docs),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for prefix, _ in run_all.RUNTIMES:
         assert summary[f"{prefix}_x_realtime"] > 0 and summary[f"{prefix}_single_x_realtime"] > 0, prefix
-    for key in ("onnx_speedup", "onnx_int8_speedup", "onnx_single_speedup", "onnx_int8_single_speedup",
-                "infer_int8_x_realtime", "cli_cold_start_s", "cli_onnx_cold_start_s", "cli_onnx_int8_cold_start_s"):
+    for key in (
+        "onnx_speedup",
+        "onnx_int8_speedup",
+        "onnx_single_speedup",
+        "onnx_int8_single_speedup",
+        "infer_int8_x_realtime",
+        "cli_cold_start_s",
+        "cli_onnx_cold_start_s",
+        "cli_onnx_int8_cold_start_s",
+    ):
         assert summary[key] > 0, key
     assert "train_x_realtime" not in summary and summary["phases"] == ["infer", "cli"]
     # the fp32 ONNX model transcribes the manifest exactly as PyTorch does
@@ -373,8 +457,7 @@ def test_transcribe_many_batches_by_length_within_the_size_and_audio_budget():
     seconds = [0.3, 2.0, 1.0, 5.0, 0.5, 45.0, 1.0]
     audios = [np.zeros(int(s * 16000), np.float32) for s in seconds]
     spy = Spy()
-    results = transcribe_many(spy, GreedyDecoder(LABELS), audios, chunk_seconds=20.0, batch_size=3,
-                              max_batch_seconds=30.0)
+    results = transcribe_many(spy, GreedyDecoder(LABELS), audios, chunk_seconds=20.0, batch_size=3, max_batch_seconds=30.0)
     frames = [n for b in spy.batches for n in b]
     assert frames == sorted(frames) and all(len(b) <= 3 for b in spy.batches)
     assert all(len(b) * max(b) <= 30 * 100 + len(b) for b in spy.batches)

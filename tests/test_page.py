@@ -6,6 +6,7 @@ arbitrary offset, so the original file is not what was sent). Uploads go through
 Needs the playwright package and a Chromium binary (/usr/bin/chromium, or $CHROMIUM); playwright
 never downloads a browser here.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,10 +39,19 @@ SHIPPED = REPO / "models" / "an4.pth"
 
 
 def chromium_args(capture: Path) -> list[str]:
-    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={capture}"]
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={capture}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +83,10 @@ def offline_text(model: Path, wav: Path, capsys) -> str:
 def best_match(recorded: np.ndarray, source: np.ndarray) -> float:
     """Normalised correlation of a stretch of the recording with the best-aligned stretch of the
     (looped) source clip."""
-    seg = recorded[len(recorded) // 3:len(recorded) // 3 + 8000]
+    seg = recorded[len(recorded) // 3 : len(recorded) // 3 + 8000]
     tiled = np.tile(source, len(recorded) // len(source) + 3)
     corr = np.correlate(tiled, seg, mode="valid")
-    energy = np.sqrt(np.convolve(tiled ** 2, np.ones(len(seg)), mode="valid"))
+    energy = np.sqrt(np.convolve(tiled**2, np.ones(len(seg)), mode="valid"))
     return float(np.max(corr / (energy * np.linalg.norm(seg) + 1e-9)))
 
 
@@ -140,8 +150,7 @@ def test_page_says_when_streaming_is_unavailable(browser, tmp_path):
     with serve(service) as address:
         page = browser.new_page()
         page.goto(f"http://{address}/")
-        page.wait_for_function("document.getElementById('stream-status').dataset.unavailable === '1'",
-                               timeout=20_000)
+        page.wait_for_function("document.getElementById('stream-status').dataset.unavailable === '1'", timeout=20_000)
         assert "streaming is unavailable" in page.text_content("#stream-status")
         assert page.is_disabled("#start")
         page.close()

@@ -1,4 +1,5 @@
 """data/prep.py (what the corpus scripts share) and the manifests' optional duration column."""
+
 from __future__ import annotations
 
 import bz2
@@ -44,21 +45,33 @@ def test_bad_duration_column(tiny_dataset: Path, third: str) -> None:
 
 
 def test_sorted_manifest(tmp_path: Path) -> None:
-    rows = [(tmp_path / "b.wav", tmp_path / "b.txt", 1.0), (tmp_path / "a.wav", tmp_path / "a.txt", 1.0),
-            (tmp_path / "c.wav", tmp_path / "c.txt", 0.5)]
+    rows = [
+        (tmp_path / "b.wav", tmp_path / "b.txt", 1.0),
+        (tmp_path / "a.wav", tmp_path / "a.txt", 1.0),
+        (tmp_path / "c.wav", tmp_path / "c.txt", 0.5),
+    ]
     ordered = prep.write_sorted_manifest(tmp_path / "m.csv", rows)
     assert [r[0].stem for r in ordered] == ["c", "a", "b"]
-    assert (tmp_path / "m.csv").read_text().splitlines() == ["c.wav,c.txt,0.500", "a.wav,a.txt,1.000",
-                                                             "b.wav,b.txt,1.000"]
+    assert (tmp_path / "m.csv").read_text().splitlines() == ["c.wav,c.txt,0.500", "a.wav,a.txt,1.000", "b.wav,b.txt,1.000"]
 
 
 # ---------------------------------------------------------------------------- archives
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("a/b.wav", "a/b.wav"), ("./a//b.wav", "a/b.wav"), ("/etc/passwd", None), ("../x", None),
-    ("a/../../x", None), ("C:/x", None), ("\\\\server\\x", None), ("", None), (".", None),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("a/b.wav", "a/b.wav"),
+        ("./a//b.wav", "a/b.wav"),
+        ("/etc/passwd", None),
+        ("../x", None),
+        ("a/../../x", None),
+        ("C:/x", None),
+        ("\\\\server\\x", None),
+        ("", None),
+        (".", None),
+    ],
+)
 def test_safe_member_name(name: str, expected: str | None) -> None:
     assert prep.safe_member_name(name) == expected
 
@@ -102,10 +115,15 @@ def test_iter_archive_folder(tmp_path: Path) -> None:
     assert drops.counts == {prep.UNSAFE_MEMBER: 1}
 
 
-@pytest.mark.parametrize("damage, words", [
-    (lambda b: b[: len(b) // 2], "truncated"), (lambda b: b[:-4], "truncated"),
-    (lambda b: b"", "empty"), (lambda b: b"not an archive at all" * 30, "corrupt or not a tar archive"),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda b: b[: len(b) // 2], "truncated"),
+        (lambda b: b[:-4], "truncated"),
+        (lambda b: b"", "empty"),
+        (lambda b: b"not an archive at all" * 30, "corrupt or not a tar archive"),
+    ],
+)
 def test_iter_archive_damaged(tmp_path: Path, damage, words: str) -> None:
     good = write_tar(tmp_path / "good.tar.gz", {f"f{i}": bytes(range(256)) * 40 for i in range(5)})
     bad = tmp_path / "bad.tar.gz"
@@ -177,8 +195,10 @@ def test_drops_report_and_round_trip(capsys: pytest.CaptureFixture) -> None:
     drops.add("empty transcript", "u2")
     drops.add("unreadable audio", "u3")
     assert drops.total == 3
-    assert drops.lines("train") == ["  dropped in train: 2 empty transcript (e.g. u1)",
-                                    "  dropped in train: 1 unreadable audio (e.g. u3)"]
+    assert drops.lines("train") == [
+        "  dropped in train: 2 empty transcript (e.g. u1)",
+        "  dropped in train: 1 unreadable audio (e.g. u3)",
+    ]
     again = prep.drops_from_dict(prep.drops_to_dict(drops))
     assert again.counts == drops.counts and again.examples == drops.examples
     prep.print_summary("done:", [("train", 5, 7200.0, Path("m.csv"))], {"train": drops})

@@ -1,4 +1,5 @@
 """The README's commands are the ones CI runs, and the packaging reads the requirement files."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """robustness.py end to end on generated utterances with a tiny random model."""
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,7 @@ def utterance(path: Path, text: str, seconds: float, seed: int) -> tuple[Path, P
     audio = 3e-4 * rng.standard_normal(n)
     t = np.arange(n // 2) / SR
     f0 = rng.uniform(100, 220)
-    audio[n // 4:n // 4 + t.size] += 0.05 * sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12))
+    audio[n // 4 : n // 4 + t.size] += 0.05 * sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12))
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), audio.astype(np.float32), SR, subtype="PCM_16")
     txt = path.with_suffix(".txt")
@@ -40,8 +41,9 @@ def utterance(path: Path, text: str, seconds: float, seed: int) -> tuple[Path, P
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("robustness")
-    rows = [utterance(root / "val" / f"v{i}.wav", text, 0.8 + 0.3 * i, i)
-            for i, text in enumerate(["YES", "NO", "STOP", "GO UP"])]
+    rows = [
+        utterance(root / "val" / f"v{i}.wav", text, 0.8 + 0.3 * i, i) for i, text in enumerate(["YES", "NO", "STOP", "GO UP"])
+    ]
     write_manifest(root / "val.csv", rows)
     talkers = [utterance(root / "train" / f"t{i}.wav", "A", 0.6 + 0.4 * i, 10 + i) for i in range(5)]
     write_manifest(root / "train.csv", talkers)
@@ -51,8 +53,21 @@ def suite(tmp_path_factory) -> dict[str, Path]:
 
 
 def argv(suite: dict[str, Path], out: Path, work: Path, *extra: str) -> list[str]:
-    return ["--model-path", str(suite["model"]), "--manifest", str(suite["manifest"]), "--babble-manifest",
-            str(suite["babble"]), "--output", str(out), "--work-dir", str(work), "--threads", "1", *extra]
+    return [
+        "--model-path",
+        str(suite["model"]),
+        "--manifest",
+        str(suite["manifest"]),
+        "--babble-manifest",
+        str(suite["babble"]),
+        "--output",
+        str(out),
+        "--work-dir",
+        str(work),
+        "--threads",
+        "1",
+        *extra,
+    ]
 
 
 def table(text: str) -> dict[str, list[str]]:
@@ -74,8 +89,18 @@ def test_suite_writes_the_table_and_reuses_its_work(suite, tmp_path: Path, caplo
     caplog.set_level(logging.INFO)
     out, work = tmp_path / "docs" / "robustness.md", tmp_path / "work"
     base = argv(suite, out, work)
-    args = [*base, "--frontends", "as-is", "noise-pad-stats", "level-norm", "global-norm",
-            "--frontend-conditions", "clean", "tight", "8khz"]
+    args = [
+        *base,
+        "--frontends",
+        "as-is",
+        "noise-pad-stats",
+        "level-norm",
+        "global-norm",
+        "--frontend-conditions",
+        "clean",
+        "tight",
+        "8khz",
+    ]
     assert robustness.main(args) == 0
     text = out.read_text()
     rows = table(text)
@@ -135,8 +160,7 @@ def test_beam_search_with_the_lm_adds_columns(suite, tmp_path: Path) -> None:
     pytest.importorskip("flashlight.lib.text")
     out = tmp_path / "r.md"
     lm = REPO / "models" / "an4_3gram.arpa"
-    assert robustness.main(argv(suite, out, tmp_path / "w", "--conditions", "clean", "telephone",
-                                "--lm-path", str(lm))) == 0
+    assert robustness.main(argv(suite, out, tmp_path / "w", "--conditions", "clean", "telephone", "--lm-path", str(lm))) == 0
     text = out.read_text()
     assert "| greedy WER | greedy CER | beam+LM WER | beam+LM CER |" in text
     assert all(len(cells) == 5 for cells in table(text).values())
@@ -150,8 +174,7 @@ def test_errors(suite, tmp_path: Path, capsys) -> None:
     assert robustness.main(bad) == 2
     assert "babble must come from other speakers" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        robustness.main(["--manifest", str(suite["manifest"]), "--model-path", str(suite["model"]),
-                         "--frontends", "all"])
+        robustness.main(["--manifest", str(suite["manifest"]), "--model-path", str(suite["model"]), "--frontends", "all"])
     assert "--frontends needs --babble-manifest" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         robustness.main(argv(suite, out, work, "--frontend-conditions", "tight"))

@@ -1,4 +1,5 @@
 """Corpus-scale data loading: bounded audio cache, lazy transcripts, flat memory, frame-bounded batches."""
+
 from __future__ import annotations
 
 import math
@@ -190,8 +191,7 @@ def test_distributed_frame_batches_partition_and_pad(replicas: int) -> None:
     base = FrameBatchSampler(frames, 5000, seed=2)
     n = len(base.bins)
     for epoch in range(3):
-        ranks = [DistributedFrameBatchSampler(frames, 5000, seed=2, num_replicas=replicas, rank=r)
-                 for r in range(replicas)]
+        ranks = [DistributedFrameBatchSampler(frames, 5000, seed=2, num_replicas=replicas, rank=r) for r in range(replicas)]
         per_rank = [epoch_batches(s, epoch) for s in ranks]
         assert all(len(b) == len(s) == math.ceil(n / replicas) for b, s in zip(per_rank, ranks))
         covered = [tuple(b) for batches in per_rank for b in batches]

@@ -1,5 +1,6 @@
 """server.py: the /transcribe contract, the /stream protocol (final text == transcribe.py), every
 limit and bad input, health, docs, robustness and a clean shutdown. Tiny random models."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,17 @@ from websockets.sync.client import connect  # noqa: E402
 import server  # noqa: E402
 import transcribe  # noqa: E402
 
-LIMITS = dict(max_upload_bytes=400_000, max_upload_seconds=6.0, max_stream_seconds=5.0, max_streams=3,
-              max_pending=3, idle_timeout=1.5, max_message_bytes=64_000, workers=2, stream_workers=2)
+LIMITS = dict(
+    max_upload_bytes=400_000,
+    max_upload_seconds=6.0,
+    max_stream_seconds=5.0,
+    max_streams=3,
+    max_pending=3,
+    idle_timeout=1.5,
+    max_message_bytes=64_000,
+    workers=2,
+    stream_workers=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +50,11 @@ def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("server_models")
     offline, offline_audio = tiny_offline_model(21)
     streaming, stream_audio = tiny_stream_model(22, lookahead_context=3)
-    return {"offline": save_model(root / "offline.pth", offline, offline_audio),
-            "stream": save_model(root / "stream.pth", streaming, stream_audio), "root": root}
+    return {
+        "offline": save_model(root / "offline.pth", offline, offline_audio),
+        "stream": save_model(root / "stream.pth", streaming, stream_audio),
+        "root": root,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +80,9 @@ def wav_bytes(audio: np.ndarray, rate: int = 16000, fmt: str = "WAV", subtype: s
 def offline(model: Path, path: Path, capsys, *flags: str) -> dict:
     """transcribe.py's entry for one file (with word offsets, the whole file as one chunk)."""
     capsys.readouterr()
-    assert transcribe.main(["--model-path", str(model), "--audio-path", str(path), "--offsets",
-                            "--chunk-seconds", "0", *flags]) == 0
+    assert (
+        transcribe.main(["--model-path", str(model), "--audio-path", str(path), "--offsets", "--chunk-seconds", "0", *flags]) == 0
+    )
     return json.loads(capsys.readouterr().out)
 
 
@@ -85,8 +99,9 @@ def assert_error(r: httpx.Response, status: int, *words: str) -> None:
     assert "Traceback" not in r.text
 
 
-def run_stream(addr: str, chunks: list, config: dict | str | bytes | None = None,
-               eof: bool = True) -> tuple[list[dict], int | None]:
+def run_stream(
+    addr: str, chunks: list, config: dict | str | bytes | None = None, eof: bool = True
+) -> tuple[list[dict], int | None]:
     """Open /stream, send the config, the chunks and eof; returns (JSON messages received, close code)."""
     messages: list[dict] = []
     with connect(f"ws://{addr}/stream", max_size=None, compression=None, open_timeout=30) as ws:
@@ -111,7 +126,7 @@ def chunked(data: bytes, rng: np.random.Generator, width: int, low: int = 1, hig
     out, pos = [], 0
     while pos < len(data):
         size = int(rng.integers(low, high)) * width
-        out.append(data[pos:pos + size])
+        out.append(data[pos : pos + size])
         pos += size
     return out
 
@@ -134,9 +149,15 @@ def health(addr: str) -> dict:
 # ---------------------------------------------------------------------------- /transcribe
 
 
-@pytest.mark.parametrize("rate, channels, fmt, subtype", [
-    (16000, 1, "WAV", "PCM_16"), (44100, 2, "FLAC", "PCM_16"), (8000, 1, "WAV", "FLOAT"), (22050, 1, "OGG", "VORBIS"),
-])
+@pytest.mark.parametrize(
+    "rate, channels, fmt, subtype",
+    [
+        (16000, 1, "WAV", "PCM_16"),
+        (44100, 2, "FLAC", "PCM_16"),
+        (8000, 1, "WAV", "FLOAT"),
+        (22050, 1, "OGG", "VORBIS"),
+    ],
+)
 def test_transcribe_matches_transcribe_py(addr, models, tmp_path, capsys, rate, channels, fmt, subtype):
     audio = speechlike(1.4, rate, seed=rate)
     if channels == 2:
@@ -178,15 +199,21 @@ def test_transcribe_without_a_file(addr):
     assert_error(httpx.post(f"http://{addr}/transcribe", timeout=30), 400, message)
     assert_error(httpx.post(f"http://{addr}/transcribe", data={"other": "x"}, timeout=30), 400, message)
     assert_error(post(addr, b"RIFF", field="audio"), 400, message)
-    assert_error(httpx.post(f"http://{addr}/transcribe", content=b"\x00" * 100, timeout=30,
-                            headers={"content-type": "audio/wav"}), 400, message)
+    assert_error(
+        httpx.post(f"http://{addr}/transcribe", content=b"\x00" * 100, timeout=30, headers={"content-type": "audio/wav"}),
+        400,
+        message,
+    )
 
 
-@pytest.mark.parametrize("data, status, words", [
-    (b"", 400, ["empty"]),
-    (b"this is not audio" * 100, 400, ["cannot read audio"]),
-    (b"RIFF\x24\x00\x00\x00WAVEfmt ", 400, ["cannot read audio"]),
-])
+@pytest.mark.parametrize(
+    "data, status, words",
+    [
+        (b"", 400, ["empty"]),
+        (b"this is not audio" * 100, 400, ["cannot read audio"]),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", 400, ["cannot read audio"]),
+    ],
+)
 def test_transcribe_bad_audio(addr, data, status, words):
     r = post(addr, data, "bad.wav")
     assert_error(r, status, *words)
@@ -198,8 +225,12 @@ def test_transcribe_wav_holding_no_samples(addr):
 
 
 def test_transcribe_garbage_multipart(addr):
-    r = httpx.post(f"http://{addr}/transcribe", content=b"--x\r\ngarbage", timeout=30,
-                   headers={"content-type": "multipart/form-data; boundary=zzz"})
+    r = httpx.post(
+        f"http://{addr}/transcribe",
+        content=b"--x\r\ngarbage",
+        timeout=30,
+        headers={"content-type": "multipart/form-data; boundary=zzz"},
+    )
     assert_error(r, 400)
 
 
@@ -208,15 +239,24 @@ def test_upload_limits(addr):
     assert_error(post(addr, big), 413, "upload larger than the limit of 400000 bytes")
     # without a Content-Length: the body is counted as it arrives
     boundary = "b0undary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
-            f"Content-Type: audio/wav\r\n\r\n").encode() + big + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+        ).encode()
+        + big
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
     def gen():
         for i in range(0, len(body), 50_000):
-            yield body[i:i + 50_000]
+            yield body[i : i + 50_000]
 
-    r = httpx.post(f"http://{addr}/transcribe", content=gen(), timeout=30,
-                   headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    r = httpx.post(
+        f"http://{addr}/transcribe",
+        content=gen(),
+        timeout=30,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert_error(r, 413, "upload larger than the limit")
     # small in bytes but too long: 8 kHz 16-bit, 7 s = 112 kB
     assert_error(post(addr, wav_bytes(speechlike(7.0, 8000), 8000)), 413, "lasts 7.0 s", "limit is 6 s")
@@ -319,8 +359,7 @@ def test_stream_final_equals_transcribe_py(addr, models, tmp_path, capsys, rate,
 def test_stream_records_what_it_received(running):
     addr, record_dir = running
     audio = speechlike(0.8, 16000, seed=3)
-    messages, _ = run_stream(addr, [audio[:5000].tobytes(), audio[5000:].tobytes()],
-                             {"sample_rate": 16000, "format": "float32"})
+    messages, _ = run_stream(addr, [audio[:5000].tobytes(), audio[5000:].tobytes()], {"sample_rate": 16000, "format": "float32"})
     assert "text" in messages[-1]
     newest = max(record_dir.glob("stream-*.json"), key=lambda p: p.stat().st_mtime_ns)
     meta = json.loads(newest.read_text())
@@ -329,33 +368,39 @@ def test_stream_records_what_it_received(running):
     assert rate == 16000 and np.array_equal(recorded, audio)
 
 
-@pytest.mark.parametrize("config, words", [
-    (b"\x00\x01", "first message must be the JSON config"),
-    ("not json", "must be a JSON config"),
-    ("[16000]", "must be a JSON object"),
-    ({"rate": 16000}, "unknown config keys ['rate']"),
-    ({}, "'sample_rate' must be an integer"),
-    ({"sample_rate": "16000"}, "'sample_rate' must be an integer"),
-    ({"sample_rate": 0}, "'sample_rate' must be an integer"),
-    ({"sample_rate": 10**7}, "'sample_rate' must be an integer"),
-    ({"sample_rate": True}, "'sample_rate' must be an integer"),
-    ({"sample_rate": 16000, "format": "mp3"}, "'format' must be one of ['pcm16', 'float32']"),
-])
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        (b"\x00\x01", "first message must be the JSON config"),
+        ("not json", "must be a JSON config"),
+        ("[16000]", "must be a JSON object"),
+        ({"rate": 16000}, "unknown config keys ['rate']"),
+        ({}, "'sample_rate' must be an integer"),
+        ({"sample_rate": "16000"}, "'sample_rate' must be an integer"),
+        ({"sample_rate": 0}, "'sample_rate' must be an integer"),
+        ({"sample_rate": 10**7}, "'sample_rate' must be an integer"),
+        ({"sample_rate": True}, "'sample_rate' must be an integer"),
+        ({"sample_rate": 16000, "format": "mp3"}, "'format' must be one of ['pcm16', 'float32']"),
+    ],
+)
 def test_stream_bad_config(addr, config, words):
     messages, code = run_stream(addr, [], config, eof=False)
     assert code == 1008
     assert len(messages) == 1 and words in messages[0]["error"]
 
 
-@pytest.mark.parametrize("config, chunks, code, words", [
-    ({"sample_rate": 16000}, [b"\x00\x01\x02"], 1008, "whole 2-byte samples"),
-    ({"sample_rate": 16000, "format": "float32"}, [b"\x00" * 6], 1008, "whole 4-byte samples"),
-    ({"sample_rate": 16000, "format": "float32"}, [np.array([0.1, np.nan], "<f4").tobytes()], 1008, "NaN"),
-    ({"sample_rate": 16000}, [b"\x00" * 70_000], 1009, "the limit is 64000"),
-    ({"sample_rate": 16000}, ["hello"], 1008, "unexpected text message"),
-    ({"sample_rate": 16000}, [], 1008, "empty audio"),
-    ({"sample_rate": 16000}, [b"\x00" * 32000] * 6, 1008, "stream longer than the limit of 5 s"),
-])
+@pytest.mark.parametrize(
+    "config, chunks, code, words",
+    [
+        ({"sample_rate": 16000}, [b"\x00\x01\x02"], 1008, "whole 2-byte samples"),
+        ({"sample_rate": 16000, "format": "float32"}, [b"\x00" * 6], 1008, "whole 4-byte samples"),
+        ({"sample_rate": 16000, "format": "float32"}, [np.array([0.1, np.nan], "<f4").tobytes()], 1008, "NaN"),
+        ({"sample_rate": 16000}, [b"\x00" * 70_000], 1009, "the limit is 64000"),
+        ({"sample_rate": 16000}, ["hello"], 1008, "unexpected text message"),
+        ({"sample_rate": 16000}, [], 1008, "empty audio"),
+        ({"sample_rate": 16000}, [b"\x00" * 32000] * 6, 1008, "stream longer than the limit of 5 s"),
+    ],
+)
 def test_stream_bad_audio_and_limits(addr, config, chunks, code, words):
     messages, close_code = run_stream(addr, chunks, config)
     assert close_code == code
@@ -402,8 +447,10 @@ def test_abrupt_disconnects_leave_the_server_serving(addr):
             ws.send(audio[:8000].tobytes())
             ws.socket.shutdown(socket.SHUT_RDWR)  # gone without a close frame
     with socket.create_connection(tuple(addr.split(":"))) as s:  # an upload cut off mid-body
-        s.sendall(b"POST /transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                  b"Content-Length: 100000\r\n\r\n--b\r\n")
+        s.sendall(
+            b"POST /transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n--b\r\n"
+        )
     assert wait_for(lambda: health(addr)["load"]["active_streams"] == 0)
     messages, code = run_stream(addr, [audio.tobytes()], {"sample_rate": 16000, "format": "float32"})
     assert code == 1000 and messages[-1]["text"]
@@ -432,7 +479,7 @@ def test_partials_arrive_while_audio_is_still_coming_and_slow_senders_are_served
     with connect(f"ws://{addr}/stream", open_timeout=30) as ws:
         ws.send(json.dumps({"sample_rate": 16000, "format": "float32"}))
         for i in range(0, len(audio), 3200):  # 200 ms of audio every 0.5 s: under half real time
-            ws.send(audio[i:i + 3200].tobytes())
+            ws.send(audio[i : i + 3200].tobytes())
             time.sleep(0.5)
         first = json.loads(ws.recv(timeout=10))  # before eof
         assert first["partial"] and first["audio_s"] < 1.6
@@ -477,11 +524,29 @@ def test_server_process_serves_and_stops_cleanly_on_sigterm(models):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "server.py"), "--model-path", str(models["offline"]), "--stream-model-path",
-         str(models["stream"]), "--port", str(port), "--log-level", "warning", "--shutdown-timeout", "2"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            str(REPO / "server.py"),
+            "--model-path",
+            str(models["offline"]),
+            "--stream-model-path",
+            str(models["stream"]),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--shutdown-timeout",
+            "2",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     address = f"127.0.0.1:{port}"
     try:
+
         def up() -> bool:
             try:
                 return httpx.get(f"http://{address}/health", timeout=2).status_code == 200

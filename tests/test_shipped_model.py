@@ -1,4 +1,5 @@
 """The shipped model and LM: small, safe to load, and they transcribe real AN4 test clips."""
+
 from __future__ import annotations
 
 import json
@@ -52,10 +53,35 @@ def test_train_defaults_are_the_recipe_of_the_shipped_model():
 
     defaults = vars(train.build_parser().parse_args([]))
     trained_with = torch.load(MODEL, weights_only=True)["args"]
-    recipe = ("arch", "hidden_size", "hidden_layers", "rnn_type", "bidirectional", "conv_channels", "dropout",
-              "epochs", "batch_size", "lr", "optim", "weight_decay", "max_norm", "lr_schedule", "warmup_steps",
-              "augment", "spec_augment", "noise_dir", "seed", "no_shuffle", "no_sorta_grad", "sample_rate",
-              "window_size", "window_stride", "window", "train_manifest", "val_manifest")
+    recipe = (
+        "arch",
+        "hidden_size",
+        "hidden_layers",
+        "rnn_type",
+        "bidirectional",
+        "conv_channels",
+        "dropout",
+        "epochs",
+        "batch_size",
+        "lr",
+        "optim",
+        "weight_decay",
+        "max_norm",
+        "lr_schedule",
+        "warmup_steps",
+        "augment",
+        "spec_augment",
+        "noise_dir",
+        "seed",
+        "no_shuffle",
+        "no_sorta_grad",
+        "sample_rate",
+        "window_size",
+        "window_stride",
+        "window",
+        "train_manifest",
+        "val_manifest",
+    )
     assert {k: defaults[k] for k in recipe} == {k: trained_with[k] for k in recipe}
 
 
@@ -70,8 +96,12 @@ def test_shipped_model_reproduces_the_readme_numbers(an4_dir, capsys):
     wer, cer = parse_summary(capsys.readouterr().out)
     assert wer == pytest.approx(9.314, abs=0.5) and cer == pytest.approx(5.151, abs=0.3)
     pytest.importorskip("flashlight.lib.text")
-    assert evaluate_cli.main(["--model-path", str(MODEL), "--test-manifest", manifest, "--silent",
-                              "--decoder", "beam", "--lm-path", str(LM)]) == 0
+    assert (
+        evaluate_cli.main(
+            ["--model-path", str(MODEL), "--test-manifest", manifest, "--silent", "--decoder", "beam", "--lm-path", str(LM)]
+        )
+        == 0
+    )
     wer, cer = parse_summary(capsys.readouterr().out)
     assert wer == pytest.approx(5.951, abs=0.5) and cer == pytest.approx(4.162, abs=0.3)
 

@@ -1,4 +1,5 @@
 """streaming.py: any chunking gives the offline log-probs and text; refusals; latency; resampling."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,13 @@ def random_chunks(rng: np.random.Generator, n: int, style: str) -> list[tuple[in
             size = int(rng.integers(0, 160))
         else:
             r = rng.random()
-            size = (int(rng.integers(0, 160)) if r < 0.3 else int(rng.integers(160, 3200)) if r < 0.8
-                    else int(rng.integers(3200, 32001)))
+            size = (
+                int(rng.integers(0, 160))
+                if r < 0.3
+                else int(rng.integers(160, 3200))
+                if r < 0.8
+                else int(rng.integers(3200, 32001))
+            )
         bounds.append((pos, min(n, pos + size)))
         pos += size
     return bounds
@@ -68,8 +74,9 @@ def test_random_chunkings_equal_the_offline_forward(rnn_type):
     """Hypothesis-style: random models (layers, lookahead), lengths and chunkings per seed."""
     for seed in range(8):
         rng = np.random.default_rng(seed)
-        model, audio_config = tiny_stream_model(seed, rnn_type=rnn_type, hidden_layers=int(rng.integers(1, 3)),
-                                                lookahead_context=int(rng.integers(1, 6)))
+        model, audio_config = tiny_stream_model(
+            seed, rnn_type=rnn_type, hidden_layers=int(rng.integers(1, 3)), lookahead_context=int(rng.integers(1, 6))
+        )
         audio = speechlike(float(rng.uniform(0.01, 2.5)), seed=seed)
         rec = StreamingRecognizer(model, audio_config, LABELS)
         for trial in range(2):
@@ -164,11 +171,14 @@ def test_reset_replays_identically_and_finish_is_final():
     assert rec.finish() == first
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.zeros((2, 100), dtype=np.float32), "shape"),
-    (np.array([0.0, np.nan], dtype=np.float32), "NaN"),
-    (np.array(["a"]), "dtype"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((2, 100), dtype=np.float32), "shape"),
+        (np.array([0.0, np.nan], dtype=np.float32), "NaN"),
+        (np.array(["a"]), "dtype"),
+    ],
+)
 def test_bad_samples_are_refused(bad, match):
     model, audio_config = tiny_stream_model(0)
     with pytest.raises(StreamingError, match=match):
@@ -244,7 +254,7 @@ def test_frames_are_final_as_soon_as_the_latency_allows(context):
     audio = speechlike(1.5, seed=2)
     fed = 0
     for size in np.random.default_rng(context).integers(1, 700, size=60):
-        rec.accept(audio[fed:fed + size])
+        rec.accept(audio[fed : fed + size])
         fed = min(len(audio), fed + int(size))
         expected = (fed - latency) // step + 1 if fed >= latency else 0
         assert rec.n_frames == expected, fed
@@ -253,8 +263,9 @@ def test_frames_are_final_as_soon_as_the_latency_allows(context):
 # ---------------------------------------------------------------------------- resampling
 
 
-@pytest.mark.parametrize("rates", [(8000, 16000), (44100, 16000), (48000, 16000), (22050, 16000), (16000, 16000),
-                                   (16000, 8000), (11025, 16000)])
+@pytest.mark.parametrize(
+    "rates", [(8000, 16000), (44100, 16000), (48000, 16000), (22050, 16000), (16000, 16000), (16000, 8000), (11025, 16000)]
+)
 def test_stream_resampler_equals_offline_resampling(rates):
     orig, target = rates
     for seed in range(4):

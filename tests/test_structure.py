@@ -1,4 +1,5 @@
 """The module structure: no import cycles, a pure network module, and a torch-free inference path."""
+
 from __future__ import annotations
 
 import ast
@@ -23,8 +24,7 @@ def imports_of(path: Path, modules: dict[str, Path], top_level_only: bool = Fals
     if top_level_only:
         nodes = tree.body
     else:  # everything but a script's command-line entry point (main), which may import what it runs
-        nodes = [n for top in tree.body if not (isinstance(top, ast.FunctionDef) and top.name == "main")
-                 for n in ast.walk(top)]
+        nodes = [n for top in tree.body if not (isinstance(top, ast.FunctionDef) and top.name == "main") for n in ast.walk(top)]
     found = set()
     for node in nodes:
         if isinstance(node, ast.If) and top_level_only:  # `if __name__ == "__main__"` and TYPE_CHECKING blocks
@@ -49,7 +49,7 @@ def test_no_import_cycles() -> None:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(nxt):] + [node, nxt])}")
+                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(nxt) :] + [node, nxt])}")
             if nxt not in state:
                 visit(nxt, stack + [node])
         state[node] = 2
@@ -69,8 +69,9 @@ def test_model_py_is_a_pure_network_module() -> None:
 
 
 def test_inference_path_imports_no_torch() -> None:
-    code = ("import sys, data.audio, data.text, data.manifest, decoder, inference, transcribe, utils; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, data.audio, data.text, data.manifest, decoder, inference, transcribe, utils; print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

@@ -1,5 +1,6 @@
 """data/ted.py on a miniature TED-LIUM generated here in the real layout: NIST SPHERE talks
 (a hand-written NIST_1A header, and soundfile's own NIST writer) and STM segment files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,9 +34,16 @@ def talk_audio(name: str, seconds: float) -> np.ndarray:
 def sphere(samples: np.ndarray, coding: str = "pcm", byte_order: str = "01") -> bytes:
     """A NIST SPHERE file with the 1024-byte NIST_1A header written here."""
     fields = [
-        "NIST_1A", "   1024", "database_id -s8 TEDLIUM2", f"sample_count -i {len(samples)}",
-        "sample_n_bytes -i 2", "channel_count -i 1", f"sample_byte_format -s2 {byte_order}",
-        f"sample_rate -i {RATE}", f"sample_coding -s{len(coding)} {coding}", "end_head",
+        "NIST_1A",
+        "   1024",
+        "database_id -s8 TEDLIUM2",
+        f"sample_count -i {len(samples)}",
+        "sample_n_bytes -i 2",
+        "channel_count -i 1",
+        f"sample_byte_format -s2 {byte_order}",
+        f"sample_rate -i {RATE}",
+        f"sample_coding -s{len(coding)} {coding}",
+        "end_head",
     ]
     header = ("\n".join(fields) + "\n").encode("ascii")
     header += b" " * (1024 - len(header))
@@ -84,16 +92,21 @@ STM = {
     ],
 }
 KEPT = {  # our split -> {utterance id: transcript}
-    "train": {"AlGore_2009-0000050-0000150": "SO IT'S TIME TO ACT",
-              "AlGore_2009-0000340-0000420": "THE CLIMATE CRISIS REALLY"},
-    "val": {"JaneDoe_2012-0000030-0000110": "HELLO THERE",
-            "JaneDoe_2012-0000110-0000580": "A LONG DEV SEGMENT STAYS"},
+    "train": {"AlGore_2009-0000050-0000150": "SO IT'S TIME TO ACT", "AlGore_2009-0000340-0000420": "THE CLIMATE CRISIS REALLY"},
+    "val": {"JaneDoe_2012-0000030-0000110": "HELLO THERE", "JaneDoe_2012-0000110-0000580": "A LONG DEV SEGMENT STAYS"},
     "test": {"JohnSmith_2013-0000025-0000275": "THANK YOU", "JohnSmith_2013-0000275-0000340": "AND GOODBYE"},
 }
 EXPECTED_DROPS = {
-    ("train", ted.IGNORED): 1, ("train", ted.TWICE): 1, ("train", "shorter than --min-duration 0.25 s"): 1,
-    ("train", ted.EMPTY): 1, ("train", ted.BAD_CHARS): 1, ("train", ted.BAD_TIMES): 1, ("train", ted.MALFORMED): 1,
-    ("train", "longer than --max-duration 4 s"): 1, ("train", ted.OUTSIDE): 1, ("train", ted.NO_AUDIO): 1,
+    ("train", ted.IGNORED): 1,
+    ("train", ted.TWICE): 1,
+    ("train", "shorter than --min-duration 0.25 s"): 1,
+    ("train", ted.EMPTY): 1,
+    ("train", ted.BAD_CHARS): 1,
+    ("train", ted.BAD_TIMES): 1,
+    ("train", ted.MALFORMED): 1,
+    ("train", "longer than --max-duration 4 s"): 1,
+    ("train", ted.OUTSIDE): 1,
+    ("train", ted.NO_AUDIO): 1,
     ("train", ted.BAD_AUDIO): 1,
     ("archive", "unsafe archive member (absolute path, '..', link or device), refused"): 2,
 }
@@ -214,8 +227,7 @@ def test_release3_layout_and_folder_input(tmp_path: Path, capsys: pytest.Capture
 
 def test_shorten_compressed_sphere_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     files = corpus_files()
-    files["TEDLIUM_release2/test/sph/JohnSmith_2013.sph"] = sphere(
-        AUDIO["JohnSmith_2013"], coding="pcm,embedded-shorten-v2.00")
+    files["TEDLIUM_release2/test/sph/JohnSmith_2013.sph"] = sphere(AUDIO["JohnSmith_2013"], coding="pcm,embedded-shorten-v2.00")
     archive = write_tar(tmp_path / "shorten.tar.gz", files)
     rc, _, err = run(capsys, *args_for(archive, tmp_path / "t"))
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1

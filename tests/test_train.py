@@ -1,4 +1,5 @@
 """train.py end to end on tiny generated data: every flag, exact resume, checkpoints, DDP, plots."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,16 @@ TINY = ["--hidden-size", "8", "--hidden-layers", "1", "--conv-channels", "4", "-
 def run_train(manifest: Path, out: Path, *extra: str) -> int:
     tiny = [a for a in TINY if a not in ("--conv-channels", "4")] if "ds1" in extra else TINY
     argv = [
-        "--train-manifest", str(manifest), "--val-manifest", str(manifest),
-        "--save-folder", str(out), "--model-path", str(out / "best.pth"), *tiny, *extra,
+        "--train-manifest",
+        str(manifest),
+        "--val-manifest",
+        str(manifest),
+        "--save-folder",
+        str(out),
+        "--model-path",
+        str(out / "best.pth"),
+        *tiny,
+        *extra,
     ]
     return train.main(argv)
 
@@ -35,8 +44,12 @@ def run_train(manifest: Path, out: Path, *extra: str) -> int:
 def load_flat(path: Path) -> dict:
     """A checkpoint as one dict: its configs, labels and weights beside its training-state fields."""
     ckpt = load_checkpoint(path)
-    flat = {"model_config": dataclasses.asdict(ckpt.model_config), "audio_config": ckpt.audio_config.to_dict(),
-            "labels": ckpt.labels, "state_dict": ckpt.state_dict}
+    flat = {
+        "model_config": dataclasses.asdict(ckpt.model_config),
+        "audio_config": ckpt.audio_config.to_dict(),
+        "labels": ckpt.labels,
+        "state_dict": ckpt.state_dict,
+    }
     if ckpt.training is not None:
         flat.update(ckpt.training.to_dict())
     return flat
@@ -66,9 +79,19 @@ def test_trains_writes_best_model_checkpoints_and_curves(tiny_dataset, tmp_path)
 
 def test_effective_configuration_is_printed(tiny_dataset, tmp_path, caplog):
     caplog.set_level("INFO")
-    argv = ["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset),
-            "--save-folder", str(tmp_path), "--model-path", str(tmp_path / "m.pth"),
-            *[a for a in TINY if a != "--silent"], "--epochs", "1"]
+    argv = [
+        "--train-manifest",
+        str(tiny_dataset),
+        "--val-manifest",
+        str(tiny_dataset),
+        "--save-folder",
+        str(tmp_path),
+        "--model-path",
+        str(tmp_path / "m.pth"),
+        *[a for a in TINY if a != "--silent"],
+        "--epochs",
+        "1",
+    ]
     assert train.main(argv) == 0
     text = caplog.text
     assert '"hidden_size": 8' in text and '"train_utterances": 6' in text
@@ -79,13 +102,24 @@ def test_resume_is_exact(tiny_dataset, tmp_path):
     """A run stopped after epoch 1 and resumed ends with the same weights as one that never stopped,
     with shuffling, dropout and every augmentation on."""
     noise = write_tone(tmp_path / "noise" / "hum.wav", 1.0, freq=50.0, seed=9)
-    flags = ["--epochs", "3", "--dropout", "0.1", "--augment", "--spec-augment", "--noise-dir",
-             str(noise.parent), "--noise-prob", "1.0", "--lr-schedule", "onecycle"]
+    flags = [
+        "--epochs",
+        "3",
+        "--dropout",
+        "0.1",
+        "--augment",
+        "--spec-augment",
+        "--noise-dir",
+        str(noise.parent),
+        "--noise-prob",
+        "1.0",
+        "--lr-schedule",
+        "onecycle",
+    ]
     assert run_train(tiny_dataset, tmp_path / "a", *flags) == 0
     assert run_train(tiny_dataset, tmp_path / "b", *flags, "--stop-after-epoch", "1") == 0
     assert load_flat(tmp_path / "b" / "deepspeech_last.pth")["epoch"] == 1
-    assert run_train(tiny_dataset, tmp_path / "b", *flags,
-                     "--continue-from", str(tmp_path / "b" / "deepspeech_last.pth")) == 0
+    assert run_train(tiny_dataset, tmp_path / "b", *flags, "--continue-from", str(tmp_path / "b" / "deepspeech_last.pth")) == 0
     a = load_flat(tmp_path / "a" / "deepspeech_last.pth")
     b = load_flat(tmp_path / "b" / "deepspeech_last.pth")
     assert a["history"] == b["history"]
@@ -109,8 +143,12 @@ def test_resume_mid_epoch_from_per_batch_checkpoint(tiny_dataset, tmp_path):
 
 def test_finetune_takes_weights_only(tiny_dataset, tmp_path):
     assert run_train(tiny_dataset, tmp_path / "a", "--epochs", "1") == 0
-    assert run_train(tiny_dataset, tmp_path / "b", "--epochs", "1", "--finetune",
-                     "--continue-from", str(tmp_path / "a" / "best.pth")) == 0
+    assert (
+        run_train(
+            tiny_dataset, tmp_path / "b", "--epochs", "1", "--finetune", "--continue-from", str(tmp_path / "a" / "best.pth")
+        )
+        == 0
+    )
     pkg = load_flat(tmp_path / "b" / "deepspeech_last.pth")
     assert pkg["epoch"] == 1 and pkg["history"]["epoch"] == [1]
 
@@ -122,14 +160,17 @@ def test_continue_from_a_model_without_training_state_says_use_finetune(tiny_dat
     assert "--finetune" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [
-    ["--arch", "ds1"],
-    ["--rnn-type", "lstm"],
-    ["--rnn-type", "rnn", "--no-bidirectional"],
-    ["--optim", "sgd", "--momentum", "0.5", "--lr-schedule", "anneal", "--learning-anneal", "1.1"],
-    ["--amp"],
-    ["--no-shuffle", "--no-sortaGrad", "--num-workers", "2"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--arch", "ds1"],
+        ["--rnn-type", "lstm"],
+        ["--rnn-type", "rnn", "--no-bidirectional"],
+        ["--optim", "sgd", "--momentum", "0.5", "--lr-schedule", "anneal", "--learning-anneal", "1.1"],
+        ["--amp"],
+        ["--no-shuffle", "--no-sortaGrad", "--num-workers", "2"],
+    ],
+)
 def test_architectures_optimisers_and_modes_train(tiny_dataset, tmp_path, extra):
     assert run_train(tiny_dataset, tmp_path, "--epochs", "1", *extra) == 0
     pkg = load_flat(tmp_path / "deepspeech_last.pth")
@@ -142,8 +183,12 @@ def test_architectures_optimisers_and_modes_train(tiny_dataset, tmp_path, extra)
 
 
 def test_learning_rate_schedules(tiny_dataset, tmp_path):
-    assert run_train(tiny_dataset, tmp_path / "a", "--epochs", "3", "--lr", "0.01",
-                     "--lr-schedule", "anneal", "--learning-anneal", "2") == 0
+    assert (
+        run_train(
+            tiny_dataset, tmp_path / "a", "--epochs", "3", "--lr", "0.01", "--lr-schedule", "anneal", "--learning-anneal", "2"
+        )
+        == 0
+    )
     lrs = load_flat(tmp_path / "a" / "deepspeech_last.pth")["history"]["lr"]
     assert lrs == pytest.approx([0.005, 0.0025, 0.00125])  # lr after each epoch's annealing
     assert run_train(tiny_dataset, tmp_path / "b", "--epochs", "2", "--lr", "0.01", "--lr-schedule", "cosine") == 0
@@ -153,16 +198,28 @@ def test_learning_rate_schedules(tiny_dataset, tmp_path):
 
 
 def test_no_shuffle_keeps_sorted_order_and_sortagrad_flag(tiny_dataset, tmp_path):
-    args = train.build_parser().parse_args(["--train-manifest", str(tiny_dataset), "--val-manifest",
-                                            str(tiny_dataset), "--no-shuffle", *TINY])
+    args = train.build_parser().parse_args(
+        ["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), "--no-shuffle", *TINY]
+    )
     trainer = train.Trainer(args)
     trainer.setup()
     for epoch in range(3):
         trainer.sampler.set_epoch(epoch)
         assert [i for b in trainer.sampler for i in b] == list(range(6))
-    args = train.build_parser().parse_args(["--train-manifest", str(tiny_dataset), "--val-manifest",
-                                            str(tiny_dataset), "--no-sortaGrad", "--batch-size", "1",
-                                            "--seed", "3", "--silent"])
+    args = train.build_parser().parse_args(
+        [
+            "--train-manifest",
+            str(tiny_dataset),
+            "--val-manifest",
+            str(tiny_dataset),
+            "--no-sortaGrad",
+            "--batch-size",
+            "1",
+            "--seed",
+            "3",
+            "--silent",
+        ]
+    )
     trainer = train.Trainer(args)
     trainer.setup()
     trainer.sampler.set_epoch(0)
@@ -198,8 +255,9 @@ def test_nonfinite_loss_skips_the_step(tiny_dataset, tmp_path, monkeypatch):
         out = real(*a, **k)
         return out * float("nan") if calls["n"] == 1 else out
 
-    args = train.build_parser().parse_args(["--train-manifest", str(tiny_dataset), "--val-manifest",
-                                            str(tiny_dataset), "--save-folder", str(tmp_path), *TINY])
+    args = train.build_parser().parse_args(
+        ["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), "--save-folder", str(tmp_path), *TINY]
+    )
     trainer = train.Trainer(args)
     trainer.setup()
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
@@ -224,8 +282,10 @@ def test_tensorboard_events_read_back(tiny_dataset, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    assert run_train(tiny_dataset, tmp_path, "--epochs", "2", "--tensorboard", "--log-dir",
-                     str(tmp_path / "tb"), "--id", "tiny") == 0
+    assert (
+        run_train(tiny_dataset, tmp_path, "--epochs", "2", "--tensorboard", "--log-dir", str(tmp_path / "tb"), "--id", "tiny")
+        == 0
+    )
     acc = EventAccumulator(str(tmp_path / "tb" / "tiny"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
@@ -250,8 +310,10 @@ def free_port() -> int:
 def visdom_server(tmp_path):
     pytest.importorskip("visdom")
     port = free_port()
-    code = ("import sys; from visdom.server.run_server import main; "
-            f"sys.argv=['visdom','-port','{port}','-bind_local','-env_path','{tmp_path / 'visdom'}']; main()")
+    code = (
+        "import sys; from visdom.server.run_server import main; "
+        f"sys.argv=['visdom','-port','{port}','-bind_local','-env_path','{tmp_path / 'visdom'}']; main()"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import visdom
 
@@ -259,8 +321,7 @@ def visdom_server(tmp_path):
     client = None
     while time.time() < deadline:
         try:
-            client = visdom.Visdom(server="http://127.0.0.1", port=port, raise_exceptions=True,
-                                   use_incoming_socket=False)
+            client = visdom.Visdom(server="http://127.0.0.1", port=port, raise_exceptions=True, use_incoming_socket=False)
             if client.check_connection(timeout_seconds=1):
                 break
         except Exception:
@@ -276,8 +337,7 @@ def visdom_server(tmp_path):
 
 def test_visdom_plots_and_resume_continues_window(tiny_dataset, tmp_path, visdom_server):
     port, client = visdom_server
-    flags = ["--epochs", "3", "--visdom", "--visdom-server", "http://127.0.0.1", "--visdom-port", str(port),
-             "--id", "run1"]
+    flags = ["--epochs", "3", "--visdom", "--visdom-server", "http://127.0.0.1", "--visdom-port", str(port), "--id", "run1"]
     assert run_train(tiny_dataset, tmp_path, *flags, "--stop-after-epoch", "2") == 0
     data = json.loads(client.get_window_data("run1_curves"))
     assert [len(trace["x"]) for trace in data["content"]["data"]] == [2, 2, 2]
@@ -305,16 +365,29 @@ def test_bad_arguments_give_clear_errors(tiny_dataset, tmp_path, capsys):
 
 
 def train_cmd(manifest: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "train.py"), "--train-manifest", str(manifest), "--val-manifest",
-            str(manifest), "--save-folder", str(out), "--model-path", str(out / "best.pth"), *TINY, *extra]
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        "--train-manifest",
+        str(manifest),
+        "--val-manifest",
+        str(manifest),
+        "--save-folder",
+        str(out),
+        "--model-path",
+        str(out / "best.pth"),
+        *TINY,
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_sigkill_leaves_only_loadable_checkpoints_and_run_resumes(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(train_cmd(tiny_dataset, out, "--epochs", "50", "--checkpoint-per-batch", "1",
-                                      "--batch-size", "1"), cwd=REPO, env=env)
+    proc = subprocess.Popen(
+        train_cmd(tiny_dataset, out, "--epochs", "50", "--checkpoint-per-batch", "1", "--batch-size", "1"), cwd=REPO, env=env
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("deepspeech_checkpoint_*.pth"))) < 8:
         time.sleep(0.05)
@@ -324,16 +397,18 @@ def test_sigkill_leaves_only_loadable_checkpoints_and_run_resumes(tiny_dataset, 
     assert len(files) >= 8
     for f in files:
         load_checkpoint(f)  # every file that claims to be a checkpoint loads
-    result = subprocess.run(train_cmd(tiny_dataset, out, "--epochs", "2", "--continue-from",
-                                      str(out / "deepspeech_last.pth")), cwd=REPO, env=env)
+    result = subprocess.run(
+        train_cmd(tiny_dataset, out, "--epochs", "2", "--continue-from", str(out / "deepspeech_last.pth")), cwd=REPO, env=env
+    )
     assert result.returncode == 0
 
 
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_with_a_resumable_checkpoint(tiny_dataset, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(tiny_dataset, out, "--epochs", "500", "--batch-size", "1"), cwd=REPO,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        train_cmd(tiny_dataset, out, "--epochs", "500", "--batch-size", "1"), cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "deepspeech_last.pth").exists():
         time.sleep(0.05)
@@ -346,8 +421,15 @@ def test_sigterm_stops_cleanly_with_a_resumable_checkpoint(tiny_dataset, tmp_pat
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(tiny_dataset, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           *train_cmd(tiny_dataset, out, "--epochs", "2", "--batch-size", "1")[1:]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        *train_cmd(tiny_dataset, out, "--epochs", "2", "--batch-size", "1")[1:],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -367,23 +449,65 @@ def test_tiny_model_overfits_real_an4_utterances(an4_dir, tmp_path):
     rows = read_manifest(an4_dir / "an4_train_manifest.csv")[:4]
     manifest = tmp_path / "four.csv"
     write_manifest(manifest, rows)
-    argv = ["--train-manifest", str(manifest), "--val-manifest", str(manifest), "--save-folder",
-            str(tmp_path), "--model-path", str(tmp_path / "best.pth"), "--hidden-size", "96",
-            "--hidden-layers", "2", "--conv-channels", "8", "--batch-size", "4", "--epochs", "120",
-            "--lr", "3e-3", "--silent"]
+    argv = [
+        "--train-manifest",
+        str(manifest),
+        "--val-manifest",
+        str(manifest),
+        "--save-folder",
+        str(tmp_path),
+        "--model-path",
+        str(tmp_path / "best.pth"),
+        "--hidden-size",
+        "96",
+        "--hidden-layers",
+        "2",
+        "--conv-channels",
+        "8",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "120",
+        "--lr",
+        "3e-3",
+        "--silent",
+    ]
     assert train.main(argv) == 0
     pkg = load_flat(tmp_path / "deepspeech_last.pth")
     assert min(pkg["history"]["cer"]) < 5.0, pkg["history"]["cer"][-5:]
 
 
 def test_audio_flags_are_stored_in_the_model(tiny_dataset, tmp_path):
-    assert run_train(tiny_dataset, tmp_path, "--epochs", "1", "--sample-rate", "8000", "--window-size", "0.025",
-                     "--window-stride", "0.0125", "--window", "hann") == 0
+    assert (
+        run_train(
+            tiny_dataset,
+            tmp_path,
+            "--epochs",
+            "1",
+            "--sample-rate",
+            "8000",
+            "--window-size",
+            "0.025",
+            "--window-stride",
+            "0.0125",
+            "--window",
+            "hann",
+        )
+        == 0
+    )
     pkg = load_flat(tmp_path / "best.pth")
-    assert pkg["audio_config"] == {"sample_rate": 8000, "window_size": 0.025, "window_stride": 0.0125,
-                                   "window": "hann", "normalize": "utterance", "feature_mean": None,
-                                   "feature_std": None, "window_periodic": True, "pad_mode": "constant",
-                                   "int16_divisor": 32768}
+    assert pkg["audio_config"] == {
+        "sample_rate": 8000,
+        "window_size": 0.025,
+        "window_stride": 0.0125,
+        "window": "hann",
+        "normalize": "utterance",
+        "feature_mean": None,
+        "feature_std": None,
+        "window_periodic": True,
+        "pad_mode": "constant",
+        "int16_divisor": 32768,
+    }
     assert pkg["model_config"]["n_features"] == 101  # int(8000 * 0.025) // 2 + 1
 
 
@@ -400,11 +524,29 @@ def test_seed_weight_decay_and_max_norm(tiny_dataset, tmp_path):
 
 
 def test_max_norm_clips_the_gradient(tiny_dataset, tmp_path):
-    args = train.build_parser().parse_args(["--train-manifest", str(tiny_dataset), "--val-manifest",
-                                            str(tiny_dataset), "--save-folder", str(tmp_path), "--max-norm",
-                                            "0.001", "--optim", "sgd", "--momentum", "0", "--lr", "1.0",
-                                            "--lr-schedule", "anneal",
-                                            "--weight-decay", "0", *TINY])
+    args = train.build_parser().parse_args(
+        [
+            "--train-manifest",
+            str(tiny_dataset),
+            "--val-manifest",
+            str(tiny_dataset),
+            "--save-folder",
+            str(tmp_path),
+            "--max-norm",
+            "0.001",
+            "--optim",
+            "sgd",
+            "--momentum",
+            "0",
+            "--lr",
+            "1.0",
+            "--lr-schedule",
+            "anneal",
+            "--weight-decay",
+            "0",
+            *TINY,
+        ]
+    )
     trainer = train.Trainer(args)
     trainer.setup()
     before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
@@ -417,8 +559,23 @@ def test_max_norm_clips_the_gradient(tiny_dataset, tmp_path):
 def test_warmup_steps_and_threads(tiny_dataset, tmp_path):
     threads = torch.get_num_threads()
     try:
-        assert run_train(tiny_dataset, tmp_path, "--epochs", "1", "--lr", "0.01", "--lr-schedule", "anneal",
-                         "--warmup-steps", "4", "--threads", "1") == 0
+        assert (
+            run_train(
+                tiny_dataset,
+                tmp_path,
+                "--epochs",
+                "1",
+                "--lr",
+                "0.01",
+                "--lr-schedule",
+                "anneal",
+                "--warmup-steps",
+                "4",
+                "--threads",
+                "1",
+            )
+            == 0
+        )
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
@@ -433,9 +590,23 @@ def test_resume_with_a_new_model_path_writes_the_best_model_there(tiny_dataset, 
     first_best = load_flat(tmp_path / "a" / "best.pth")
     new_path = tmp_path / "elsewhere" / "resumed_best.pth"
     caplog.set_level("INFO", logger="deepspeech.train")
-    argv = ["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), "--save-folder",
-            str(tmp_path / "a"), "--model-path", str(new_path), *[a for a in TINY if a != "--silent"],
-            "--epochs", "3", "--lr", "1e-12", "--continue-from", str(tmp_path / "a" / "deepspeech_last.pth")]
+    argv = [
+        "--train-manifest",
+        str(tiny_dataset),
+        "--val-manifest",
+        str(tiny_dataset),
+        "--save-folder",
+        str(tmp_path / "a"),
+        "--model-path",
+        str(new_path),
+        *[a for a in TINY if a != "--silent"],
+        "--epochs",
+        "3",
+        "--lr",
+        "1e-12",
+        "--continue-from",
+        str(tmp_path / "a" / "deepspeech_last.pth"),
+    ]
     assert train.main(argv) == 0
     assert new_path.is_file()
     best = load_flat(new_path)
@@ -466,18 +637,21 @@ def test_undecodable_training_audio_is_skipped_and_counted(tiny_dataset, tmp_pat
     assert np.isfinite(load_flat(tmp_path / "deepspeech_last.pth")["history"]["train_loss"][0])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--momentum", "0.5"], "--momentum applies to --optim sgd"),
-    (["--learning-anneal", "1.1"], "--learning-anneal applies to --lr-schedule anneal"),
-    (["--arch", "ds1", "--conv-channels", "8"], "--conv-channels applies to --arch ds2"),
-    (["--lookahead-context", "5"], "--lookahead-context applies to unidirectional"),
-    (["--ds1-context", "3"], "--ds1-context applies to --arch ds1"),
-    (["--visdom-port", "9000"], "--visdom-port applies with --visdom"),
-    (["--visdom-server", "http://x"], "--visdom-server applies with --visdom"),
-    (["--log-dir", "runs/tb"], "--log-dir applies with --tensorboard"),
-    (["--threads", "0"], "--threads"),
-    (["--stop-after-epoch", "0"], "--stop-after-epoch"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--momentum", "0.5"], "--momentum applies to --optim sgd"),
+        (["--learning-anneal", "1.1"], "--learning-anneal applies to --lr-schedule anneal"),
+        (["--arch", "ds1", "--conv-channels", "8"], "--conv-channels applies to --arch ds2"),
+        (["--lookahead-context", "5"], "--lookahead-context applies to unidirectional"),
+        (["--ds1-context", "3"], "--ds1-context applies to --arch ds1"),
+        (["--visdom-port", "9000"], "--visdom-port applies with --visdom"),
+        (["--visdom-server", "http://x"], "--visdom-server applies with --visdom"),
+        (["--log-dir", "runs/tb"], "--log-dir applies with --tensorboard"),
+        (["--threads", "0"], "--threads"),
+        (["--stop-after-epoch", "0"], "--stop-after-epoch"),
+    ],
+)
 def test_flags_that_would_do_nothing_are_refused(tiny_dataset, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as info:
         train.main(["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), *argv])
@@ -499,9 +673,26 @@ def test_progress_is_plain_lines_when_not_a_terminal(tiny_dataset, tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "train.py", "--train-manifest", str(tiny_dataset), "--val-manifest",
-                             str(tiny_dataset), "--save-folder", str(tmp_path), "--model-path",
-                             str(tmp_path / "m.pth"), *[a for a in TINY if a != "--silent"], "--epochs", "1"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--train-manifest",
+            str(tiny_dataset),
+            "--val-manifest",
+            str(tiny_dataset),
+            "--save-folder",
+            str(tmp_path),
+            "--model-path",
+            str(tmp_path / "m.pth"),
+            *[a for a in TINY if a != "--silent"],
+            "--epochs",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr and "epoch 1/1" in result.stderr

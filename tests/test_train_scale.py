@@ -1,4 +1,5 @@
 """train.py at scale: --batch-frames, --cache-mb, --lazy-transcripts, --continue-from auto, multi-node torchrun."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,20 @@ NO_BATCH_SIZE = [a for a in TINY if a not in ("--batch-size", "3")]
 
 
 def test_batch_frames_trains_with_frame_bounded_batches(tiny_dataset, tmp_path):
-    args = train.build_parser().parse_args(["--train-manifest", str(tiny_dataset), "--val-manifest",
-                                            str(tiny_dataset), "--batch-frames", "200", "--cache-mb", "0",
-                                            "--lazy-transcripts", *NO_BATCH_SIZE])
+    args = train.build_parser().parse_args(
+        [
+            "--train-manifest",
+            str(tiny_dataset),
+            "--val-manifest",
+            str(tiny_dataset),
+            "--batch-frames",
+            "200",
+            "--cache-mb",
+            "0",
+            "--lazy-transcripts",
+            *NO_BATCH_SIZE,
+        ]
+    )
     trainer = train.Trainer(args)
     trainer.setup()
     assert isinstance(trainer.sampler, FrameBatchSampler) and trainer.sampler.max_frames == 200
@@ -34,18 +46,36 @@ def test_batch_frames_trains_with_frame_bounded_batches(tiny_dataset, tmp_path):
     assert trainer.train_set.cache_bytes == 0 and trainer.train_set.lazy_transcripts
     out = tmp_path / "run"
     argv = ["--epochs", "2", "--batch-frames", "200", "--cache-mb", "0.5", "--lazy-transcripts"]
-    assert train.main(["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset),
-                       "--save-folder", str(out), "--model-path", str(out / "best.pth"), *NO_BATCH_SIZE, *argv]) == 0
+    assert (
+        train.main(
+            [
+                "--train-manifest",
+                str(tiny_dataset),
+                "--val-manifest",
+                str(tiny_dataset),
+                "--save-folder",
+                str(out),
+                "--model-path",
+                str(out / "best.pth"),
+                *NO_BATCH_SIZE,
+                *argv,
+            ]
+        )
+        == 0
+    )
     last = load_flat(out / "deepspeech_last.pth")
     assert last["epoch"] == 2 and last["sampler"]["n_batches"] == len(trainer.sampler)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--batch-frames", "500", "--batch-size", "4"], "drop --batch-size"),
-    (["--batch-frames", "0"], "--batch-frames must be at least 1"),
-    (["--cache-mb", "-1"], "--cache-mb must be >= 0"),
-    (["--continue-from", "auto", "--finetune"], "not --continue-from auto"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--batch-frames", "500", "--batch-size", "4"], "drop --batch-size"),
+        (["--batch-frames", "0"], "--batch-frames must be at least 1"),
+        (["--cache-mb", "-1"], "--cache-mb must be >= 0"),
+        (["--continue-from", "auto", "--finetune"], "not --continue-from auto"),
+    ],
+)
 def test_nonsense_scale_flags_are_refused(tiny_dataset, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
         train.main(["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), *argv])
@@ -61,8 +91,10 @@ def test_continue_from_auto_starts_fresh_then_resumes_the_newest(tiny_dataset, t
     assert load_flat(out / "deepspeech_last.pth")["epoch"] == 1
     assert train.find_resumable(out) == out / "deepspeech_last.pth"
     # a newer per-batch checkpoint wins over an older deepspeech_last.pth
-    assert run_train(tiny_dataset, out, *flags, "--continue-from", "auto", "--stop-after-epoch", "2",
-                     "--checkpoint-per-batch", "2") == 0
+    assert (
+        run_train(tiny_dataset, out, *flags, "--continue-from", "auto", "--stop-after-epoch", "2", "--checkpoint-per-batch", "2")
+        == 0
+    )
     mid = out / "deepspeech_checkpoint_epoch_2_iter_2.pth"
     now = time.time()
     os.utime(out / "deepspeech_last.pth", (now - 60, now - 60))
@@ -95,23 +127,71 @@ class TwoNodes:
         # One restart is what the kill below needs; the spare ones absorb a restarted worker that
         # starts too slowly on a loaded machine for gloo's connection retries (about 7 s).
         self.max_restarts = 3
-        self.flags = ["--epochs", "4", "--batch-size", "1", "--hidden-size", "8", "--hidden-layers", "1",
-                      "--conv-channels", "4", "--silent", "--threads", "1"]
+        self.flags = [
+            "--epochs",
+            "4",
+            "--batch-size",
+            "1",
+            "--hidden-size",
+            "8",
+            "--hidden-layers",
+            "1",
+            "--conv-channels",
+            "4",
+            "--silent",
+            "--threads",
+            "1",
+        ]
 
     def cmd(self, node: int, port: int, run_id: str, save: Path, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
-                "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-                "--rdzv-id", run_id, "--local-addr", "127.0.0.1", "--max-restarts", str(self.max_restarts),
-                "--monitor-interval", "0.2",
-                "--rdzv-conf", f"is_host={int(node == 0)},keep_alive_interval=1,keep_alive_max_attempt=2",
-                str(REPO / "train.py"), "--train-manifest", str(self.manifest), "--val-manifest", str(self.manifest),
-                "--save-folder", str(save), "--model-path", str(save / "best.pth"), *self.flags, *extra]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(node),
+            "--nproc-per-node",
+            "1",
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv-id",
+            run_id,
+            "--local-addr",
+            "127.0.0.1",
+            "--max-restarts",
+            str(self.max_restarts),
+            "--monitor-interval",
+            "0.2",
+            "--rdzv-conf",
+            f"is_host={int(node == 0)},keep_alive_interval=1,keep_alive_max_attempt=2",
+            str(REPO / "train.py"),
+            "--train-manifest",
+            str(self.manifest),
+            "--val-manifest",
+            str(self.manifest),
+            "--save-folder",
+            str(save),
+            "--model-path",
+            str(save / "best.pth"),
+            *self.flags,
+            *extra,
+        ]
 
     def start(self, node: int, port: int, run_id: str, save: Path, digests: Path, *extra: str) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPSPEECH_WEIGHTS_DIGEST_DIR": str(digests)}
         log = open(self.tmp / f"{run_id}-node{node}.log", "ab")
-        return subprocess.Popen(self.cmd(node, port, run_id, save, *extra), cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            self.cmd(node, port, run_id, save, *extra),
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def run(self, name: str, saves: tuple[Path, Path], *extra: str) -> dict[int, dict]:
         port, digests = free_port(), self.tmp / f"digest-{name}"
@@ -180,8 +260,10 @@ def test_two_nodes_on_torchrun_identical_weights_and_resume(tiny_dataset, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("DEEPSPEECH_ELASTIC_TEST"),
-                    reason="timing-dependent on a loaded machine; set DEEPSPEECH_ELASTIC_TEST=1 to run")
+@pytest.mark.skipif(
+    not os.environ.get("DEEPSPEECH_ELASTIC_TEST"),
+    reason="timing-dependent on a loaded machine; set DEEPSPEECH_ELASTIC_TEST=1 to run",
+)
 def test_two_nodes_elastic_restart_after_a_worker_is_killed(tiny_dataset, tmp_path):
     """2 nodes x 1 process: after node 1's worker is SIGKILLed mid-run, torchrun --max-restarts
     reruns the same command line on both nodes, which continues from the last per-batch

@@ -1,4 +1,5 @@
 """transcribe.py --stream: partial lines, then the same JSON and text as the offline run."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,23 @@ def test_stream_prints_partials_then_the_offline_result(stream_model, capsys):
     files = [str(w) for w in wavs]
     assert transcribe.main(["--model-path", str(path), "--audio-path", *files, "--offsets", "--chunk-seconds", "0"]) == 0
     offline = json.loads(capsys.readouterr().out)
-    assert transcribe.main(["--model-path", str(path), "--audio-path", *files, "--offsets", "--stream",
-                            "--chunk-ms", "37", "--stream-speed", "0"]) == 0
+    assert (
+        transcribe.main(
+            [
+                "--model-path",
+                str(path),
+                "--audio-path",
+                *files,
+                "--offsets",
+                "--stream",
+                "--chunk-ms",
+                "37",
+                "--stream-speed",
+                "0",
+            ]
+        )
+        == 0
+    )
     partials, final = split_output(capsys.readouterr().out)
     assert final["output"] == offline["output"]
     assert all(entry["transcription"] for entry in final["output"])
@@ -58,8 +74,7 @@ def test_stream_prints_partials_then_the_offline_result(stream_model, capsys):
 def test_stream_paces_the_audio_in_real_time(stream_model, capsys):
     path, wavs = stream_model
     start = time.monotonic()
-    assert transcribe.main(["--model-path", str(path), "--audio-path", str(wavs[0]), "--stream",
-                            "--stream-speed", "4"]) == 0
+    assert transcribe.main(["--model-path", str(path), "--audio-path", str(wavs[0]), "--stream", "--stream-speed", "4"]) == 0
     assert time.monotonic() - start >= 1.7 / 4
     _, final = split_output(capsys.readouterr().out)
     assert final["_meta"]["streaming"]["chunk_ms"] == 100
@@ -72,13 +87,16 @@ def test_stream_refuses_the_bidirectional_shipped_model(capsys):
     assert err.startswith("error: ") and "bidirectional" in err and "--normalize global" in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--chunk-ms", "50"], "apply to --stream"),
-    (["--stream-speed", "0"], "apply to --stream"),
-    (["--stream", "--chunk-ms", "0"], "--chunk-ms must be > 0"),
-    (["--stream", "--stream-speed", "-1"], "--stream-speed must be >= 0"),
-    (["--stream", "--amp"], "--amp does not apply"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--chunk-ms", "50"], "apply to --stream"),
+        (["--stream-speed", "0"], "apply to --stream"),
+        (["--stream", "--chunk-ms", "0"], "--chunk-ms must be > 0"),
+        (["--stream", "--stream-speed", "-1"], "--stream-speed must be >= 0"),
+        (["--stream", "--amp"], "--amp does not apply"),
+    ],
+)
 def test_stream_flag_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         transcribe.main(["--audio-path", "x.wav", *argv])
@@ -90,8 +108,10 @@ def test_stream_reports_unreadable_files_and_goes_on(stream_model, tmp_path, cap
     path, wavs = stream_model
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
-    assert transcribe.main(["--model-path", str(path), "--audio-path", str(bad), str(wavs[2]), "--stream",
-                            "--stream-speed", "0"]) == 1
+    assert (
+        transcribe.main(["--model-path", str(path), "--audio-path", str(bad), str(wavs[2]), "--stream", "--stream-speed", "0"])
+        == 1
+    )
     captured = capsys.readouterr()
     _, final = split_output(captured.out)
     assert "error" in final["output"][0] and final["output"][1]["transcription"]
