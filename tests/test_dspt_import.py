@@ -956,3 +956,36 @@ def test_imported_model_exports_to_onnx(tmp_path):
         probs = np.exp(rec.log_probs([spect])[0])
         assert np.abs(probs - np.load(FIXTURES / ref["probs"])).max() < TOL
         assert best_path(probs, rec.labels) == ref["greedy"]
+
+
+@needs_fixtures
+def test_old_file_served_and_beam_decoded(tmp_path, capsys):
+    """An old file given directly to the server's /transcribe and to transcribe.py with beam search + LM."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("flashlight.lib.text")
+    import httpx
+    from serve import make_service, serve
+
+    old = FIXTURES / "dspt_v2_gru_bi.pth"
+    clip = EXAMPLES / next(iter(TRANSCRIPTS))
+    assert transcribe.main(["--model-path", str(old), "--audio-path", str(clip)]) == 0
+    offline = json.loads(capsys.readouterr().out)["output"][0]["transcription"]
+    limits = dict(
+        max_upload_bytes=2_000_000,
+        max_upload_seconds=30.0,
+        max_stream_seconds=5.0,
+        max_streams=1,
+        max_pending=2,
+        idle_timeout=5.0,
+        max_message_bytes=64_000,
+        workers=1,
+        stream_workers=1,
+    )
+    with serve(make_service(old, None, **limits)) as address:
+        r = httpx.post(f"http://{address}/transcribe", files={"file": (clip.name, clip.read_bytes())}, timeout=60)
+    assert r.status_code == 200 and r.json()["status"] == "OK"
+    assert r.json()["transcription"] == offline
+    lm = REPO / "models" / "an4_3gram.arpa"
+    assert transcribe.main(["--model-path", str(old), "--audio-path", str(clip), "--decoder", "beam", "--lm-path", str(lm)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["_meta"]["decoder"]["type"] == "beam" and "transcription" in out["output"][0]
