@@ -35,7 +35,7 @@ from torch import nn
 import dspt_import
 from data.audio import AudioConfig
 from model import AcousticModel, ModelConfig, build_model, describe_architecture
-from utils import atomic_write, dataclass_from_dict
+from utils import FILE_LOAD_ERRORS, atomic_write, dataclass_from_dict
 
 CHECKPOINT_FORMAT = "deepspeech-ctc"
 FORMAT_VERSION = 2
@@ -259,19 +259,7 @@ def read_package(path: str | Path, map_location: str | torch.device = "cpu") -> 
             # A foreign pickle makes torch warn about its protocol before failing; the error says it all.
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        OSError,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        AttributeError,
-        UnicodeDecodeError,
-        zipfile.BadZipFile,
-    ) as e:
+    except (pickle.UnpicklingError, *FILE_LOAD_ERRORS) as e:
         if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e) and zipfile.is_zipfile(path):
             raise PythonObjectsError(
                 f"{path}: holds Python objects other than plain data (a pickled model or another toolkit's "

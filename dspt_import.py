@@ -66,7 +66,6 @@ from __future__ import annotations
 import _compat_pickle
 import pickle
 import re
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,7 @@ import torch
 
 from data.audio import PAD_MODES, WINDOWS, AudioConfig
 from model import RNN_GATES, ModelConfig
+from utils import FILE_LOAD_ERRORS
 
 TOOLKIT = "deepspeech.pytorch"
 DEFAULT_PAD_MODE = "reflect"
@@ -222,18 +222,7 @@ def load_restricted(path: str | Path, map_location: str | torch.device = "cpu") 
             f"torch.load(weights_only=True), {TOOLKIT} V3 files with stand-ins for their config classes; "
             "re-save it with checkpoint.save_checkpoint"
         ) from None
-    except (
-        RuntimeError,
-        EOFError,
-        OSError,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        AttributeError,
-        UnicodeDecodeError,
-        zipfile.BadZipFile,
-    ) as e:
+    except FILE_LOAD_ERRORS as e:
         raise DeepSpeechPytorchError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
 
 

@@ -13,10 +13,25 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 log = logging.getLogger("deepspeech")
+
+# What torch.load raises for a truncated, corrupt or foreign file (besides pickle's own errors).
+FILE_LOAD_ERRORS = (
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    UnicodeDecodeError,
+    zipfile.BadZipFile,
+)
 
 
 # ---------------------------------------------------------------------------- atomic writes
