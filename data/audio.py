@@ -34,6 +34,7 @@ read 16-bit PCM as int / 32767 where :func:`load_audio` gives int / 32768, so
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -270,16 +271,23 @@ def read_audio_bytes(data: bytes, sample_rate: int = 16000, source: str = "<uplo
 
 def _window(cfg: AudioConfig) -> np.ndarray:
     """The window of length n_fft (float32): periodic (``scipy.signal.get_window``'s), or
-    symmetric with ``window_periodic=False`` (``scipy.signal.get_window(name, n, fftbins=False)``)."""
-    n = cfg.n_fft
+    symmetric with ``window_periodic=False`` (``scipy.signal.get_window(name, n, fftbins=False)``).
+    Computed once per setting: every spectrogram and streaming chunk uses it."""
+    return _window_table(cfg.window, cfg.n_fft, cfg.window_periodic)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_table(name: str, n: int, periodic: bool) -> np.ndarray:
     k = np.arange(n, dtype=np.float64)
-    d = n if cfg.window_periodic else n - 1  # a symmetric window's period is one sample shorter
-    if cfg.window == "bartlett":
+    d = n if periodic else n - 1  # a symmetric window's period is one sample shorter
+    if name == "bartlett":
         w = 1.0 - np.abs(2.0 * k / d - 1.0)
     else:
-        a = {"hamming": (0.54, 0.46, 0.0), "hann": (0.5, 0.5, 0.0), "blackman": (0.42, 0.5, 0.08)}[cfg.window]
+        a = {"hamming": (0.54, 0.46, 0.0), "hann": (0.5, 0.5, 0.0), "blackman": (0.42, 0.5, 0.08)}[name]
         w = a[0] - a[1] * np.cos(2 * np.pi * k / d) + a[2] * np.cos(4 * np.pi * k / d)
-    return w.astype(np.float32)
+    w = w.astype(np.float32)
+    w.flags.writeable = False  # shared by every caller
+    return w
 
 
 def rescale_pcm(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
