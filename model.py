@@ -629,6 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--calibration-manifest applies to --export-onnx with --int8")
     if args.calibration_utterances < 1:
         parser.error("--calibration-utterances must be >= 1")
+    if args.calibration_utterances != parser.get_default("calibration_utterances") and not args.calibration_manifest:
+        parser.error("--calibration-utterances applies with --calibration-manifest")
     from checkpoint import CheckpointError, describe, export, load_checkpoint
     from dspt_import import DEFAULT_PAD_MODE
 

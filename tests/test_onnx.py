@@ -350,7 +350,13 @@ def test_test_py_on_onnx_matches_the_checkpoint(tiny_dataset, tmp_path, capsys):
 
 
 def test_model_cli_refuses_flags_that_do_nothing(tmp_path, capsys):
-    for argv in (["--int8"], ["--calibration-manifest", "x.csv"], ["--export-onnx", "x.onnx", "--calibration-manifest", "x.csv"]):
+    for argv in (
+        ["--int8"],
+        ["--calibration-manifest", "x.csv"],
+        ["--export-onnx", "x.onnx", "--calibration-manifest", "x.csv"],
+        ["--export-onnx", "x.onnx", "--int8", "--calibration-utterances", "8"],
+        ["--export-onnx", "x.onnx", "--int8", "--calibration-manifest", "x.csv", "--calibration-utterances", "0"],
+    ):
         with pytest.raises(SystemExit) as info:
             model_cli.main(["--model-path", "models/an4.pth", *argv])
         assert info.value.code == 2
@@ -478,3 +484,21 @@ def test_bench_onnx_compares_every_variant(tiny_dataset, tmp_path):
     speed = bench_onnx.cpu_time_speed(ckpt, result["files"], runs=1, n_files=2, n_single=1)
     for name in ("torch_fp32", "torch_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_static"):
         assert all(speed[name][k] > 0 for k in ("batched_cpu", "batched_wall", "single_cpu", "single_wall")), name
+
+
+def test_calibration_utterances_reach_the_calibration(tmp_path, monkeypatch, capsys):
+    """--calibration-utterances N: N utterances of --calibration-manifest calibrate the static int8 export."""
+    from checkpoint import Checkpoint, save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth", Checkpoint.from_model(random_model(CONFIGS["ds2-bi-lstm"]), AudioConfig(), LABELS))
+    seen = {}
+
+    def spy(manifest, audio_config, n):
+        seen["n"], seen["manifest"] = n, str(manifest)
+        return features_for([30, 50], seed=3)
+
+    monkeypatch.setattr(onnx_export, "calibration_features", spy)
+    argv = ["--model-path", str(ckpt), "--export-onnx", str(tmp_path / "m.onnx"), "--int8"]
+    assert model_cli.main([*argv, "--calibration-manifest", "train.csv", "--calibration-utterances", "7"]) == 0
+    assert seen == {"n": 7, "manifest": "train.csv"}
+    assert "int8, static conv" in capsys.readouterr().out

@@ -182,6 +182,24 @@ def test_architectures_optimisers_and_modes_train(tiny_dataset, tmp_path, extra)
         assert pkg["model_config"]["bidirectional"] is False
 
 
+def test_ds1_stride_and_global_normalisation_are_stored(tiny_dataset, tmp_path):
+    """--ds1-stride reaches the model; --normalize global measures per-frequency statistics on the
+    training set and stores them, so inference normalises the same way."""
+    from data.audio import AudioConfig, load_audio, spectrogram
+    from data.manifest import read_manifest
+
+    assert run_train(tiny_dataset, tmp_path / "a", "--epochs", "1", "--arch", "ds1", "--ds1-stride", "2") == 0
+    assert load_flat(tmp_path / "a" / "best.pth")["model_config"]["ds1_stride"] == 2
+    assert run_train(tiny_dataset, tmp_path / "b", "--epochs", "1", "--normalize", "global") == 0
+    audio = load_flat(tmp_path / "b" / "best.pth")["audio_config"]
+    assert audio["normalize"] == "global" and len(audio["feature_mean"]) == 161
+    raw = np.concatenate(
+        [spectrogram(load_audio(wav), AudioConfig(normalize="none")) for wav, *_ in read_manifest(tiny_dataset)], axis=1
+    )
+    np.testing.assert_allclose(audio["feature_mean"], raw.mean(axis=1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(audio["feature_std"], np.maximum(raw.std(axis=1), 1e-5), rtol=1e-3, atol=1e-5)
+
+
 def test_learning_rate_schedules(tiny_dataset, tmp_path):
     assert (
         run_train(
