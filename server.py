@@ -27,9 +27,10 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 The streaming model needs to be unidirectional with global feature normalisation
 (``train.py --no-bidirectional --normalize global``); without one (``--stream-model-path``
 missing or not streamable) ``/stream`` answers an error and the page says streaming is
-unavailable, while ``/transcribe`` works. Recognition runs in thread pools, never on the event
-loop; ``--workers`` bounds the uploads transcribed at once (``--max-pending`` waiting or
-running, then 503) and ``--max-streams`` the open streams. SIGTERM or Ctrl-C stops cleanly.
+unavailable, while ``/transcribe`` works. Recognition runs in worker threads, never on the
+event loop; the chunks of all the streams waiting run through the model as one batch.
+``--workers`` bounds the uploads transcribed at once (``--max-pending`` waiting or running,
+then 503) and ``--max-streams`` the open streams. SIGTERM or Ctrl-C stops cleanly.
 """
 
 from __future__ import annotations
@@ -134,6 +135,95 @@ def _model_info(path: Path, ckpt: Any, arch: str) -> dict:
 # ---------------------------------------------------------------------------- the service
 
 
+class StreamBatcher:
+    """Worker threads that run the streams' audio through the streaming model.
+
+    A stream waits for the answer to its last chunk before it sends the next, so every chunk
+    waiting belongs to a different stream: a free worker takes all of them (up to
+    ``max_batch``) and runs them as one batch (:func:`streaming.accept_many`). A recurrent
+    layer call has a fixed cost of a few milliseconds whatever its length; batched, that cost
+    is paid once per batch instead of once per stream. Finishing a stream is a job of its own.
+    """
+
+    def __init__(self, workers: int, max_batch: int = 64) -> None:
+        self.max_batch = max_batch
+        self.counters = {"stream_batches": 0, "stream_chunks": 0}
+        self._cond = threading.Condition()
+        self._jobs: list[tuple[StreamSession, np.ndarray | None, asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._closed = False
+        for i in range(workers):
+            threading.Thread(target=self._work, name=f"stream-{i}", daemon=True).start()
+
+    def accept(self, session: StreamSession, samples: np.ndarray) -> asyncio.Future:
+        """Feed ``samples`` to ``session``; the future's result is :meth:`StreamSession.accept`'s."""
+        return self._submit(session, samples)
+
+    def finish(self, session: StreamSession) -> asyncio.Future:
+        """End ``session``'s utterance; the future's result is :meth:`StreamSession.finish`'s."""
+        return self._submit(session, None)
+
+    def _submit(self, session: StreamSession, samples: np.ndarray | None) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the server is shutting down")
+            self._jobs.append((session, samples, loop, future))
+            self._cond.notify()
+        return future
+
+    def close(self) -> None:
+        """Let the workers finish the jobs already queued, then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closed:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                jobs, self._jobs = self._jobs[: self.max_batch], self._jobs[self.max_batch :]
+                accepts = [job for job in jobs if job[1] is not None]
+                if accepts:
+                    self.counters["stream_batches"] += 1
+                    self.counters["stream_chunks"] += len(accepts)
+            if accepts:
+                try:
+                    results = accept_sessions([job[0] for job in accepts], [job[1] for job in accepts])
+                except Exception as e:
+                    for job in accepts:
+                        _resolve(job[2], job[3], error=e)
+                else:
+                    for job, result in zip(accepts, results):
+                        _resolve(job[2], job[3], result)
+            for session, _, loop, future in (job for job in jobs if job[1] is None):
+                try:
+                    result = session.finish()
+                except Exception as e:
+                    _resolve(loop, future, error=e)
+                else:
+                    _resolve(loop, future, result)
+
+
+def _resolve(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any = None, error: BaseException | None = None
+) -> None:
+    """Set an asyncio future from a worker thread (unless its stream is gone or the loop closed)."""
+
+    def settle() -> None:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(settle)
+
+
 class Service:
     """The models, decoders, thread pools and counters behind the app (no web framework here).
 
@@ -163,7 +253,7 @@ class Service:
             self.record_dir.mkdir(parents=True, exist_ok=True)
         self._record_ids = itertools.count(1)
         self.pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="transcribe")
-        self.stream_pool = ThreadPoolExecutor(limits.stream_workers, thread_name_prefix="stream")
+        self.streams = StreamBatcher(limits.stream_workers)
         self.active_streams = 0
         self.pending = 0
         self.counters = {"transcribed": 0, "streams_finished": 0, "rejected": 0}
@@ -197,7 +287,7 @@ class Service:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.stream_pool.shutdown(wait=False, cancel_futures=True)
+        self.streams.close()
         self.decoder.close()
         if self.stream_model is not None:
             self.stream_decoder.close()
@@ -253,7 +343,12 @@ class Service:
             "status": "ok",
             "transcribe": {**self.meta(), "sample_rate": self.recognizer.audio_config.sample_rate},
             "stream": stream,
-            "load": {"active_streams": self.active_streams, "pending_transcriptions": self.pending, **self.counters},
+            "load": {
+                "active_streams": self.active_streams,
+                "pending_transcriptions": self.pending,
+                **self.counters,
+                **self.streams.counters,
+            },
             "limits": asdict(self.limits),
         }
 
@@ -275,7 +370,7 @@ class Service:
 
 class StreamSession:
     """One WebSocket stream: resampling to the model's rate and the streaming recognizer.
-    Its methods run in the stream pool, one call at a time."""
+    Its methods run in a :class:`StreamBatcher` worker, one call at a time."""
 
     def __init__(self, service: Service, sample_rate: int, fmt: str) -> None:
         from streaming import StreamingRecognizer, StreamResampler
@@ -304,11 +399,14 @@ class StreamSession:
 
     def accept(self, samples: np.ndarray) -> tuple[str, int, float]:
         """(partial text, final output frames, seconds received)."""
+        return accept_sessions([self], [samples])[0]
+
+    def resample(self, samples: np.ndarray) -> np.ndarray:
+        """Count, record and resample received samples to the model's rate."""
         self.samples_in += len(samples)
         if self.recorded is not None:
             self.recorded.append(samples)
-        partial = self.recognizer.accept(self.resampler.push(samples))
-        return partial, self.recognizer.n_frames, round(self.samples_in / self.sample_rate, 3)
+        return self.resampler.push(samples)
 
     def finish(self) -> dict:
         self.recognizer.accept(self.resampler.finish())
@@ -322,6 +420,16 @@ class StreamSession:
             samples = np.concatenate(self.recorded) if self.recorded else np.zeros(0, dtype=np.float32)
             self.recorded = None
             self.service.record(samples, self.sample_rate, self.format, result)
+
+
+def accept_sessions(sessions: Sequence[StreamSession], chunks: Sequence[np.ndarray]) -> list[tuple[str, int, float]]:
+    """Feed one chunk to each of several streams at once; (partial text, final output frames,
+    seconds received) for each."""
+    from streaming import accept_many
+
+    resampled = [session.resample(chunk) for session, chunk in zip(sessions, chunks)]
+    partials = accept_many([session.recognizer for session in sessions], resampled)
+    return [(p, s.recognizer.n_frames, round(s.samples_in / s.sample_rate, 3)) for p, s in zip(partials, sessions)]
 
 
 def parse_config(text: str | None) -> tuple[int, str]:
@@ -567,14 +675,14 @@ def create_app(service: Service) -> Any:
                         pending.clear()
                         backlog["samples"] = 0
                         drained.set()
-                        partial, frames, audio_s = await loop.run_in_executor(service.stream_pool, session.accept, chunk)
+                        partial, frames, audio_s = await service.streams.accept(session, chunk)
                         if frames != frames_sent:
                             frames_sent = frames
                             await ws.send_text(json.dumps({"partial": partial, "audio_s": audio_s, "frames": frames}))
                     if backlog["eof"] and not pending:
                         if session.samples_in == 0:
                             raise ClientError('empty audio: no samples arrived before {"eof": 1}', 1008)
-                        result = await loop.run_in_executor(service.stream_pool, session.finish)
+                        result = await service.streams.finish(session)
                         await ws.send_text(json.dumps(result))
                         with contextlib.suppress(Exception):
                             await ws.close(1000)
@@ -642,7 +750,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)")
     g.add_argument("--port", type=int, default=8888)
     g.add_argument("--workers", type=int, default=d.workers, help="threads transcribing uploads")
-    g.add_argument("--stream-workers", type=int, default=d.stream_workers, help="threads running streams")
+    g.add_argument(
+        "--stream-workers",
+        type=int,
+        default=d.stream_workers,
+        help="threads running streams; each runs the chunks of all streams waiting as one batch",
+    )
     g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     g.add_argument(
         "--shutdown-timeout", type=float, default=5.0, help="on SIGTERM, seconds to let open requests finish before closing them"

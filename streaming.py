@@ -21,6 +21,10 @@ stage keeps exactly the state the offline computation would use:
 * **Lookahead**: the row convolution waits for ``context - 1`` future frames; at
   :meth:`finish` the missing ones are zeros, as offline.
 
+:func:`accept_many` feeds one chunk to each of many recognizers that share a model and runs
+their RNN layers as one packed batch (what the server does with its concurrent streams): the
+fixed cost of a recurrent layer call is then paid once per batch instead of once per stream.
+
 :func:`algorithmic_latency` says how much audio after a moment must arrive before the output
 frame for that moment is final. :class:`StreamResampler` resamples a stream in chunks with
 exactly the result of :func:`data.audio.resample` on the whole signal.
@@ -336,35 +340,47 @@ class StreamingRecognizer:
 
     def _run(self, frames: np.ndarray, final: bool) -> None:
         """Push new STFT frames through every stage; ``final`` right-pads each stage in turn."""
-        m = self.model
+        with torch.inference_mode():
+            go, x = self._front(frames, final)
+            if go:
+                self._back(self._rnn(x) if x is not None else None, final)
+
+    def _front(self, frames: np.ndarray, final: bool) -> tuple[bool, torch.Tensor | None]:
+        """Features and convolutions. Returns (whether the later stages have anything to do,
+        the RNN input (T, 1, C*F) or None)."""
         x: torch.Tensor | None = None
         if len(frames):
             feats = normalize_features(stft_magnitude(frames, self.audio_config), self.audio_config)
             x = torch.from_numpy(np.ascontiguousarray(feats)).to(self._device, self._dtype)[None, None]
         elif not final:
+            return False, None
+        for stage in self._convs:  # (1, C, F, n) -> (1, C', F', n')
+            x = stage.push(x, final)
+            if x is None and not final:
+                return False, None
+        if x is None or not x.size(-1):
+            return True, None
+        b, c, f, t = x.shape
+        return True, x.reshape(b, c * f, t).permute(2, 0, 1)  # (T, 1, C*F)
+
+    def _rnn(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, 1, D) -> (T, 1, H), carrying each layer's hidden state."""
+        for i, rnn in enumerate(self.model.rnns):
+            if rnn.batch_norm is not None:
+                x = rnn.batch_norm(x)
+            x, self._states[i] = rnn.rnn(x, self._states[i])
+        return x
+
+    def _back(self, x: torch.Tensor | None, final: bool) -> None:
+        """Lookahead, head and the greedy partial for the RNN output (T, 1, H) (None: nothing new)."""
+        m = self.model
+        if self._lookahead is not None:
+            y = self._lookahead.push(x.permute(1, 2, 0) if x is not None else None, final)  # (1, H, T)
+            x = F.hardtanh(y.permute(2, 0, 1), 0.0, CLIP) if y is not None else None  # (T, 1, H)
+        if x is None or not x.size(0):
             return
-        with torch.inference_mode():
-            for stage in self._convs:  # (1, C, F, n) -> (1, C', F', n')
-                x = stage.push(x, final)
-                if x is None and not final:
-                    return
-            if x is not None and x.size(-1):
-                b, c, f, t = x.shape
-                x = x.reshape(b, c * f, t).permute(2, 0, 1)  # (T, 1, C*F)
-                for i, rnn in enumerate(m.rnns):
-                    if rnn.batch_norm is not None:
-                        x = rnn.batch_norm(x)
-                    x, self._states[i] = rnn.rnn(x, self._states[i])
-            else:
-                x = None
-            if self._lookahead is not None:
-                y = self._lookahead.push(x.permute(1, 2, 0) if x is not None else None, final)  # (1, H, T)
-                x = F.hardtanh(y.permute(2, 0, 1), 0.0, CLIP) if y is not None else None  # (T, 1, H)
-            if x is None or not x.size(0):
-                return
-            logits = m.head(m.head_norm(x))  # (T, 1, C)
-            lp = logits.float().log_softmax(-1)[:, 0].cpu().numpy()
-        self._append(lp)
+        logits = m.head(m.head_norm(x))  # (T, 1, C)
+        self._append(logits.float().log_softmax(-1)[:, 0].cpu().numpy())
 
     def _append(self, lp: np.ndarray) -> None:
         self._log_probs.append(lp)
@@ -375,6 +391,70 @@ class StreamingRecognizer:
                 self._token_frames.append(t)
             self._prev_id = i
         self._n_frames += len(ids)
+
+
+def accept_many(recognizers: Sequence[StreamingRecognizer], chunks: Sequence[Any]) -> list[str]:
+    """Feed ``chunks[i]`` to ``recognizers[i]`` for every ``i``, running the RNN layers of all of
+    them as one batch; returns their partial texts.
+
+    The result is that of ``[r.accept(c) for r, c in zip(recognizers, chunks)]`` up to float
+    rounding, at a fraction of the cost when many streams share a model: a recurrent layer call
+    has a fixed cost of a few milliseconds whatever its length, and here it is paid once per
+    batch. The recognizers must be distinct and share one model.
+    """
+    if len(recognizers) != len(chunks):
+        raise ValueError(f"{len(recognizers)} recognizers for {len(chunks)} chunks")
+    if len({id(r) for r in recognizers}) != len(recognizers):
+        raise ValueError("a recognizer appears twice: feed it one chunk at a time")
+    if len({id(r.model) for r in recognizers}) > 1:
+        raise ValueError("recognizers batched together must share one model")
+    for r in recognizers:
+        if r.finished:
+            raise StreamingError("finish() was called: call reset() before feeding the next utterance")
+    samples = [rescale_pcm(as_samples(c), r.audio_config) for r, c in zip(recognizers, chunks)]
+    with torch.inference_mode():
+        fronts = []
+        for r, x in zip(recognizers, samples):
+            r.samples_received += len(x)
+            fronts.append(r._front(r._framer.push(x), final=False))
+        ready = [i for i, (go, x) in enumerate(fronts) if go and x is not None]
+        outs = dict(zip(ready, _rnn_batch([recognizers[i] for i in ready], [fronts[i][1] for i in ready])))
+        for i, (r, (go, _)) in enumerate(zip(recognizers, fronts)):
+            if go:
+                r._back(outs.get(i), final=False)
+    return [r.partial_text() for r in recognizers]
+
+
+def _rnn_batch(recognizers: Sequence[StreamingRecognizer], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The RNN stage of several streams at once: (T_i, 1, D) inputs -> (T_i, 1, H) outputs,
+    each stream's hidden state carried as :meth:`StreamingRecognizer._rnn` carries it."""
+    if len(xs) <= 1:
+        return [r._rnn(x) for r, x in zip(recognizers, xs)]
+    lengths = [x.size(0) for x in xs]
+    x = torch.nn.utils.rnn.pad_sequence([x[:, 0] for x in xs])  # (T_max, B, D)
+    packed_lengths = torch.tensor(lengths)
+    for i, rnn in enumerate(recognizers[0].model.rnns):
+        if rnn.batch_norm is not None:
+            x = rnn.batch_norm(x)
+        states = [r._states[i] for r in recognizers]
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, packed_lengths, enforce_sorted=False)
+        out, state = rnn.rnn(packed, _stack_states(rnn.rnn, states, x))
+        x, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=x.size(0))
+        for b, r in enumerate(recognizers):
+            r._states[i] = (
+                tuple(s[:, b : b + 1].contiguous() for s in state)
+                if isinstance(state, tuple)
+                else state[:, b : b + 1].contiguous()
+            )
+    return [x[:n, b : b + 1] for b, n in enumerate(lengths)]
+
+
+def _stack_states(rnn: torch.nn.RNNBase, states: Sequence[Any], x: torch.Tensor) -> Any:
+    """One batched initial state from per-stream states (None: zeros, as a fresh stream starts)."""
+    zeros = x.new_zeros(rnn.num_layers, 1, rnn.hidden_size)
+    if isinstance(rnn, torch.nn.LSTM):
+        return tuple(torch.cat([s[k] if s is not None else zeros for s in states], dim=1) for k in range(2))
+    return torch.cat([s if s is not None else zeros for s in states], dim=1)
 
 
 def load_streaming_recognizer(path: Any, decoder: Any = None, device: Any = "cpu") -> StreamingRecognizer:

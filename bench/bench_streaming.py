@@ -2,13 +2,18 @@
 
     python bench/bench_streaming.py [--model-path M] [--chunk-ms 10 20 50 100 200 500 1000 2000]
                                     [--seconds 10] [--runs 3] [--threads 1] [--lookahead 1 5 10 20]
+                                    [--streams 1 4 8 16 24 32] [--stream-chunk-ms 100]
 
 Without ``--model-path`` the model is the recipe's size as a streaming model (DS2, 3 x 384
 unidirectional LSTM, lookahead context 20) with random weights, which is all a speed figure
 needs. Each chunk size streams ``--seconds`` of generated audio through
 streaming.StreamingRecognizer (``accept`` per chunk, then ``finish``), ``--runs`` times after one
 warm-up; it reports the median and 95th percentile of the compute per chunk and the real-time
-factor. Prints a table and, as its last line, JSON.
+factor. Then, for each ``--streams`` N, N streams advance in lockstep by one ``--stream-chunk-ms``
+chunk per tick, fed one recognizer at a time (``accept`` N times) and as one batch
+(``streaming.accept_many``, what the server does), side by side in the same run: the median
+compute per tick, and whether it fits in the tick's real time. Prints tables and, as its last
+line, JSON.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.audio import AudioConfig, with_feature_stats  # noqa: E402
 from model import ModelConfig, build_model  # noqa: E402
-from streaming import StreamingRecognizer, algorithmic_latency, check_streamable  # noqa: E402
+from streaming import StreamingRecognizer, accept_many, algorithmic_latency, check_streamable  # noqa: E402
 
 LABELS = list("_'ABCDEFGHIJKLMNOPQRSTUVWXYZ ")
 
@@ -60,6 +65,28 @@ def time_chunks(rec: StreamingRecognizer, audio: np.ndarray, chunk: int) -> tupl
     return per_chunk, time.perf_counter() - start
 
 
+def time_ticks(recs: list[StreamingRecognizer], audio: np.ndarray, chunk: int, batched: bool) -> list[float]:
+    """Seconds per tick for ``len(recs)`` streams each fed the same ``audio`` chunk by chunk,
+    started a few chunks apart (as real clients are), one accept per stream per tick."""
+    for rec in recs:
+        rec.reset()
+    n = len(audio) // chunk
+    ticks = []
+    for step in range(n + 4 * len(recs)):
+        live = [(rec, (step - 4 * k) * chunk) for k, rec in enumerate(recs) if 0 <= step - 4 * k < n]
+        if not live:
+            continue
+        t = time.perf_counter()
+        if batched:
+            accept_many([rec for rec, _ in live], [audio[i : i + chunk] for _, i in live])
+        else:
+            for rec, i in live:
+                rec.accept(audio[i : i + chunk])
+        if len(live) == len(recs):  # every stream running
+            ticks.append(time.perf_counter() - t)
+    return ticks
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-path", default=None, help="a streamable checkpoint (default: the recipe's size, random)")
@@ -68,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--lookahead", type=int, nargs="+", default=[1, 5, 10, 20], help="lookahead contexts for the latency table")
+    p.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16, 24, 32], help="concurrent streams (0: skip)")
+    p.add_argument("--stream-chunk-ms", type=float, default=100.0, help="chunk per stream per tick")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model_path:
@@ -103,6 +132,20 @@ def main(argv: list[str] | None = None) -> int:
                 "x_realtime": round(args.seconds / statistics.median(totals), 1),
             }
         )
+    streams = []
+    chunk = max(1, round(args.stream_chunk_ms * audio_config.sample_rate / 1000))
+    for n in (n for n in args.streams if n > 0):
+        recs = [StreamingRecognizer(model, audio_config, labels) for _ in range(n)]
+        time_ticks(recs, audio[: 8 * chunk], chunk, True)  # warm-up
+        row = {"streams": n}
+        for mode, batched in (("separate", False), ("batched", True)):
+            ticks = []
+            for _ in range(args.runs):
+                ticks += time_ticks(recs, audio, chunk, batched)
+            row[f"{mode}_median_ms"] = round(1000 * statistics.median(ticks), 2)
+            row[f"{mode}_p95_ms"] = round(1000 * sorted(ticks)[int(0.95 * (len(ticks) - 1))], 2)
+        row["speedup"] = round(row["separate_median_ms"] / row["batched_median_ms"], 2)
+        streams.append(row)
     print(
         "algorithmic latency (ms): " + ", ".join(f"lookahead {k}: {v['total_ms']:g}" for k, v in latency.items() if k != "model")
     )
@@ -113,11 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'chunk ms':>9} {'median ms':>10} {'p95 ms':>8} {'x realtime':>11}   ({args.threads} thread(s))")
     for r in rows:
         print(f"{r['chunk_ms']:9g} {r['median_ms']:10.2f} {r['p95_ms']:8.2f} {r['x_realtime']:11.1f}")
+    if streams:
+        print(f"\n{len(streams)} stream counts, one {args.stream_chunk_ms:g} ms chunk each per tick: compute per tick (ms)")
+        print(f"{'streams':>8} {'separate p50':>13} {'p95':>8} {'batched p50':>12} {'p95':>8} {'speed-up':>9}")
+        for r in streams:
+            print(
+                f"{r['streams']:8d} {r['separate_median_ms']:13.2f} {r['separate_p95_ms']:8.2f} "
+                f"{r['batched_median_ms']:12.2f} {r['batched_p95_ms']:8.2f} {r['speedup']:9.2f}"
+            )
     print(
         json.dumps(
             {
                 "latency_ms": latency,
                 "chunks": rows,
+                "streams": streams,
+                "stream_chunk_ms": args.stream_chunk_ms,
                 "threads": args.threads,
                 "seconds": args.seconds,
                 "runs": args.runs,

@@ -439,6 +439,46 @@ def test_max_concurrent_streams_and_recovery(addr):
     assert code == 1000 and "text" in messages[-1]
 
 
+def test_concurrent_streams_run_as_batches_and_each_gets_its_own_text(models, tmp_path, capsys, monkeypatch):
+    """Six streams at once through one stream worker: their chunks are batched together
+    (fewer model calls than chunks) and every final text equals transcribe.py's."""
+    audios = [speechlike(float(d), seed=40 + k) for k, d in enumerate([0.4, 0.7, 1.0, 1.2, 1.5, 1.8])]
+    expected = []
+    for k, audio in enumerate(audios):
+        path = tmp_path / f"s{k}.wav"
+        sf.write(str(path), audio, 16000, subtype="FLOAT")
+        expected.append(offline(models["stream"], path, capsys)["output"][0]["transcription"])
+    slow_accept = server.accept_sessions
+
+    def accept_sessions(sessions, chunks):  # a slower model, so that chunks queue up behind a batch
+        time.sleep(0.02)
+        return slow_accept(sessions, chunks)
+
+    monkeypatch.setattr(server, "accept_sessions", accept_sessions)
+    service = make_service(models["offline"], models["stream"], **{**LIMITS, "max_streams": 6, "stream_workers": 1})
+    results: list = [None] * len(audios)
+
+    def client(k: int) -> None:
+        audio = audios[k]
+        results[k] = run_stream(
+            address,
+            [audio[i : i + 1600].tobytes() for i in range(0, len(audio), 1600)],
+            {"sample_rate": 16000, "format": "float32"},
+        )
+
+    with serve(service) as address:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(len(audios))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        load = health(address)["load"]
+    for k, (messages, code) in enumerate(results):
+        assert code == 1000 and messages[-1]["text"] == expected[k], k
+    assert load["streams_finished"] == 6
+    assert 0 < load["stream_batches"] < load["stream_chunks"]
+
+
 def test_abrupt_disconnects_leave_the_server_serving(addr):
     audio = speechlike(1.0, seed=9)
     for _ in range(3):
@@ -495,7 +535,7 @@ def test_internal_errors_answer_json_without_details(models, monkeypatch):
         raise RuntimeError("secret detail")
 
     monkeypatch.setattr(service, "transcribe_bytes", broken)
-    monkeypatch.setattr(server.StreamSession, "accept", broken)
+    monkeypatch.setattr(server.StreamSession, "resample", broken)
     with serve(service) as address:
         r = post(address, wav_bytes(speechlike(0.5)))
         assert_error(r, 500, "internal server error")

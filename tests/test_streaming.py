@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from streaming import (
     StreamingError,
     StreamingRecognizer,
     StreamResampler,
+    accept_many,
     algorithmic_latency,
     load_streaming_recognizer,
 )
@@ -84,6 +87,52 @@ def test_random_chunkings_equal_the_offline_forward(rnn_type):
             result, _ = stream(rec, audio, bounds)
             assert_same_as_offline(rec, model, audio_config, audio, result, f"{rnn_type} seed {seed} trial {trial}")
             rec.reset()
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+def test_streams_batched_together_equal_the_offline_forward(rnn_type):
+    """accept_many: streams of different lengths fed random chunks in lockstep (some empty,
+    some shorter than a hop, some finished early) each end with their own offline result."""
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        model, audio_config = tiny_stream_model(seed, rnn_type=rnn_type, hidden_layers=2, lookahead_context=3)
+        audios = [speechlike(float(rng.uniform(0.05, 2.0)), seed=seed * 10 + k) for k in range(5)]
+        recs = [StreamingRecognizer(model, audio_config, LABELS) for _ in audios]
+        schedules = [random_chunks(rng, len(a), "mixed") for a in audios]
+        partials: list[list[str]] = [[] for _ in audios]
+        for step in range(max(len(b) for b in schedules)):
+            live = [k for k in range(len(audios)) if step < len(schedules[k])]
+            chunks = [audios[k][slice(*schedules[k][step])] for k in live]
+            for k, text in zip(live, accept_many([recs[k] for k in live], chunks)):
+                partials[k].append(text)
+            for k in range(len(audios)):
+                if step == len(schedules[k]) - 1:
+                    result = recs[k].finish()
+                    assert_same_as_offline(recs[k], model, audio_config, audios[k], result, f"{rnn_type} seed {seed} stream {k}")
+                    assert result["text"].startswith(partials[k][-1].rstrip())
+
+
+def test_accept_many_checks_its_arguments():
+    model, audio_config = tiny_stream_model(0)
+    other, _ = tiny_stream_model(1)
+    a, b = StreamingRecognizer(model, audio_config, LABELS), StreamingRecognizer(other, audio_config, LABELS)
+    chunk = speechlike(0.1)
+    with pytest.raises(ValueError, match="share one model"):
+        accept_many([a, b], [chunk, chunk])
+    with pytest.raises(ValueError, match="appears twice"):
+        accept_many([a, a], [chunk, chunk])
+    with pytest.raises(ValueError, match="2 recognizers for 1 chunks"):
+        accept_many([a, StreamingRecognizer(model, audio_config, LABELS)], [chunk])
+    c = StreamingRecognizer(model, audio_config, LABELS)
+    bad = chunk.copy()
+    bad[3] = np.nan
+    with pytest.raises(StreamingError):
+        accept_many([a, c], [chunk, bad])
+    assert a.samples_received == 0 and c.samples_received == 0  # nothing was fed
+    c.finish()
+    with pytest.raises(StreamingError, match="finish"):
+        accept_many([a, c], [chunk, chunk])
+    assert accept_many([], []) == []
 
 
 def test_chunks_shorter_than_one_hop():
@@ -276,3 +325,21 @@ def test_stream_resampler_equals_offline_resampling(rates):
         y = np.concatenate(out)
         ref = resample(x, orig, target)
         assert y.shape == ref.shape and np.abs(y - ref).max() <= 1e-6, (rates, seed)
+
+
+def test_bench_streaming_reports_chunks_and_batched_streams(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_streaming", REPO / "bench" / "bench_streaming.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model, audio_config = tiny_stream_model(5, lookahead_context=2)
+    path = save_model(tmp_path / "s.pth", model, audio_config)
+    argv = ["--model-path", str(path), "--chunk-ms", "50", "--seconds", "1.2", "--runs", "1", "--streams", "1", "3"]
+    assert bench.main(argv) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["chunk_ms"] for r in report["chunks"]] == [50]
+    assert [r["streams"] for r in report["streams"]] == [1, 3]
+    for row in report["streams"]:
+        assert row["separate_median_ms"] > 0 and row["batched_median_ms"] > 0 and row["speedup"] > 0
+    assert report["latency_ms"]["model"]["lookahead_ms"] == 20.0
