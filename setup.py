@@ -34,6 +34,7 @@ setup(
         "onnx_export",
         "onnx_runtime",
         "streaming",
+        "streaming_common",
         "server",
         "dspt_import",
         "robustness",
