@@ -33,6 +33,7 @@ setup(
         "checkpoint",
         "onnx_export",
         "onnx_runtime",
+        "onnx_streaming",
         "streaming",
         "streaming_common",
         "server",
