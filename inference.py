@@ -158,34 +158,15 @@ class OnnxRecognizer(Recognizer):
     """An exported model run by onnxruntime on the CPU (or CUDA with onnxruntime-gpu)."""
 
     def __init__(self, path: str | Path, threads: int | None = None, cuda: bool = False) -> None:
-        import os
+        from onnx_runtime import INPUT_NAMES, OUTPUT_NAMES, STREAMING_FIELD, OnnxModelError, model_info, open_session
 
-        from onnx_runtime import (
-            INPUT_NAMES,
-            OUTPUT_NAMES,
-            OnnxModelError,
-            _import_onnxruntime,
-            parse_metadata,
-            session_options,
-        )
-
-        ort = _import_onnxruntime()
         path = Path(path)
-        if not path.is_file():
-            raise OnnxModelError(f"{path}: ONNX model not found; export one with python model.py --export-onnx")
-        if path.stat().st_size == 0:
-            raise OnnxModelError(f"{path}: ONNX model is empty (0 bytes), probably an interrupted copy")
-        providers = ["CPUExecutionProvider"]
-        if cuda:
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ValueError("--cuda with an .onnx model needs onnxruntime-gpu; drop --cuda to run on the CPU")
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(os.fspath(path), session_options(threads), providers=providers)
-        except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for bad files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise OnnxModelError(f"{path}: not a usable ONNX model ({first[:200]})") from None
-        self.metadata = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self.session, self.metadata = open_session(path, threads, cuda)
+        if STREAMING_FIELD in self.metadata:
+            raise OnnxModelError(
+                f"{path}: a streaming step graph (exported with --streaming): run it with transcribe.py --stream, "
+                "or export the checkpoint again without --streaming for offline use"
+            )
         inputs = tuple(i.name for i in self.session.get_inputs())
         outputs = tuple(o.name for o in self.session.get_outputs())
         if inputs != INPUT_NAMES or outputs != OUTPUT_NAMES:
@@ -197,15 +178,7 @@ class OnnxRecognizer(Recognizer):
         self.audio_config: AudioConfig = self.metadata["audio_config"]
         self.labels = list(self.metadata["labels"])
         self.frame_shift = float(self.metadata["frame_shift"])
-        model_cfg = self.metadata["model_config"]
-        self.info = {
-            "path": str(path),
-            "name": path.name,
-            "format": "onnx",
-            "precision": self.metadata["precision"],
-            "epochs": self.metadata["info"].get("epochs"),
-            "architecture": model_cfg.get("arch") if isinstance(model_cfg, dict) else None,
-        }
+        self.info = model_info(path, self.metadata)
 
     @classmethod
     def load(cls, cfg: InferenceConfig) -> "OnnxRecognizer":
@@ -226,19 +199,26 @@ class OnnxRecognizer(Recognizer):
 
 def describe_onnx(path: str | Path) -> list[str]:
     """Human-readable lines about an exported file (``python model.py --model-path M.onnx``)."""
-    rec = OnnxRecognizer(path, threads=1)
-    meta, audio = rec.metadata, rec.audio_config.to_dict()
+    from onnx_runtime import STREAMING_FIELD, open_session
+
+    _, meta = open_session(path, threads=1)
+    labels = meta["labels"]
+    audio = meta["audio_config"].to_dict()
     if audio.get("feature_mean") is not None:
-        audio["feature_mean"] = audio["feature_std"] = f"<{rec.audio_config.n_freq} values>"
+        audio["feature_mean"] = audio["feature_std"] = f"<{meta['audio_config'].n_freq} values>"
     cfg = meta["model_config"]
     arch = ", ".join(f"{k}={v}" for k, v in cfg.items()) if isinstance(cfg, dict) else str(cfg)
     lines = [
         f"format:        ONNX (opset {meta['opset']}), {meta['precision']}, {Path(path).stat().st_size / 2**20:.1f} MiB",
         f"architecture:  {arch}",
-        f"labels ({len(rec.labels)}):   {''.join(rec.labels)!r}",
+        f"labels ({len(labels)}):   {''.join(labels)!r}",
         "audio:         " + ", ".join(f"{k}={v}" for k, v in audio.items()),
-        f"frame shift:   {rec.frame_shift * 1000:g} ms",
+        f"frame shift:   {float(meta['frame_shift']) * 1000:g} ms",
     ]
+    stream = meta.get(STREAMING_FIELD)
+    if isinstance(stream, dict) and isinstance(stream.get("states"), list):
+        states = ", ".join(f"{s.get('input')} {tuple(s.get('shape', ()))}" for s in stream["states"] if isinstance(s, dict))
+        lines.append(f"streaming:     step graph (transcribe.py --stream); states {states}")
     if meta["info"]:
         lines.append("exported from: " + ", ".join(f"{k} {v}" for k, v in meta["info"].items()))
     return lines
@@ -246,7 +226,9 @@ def describe_onnx(path: str | Path) -> list[str]:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded metadata of an exported file (loads the file into onnxruntime)."""
-    return OnnxRecognizer(path, threads=1).metadata
+    from onnx_runtime import open_session
+
+    return open_session(path, threads=1)[1]
 
 
 def is_onnx_path(path: str | Path) -> bool:

@@ -24,6 +24,7 @@ Lightning checkpoint (dspt_import.py)::
     python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights
     python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth
     python model.py --model-path models/an4.pth --export-onnx models/an4.onnx [--int8]
+    python model.py --model-path models/an4_stream.pth --export-onnx models/an4_stream.onnx --streaming
 """
 
 from __future__ import annotations
@@ -563,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  python model.py --model-path models/an4.pth\n"
         "  python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights\n"
         "  python model.py --model-path models/an4.pth --export-onnx models/an4.onnx [--int8]\n"
+        "  python model.py --model-path models/an4_stream.pth --export-onnx models/an4_stream.onnx --streaming\n"
         "  python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth"
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -601,6 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8", action="store_true", help="with --export-onnx: int8 quantization (dynamic: RNNs and matrix products)"
     )
     g.add_argument(
+        "--streaming",
+        action="store_true",
+        help="with --export-onnx: write the streaming step graph (its state as inputs and outputs) of a "
+        "unidirectional DS2 model with --normalize global or none, for transcribe.py --stream --model-path PATH.onnx",
+    )
+    g.add_argument(
         "--calibration-manifest",
         default=None,
         metavar="CSV",
@@ -625,6 +633,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--pad-mode applies to --import-deepspeech-pytorch")
     if args.int8 and not args.export_onnx:
         parser.error("--int8 applies to --export-onnx")
+    if args.streaming and not args.export_onnx:
+        parser.error("--streaming applies to --export-onnx")
+    if args.streaming and args.calibration_manifest:
+        parser.error("--calibration-manifest does not apply to --streaming (the step graph takes dynamic --int8 only)")
     if args.calibration_manifest and not args.int8:
         parser.error("--calibration-manifest applies to --export-onnx with --int8")
     if args.calibration_utterances < 1:
@@ -638,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.import_deepspeech_pytorch:
             parser.error("--export-onnx takes --model-path (a deepspeech.pytorch file given there is converted in memory)")
         try:
-            from onnx_export import OnnxExportError, export_checkpoint
+            from onnx_export import NotStreamableError, OnnxExportError, export_checkpoint
         except ImportError as e:
             print(
                 f"error: --export-onnx needs the onnx and onnxruntime packages ({e}); pip install -r requirements-onnx.txt onnx",
@@ -652,11 +664,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 int8=args.int8,
                 calibration_manifest=args.calibration_manifest,
                 calibration_utterances=args.calibration_utterances,
+                streaming=args.streaming,
             )
+        except NotStreamableError as e:
+            parser.error(f"--streaming: {e}")
         except (OnnxExportError, OSError, ValueError) as e:  # CheckpointError is a ValueError
             print(f"error: {e}", file=sys.stderr)
             return 2
         kind = ("int8, static conv" if args.calibration_manifest else "int8 dynamic") if args.int8 else "fp32"
+        kind += ", streaming step graph" if args.streaming else ""
         print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB, {kind})")
         return 0
     if args.model_path and str(args.model_path).lower().endswith(".onnx") and not args.export:

@@ -4,6 +4,7 @@
     python model.py --model-path models/an4.pth --export-onnx models/an4_int8.onnx --int8
     python model.py --model-path models/an4.pth --export-onnx models/an4_int8s.onnx --int8 \\
         --calibration-manifest data/an4_train_manifest.csv
+    python model.py --model-path models/an4_stream.pth --export-onnx models/an4_stream.onnx --streaming [--int8]
 
 The graph (ONNX opset :data:`OPSET`, written by ``torch.onnx.export``'s TorchScript
 exporter) is the model's own forward pass, with batch and time as dynamic axes:
@@ -28,14 +29,41 @@ fp32 there, since onnxruntime's dynamic ``ConvInteger`` is slower than its fp32 
 With a calibration manifest the convolutions are quantized statically as well
 (QDQ, per-channel int8 weights, uint8 activations with ranges measured on that audio),
 which onnxruntime runs as ``QLinearConv``.
+
+Streaming step graph (:func:`export_streaming_onnx`, ``--streaming``; a unidirectional DS2
+whose features are normalised with global statistics or not at all). One call takes the
+stream's new feature frames and its state, and returns the output frames that became
+computable and the new state; the host (:class:`onnx_streaming.OnnxStreamingRecognizer`,
+without PyTorch) keeps the state between calls. The result equals the offline forward pass:
+
+* inputs: ``features`` (1, F, T) float32, the new normalised feature frames, T a positive
+  multiple of the product of the conv time strides (2); ``conv_valid`` (2, 2) int64, for each
+  conv layer the ``[start, end)`` of this call's outputs that are real (the first layer's
+  other outputs are zeroed, as the second layer's zero padding is; only the second layer's
+  range, never empty, goes to the RNNs); then the state: ``conv1_cache`` (1, 1, F, 9) and
+  ``conv2_cache`` (1, C, F', 10), the last ``kernel - stride`` input frames of each conv layer
+  (which run on ``cat(cache, new)`` without time padding); ``rnn_h`` (L, 1, H) and, for LSTMs,
+  ``rnn_c`` (L, 1, H); ``lookahead_cache`` (1, H, context - 1), the last RNN frames (none
+  for context 1).
+* outputs: ``log_probs`` (1, n + context - 1, C) for the call's n RNN frames: the first n are
+  the lookahead's next outputs, the last ``context - 1`` the ones the stream would end with if
+  it ended here (the future frames zeros, as offline); then each state as ``<name>_out``.
+
+Every state starts as zeros. The ``streaming`` metadata field lists the states (names, shapes,
+initial values), the conv time geometry and the lookahead context; onnx_streaming.py says how
+the host computes ``conv_valid`` and which outputs it keeps. ``--int8`` quantizes the step
+graph dynamically like the offline one; its activations are quantized per call, so int8
+log-probs depend slightly on the chunking. Static conv quantization is for offline graphs only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import logging
+import operator
 import random
 import tempfile
 import warnings
@@ -45,11 +73,14 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from data.audio import AudioConfig, spectrogram
-from model import AcousticModel, DeepSpeech2, ModelConfig
-from onnx_runtime import FORMAT, FORMAT_VERSION, INPUT_NAMES, METADATA_FIELDS, OUTPUT_NAMES
+from model import CLIP, AcousticModel, DeepSpeech2, ModelConfig, conv_out_size
+from onnx_runtime import FORMAT, FORMAT_VERSION, INPUT_NAMES, METADATA_FIELDS, OUTPUT_NAMES, STREAMING_FIELD
+from onnx_streaming import STEP_INPUTS, STEP_OUTPUT, StateSpec, StepSpec, conv_delays
+from streaming_common import StreamingError, check_streamable
 from utils import atomic_write
 
 OPSET = 17  # onnxruntime >= 1.14 implements all of it; the graph needs nothing newer
@@ -59,6 +90,10 @@ DEFAULT_CALIBRATION_UTTERANCES = 256  # AN4 val greedy WER, one thread: 15.08 wi
 
 class OnnxExportError(ValueError):
     """An export or quantization that cannot be done; the message says why and the fix."""
+
+
+class NotStreamableError(OnnxExportError):
+    """A streaming step graph asked of a model that cannot stream; the message says why."""
 
 
 # ---------------------------------------------------------------------------- BatchNorm folding
@@ -126,8 +161,10 @@ def metadata(
     frame_shift: float,
     precision: str = "float32",
     info: dict | None = None,
+    streaming: dict | None = None,
 ) -> dict[str, str]:
-    """The ``metadata_props`` of an exported file: every value JSON."""
+    """The ``metadata_props`` of an exported file: every value JSON; ``streaming`` (a step
+    graph's :meth:`onnx_streaming.StepSpec.to_dict`) only for a streaming step graph."""
     values: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -140,6 +177,8 @@ def metadata(
         "info": info or {},
     }
     assert tuple(values) == METADATA_FIELDS, "metadata fields out of step with onnx_runtime"
+    if streaming is not None:
+        values[STREAMING_FIELD] = streaming
     return {name: json.dumps(value) for name, value in values.items()}
 
 
@@ -212,6 +251,142 @@ def export_onnx(
     return _save(onnx_model, path)
 
 
+# ---------------------------------------------------------------------------- streaming step graph
+
+
+class _StreamStep(nn.Module):
+    """The exported streaming step (see the module docstring): new feature frames, the valid
+    ranges of each conv layer's outputs and the state tensors -> log-probs and the new states."""
+
+    def __init__(self, model: DeepSpeech2) -> None:
+        super().__init__()
+        self.model = model  # BatchNorms of the convs folded, eval mode
+        self.lstm = model.cfg.rnn_type == "lstm"
+        self.context = model.lookahead.context if model.lookahead is not None else 1
+
+    def forward(self, features: torch.Tensor, conv_valid: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m = self.model
+        n_convs = len(m.convs)
+        new_states: list[torch.Tensor] = []
+        x = features.unsqueeze(1)  # (1, F, T) -> (1, 1, F, T)
+        for i, conv in enumerate(m.convs):
+            buf = torch.cat([states[i], x], dim=3)
+            new_states.append(buf[:, :, :, -(conv.kernel_size[1] - conv.stride[1]) :])
+            y = F.conv2d(buf, conv.weight, conv.bias, stride=conv.stride, padding=(conv.padding[0], 0))
+            y = F.hardtanh(y, 0.0, CLIP)
+            start, end = conv_valid[i, 0], conv_valid[i, 1]
+            if i < n_convs - 1:  # outside the valid range: the next layer's zero padding
+                t = torch.arange(y.size(3), device=y.device)
+                y = y * ((t >= start) & (t < end)).to(y.dtype)
+            else:  # only the valid outputs go to the RNNs
+                y = y.index_select(3, torch.arange(start, end, device=y.device))
+            x = y
+        b, c, f, t = x.shape
+        x = x.reshape(b, c * f, t).permute(2, 0, 1)  # (T, 1, C*F)
+        h = states[n_convs]
+        cell = states[n_convs + 1] if self.lstm else None
+        hs, cs = [], []
+        for i, rnn in enumerate(m.rnns):
+            if rnn.batch_norm is not None:
+                x = rnn.batch_norm(x)
+            if self.lstm:
+                x, (h_i, c_i) = rnn.rnn(x, (h[i : i + 1], cell[i : i + 1]))
+                cs.append(c_i)
+            else:
+                x, h_i = rnn.rnn(x, h[i : i + 1])
+            hs.append(h_i)
+        new_states.append(torch.cat(hs, dim=0))
+        if self.lstm:
+            new_states.append(torch.cat(cs, dim=0))
+        x = x.permute(1, 2, 0)  # (1, H, T)
+        if self.context > 1:  # the cached RNN frames, the new ones, and zeros as the future of the last
+            buf = torch.cat([states[-1], x], dim=2)
+            new_states.append(buf[:, :, -(self.context - 1) :])
+            x = torch.cat([buf, buf.new_zeros(1, buf.size(1), self.context - 1)], dim=2)
+        x = F.conv1d(x, m.lookahead.conv.weight, groups=x.size(1))  # (1, H, T + context - 1)
+        x = F.hardtanh(x.permute(2, 0, 1), 0.0, CLIP)  # (T', 1, H)
+        logits = m.head(m.head_norm(x))
+        return (logits.float().log_softmax(-1).transpose(0, 1), *new_states)  # (1, T', C)
+
+
+def streaming_spec(model: DeepSpeech2) -> StepSpec:
+    """The state tensors and geometry of ``model``'s step graph (the ``streaming`` metadata)."""
+    cfg = model.cfg
+    convs = tuple((c.kernel_size[1], c.stride[1], c.padding[1]) for c in model.convs)
+    states, in_channels, n_freq = [], 1, cfg.n_features
+    for i, conv in enumerate(model.convs):
+        kernel, stride, _ = convs[i]
+        states.append(StateSpec(f"conv{i + 1}_cache", f"conv{i + 1}_cache_out", (1, in_channels, n_freq, kernel - stride)))
+        in_channels = conv.out_channels
+        n_freq = conv_out_size(n_freq, conv.kernel_size[0], conv.stride[0], conv.padding[0])
+    rnn_shape = (cfg.hidden_layers, 1, cfg.hidden_size)
+    states.append(StateSpec("rnn_h", "rnn_h_out", rnn_shape))
+    if cfg.rnn_type == "lstm":
+        states.append(StateSpec("rnn_c", "rnn_c_out", rnn_shape))
+    if cfg.lookahead_context > 1:
+        states.append(StateSpec("lookahead_cache", "lookahead_cache_out", (1, cfg.hidden_size, cfg.lookahead_context - 1)))
+    return StepSpec(convs, cfg.lookahead_context, tuple(states))
+
+
+def export_streaming_onnx(
+    model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str], path: str | Path, info: dict | None = None
+) -> Path:
+    """Write ``model``'s streaming step graph as a self-describing fp32 ONNX file (see the module
+    docstring); :class:`onnx_streaming.OnnxStreamingRecognizer` runs it."""
+    import onnx
+
+    path = Path(path)
+    try:
+        check_streamable(model.cfg, audio_cfg)
+    except StreamingError as e:
+        raise NotStreamableError(str(e)) from None
+    if len(labels) != model.cfg.n_classes:
+        raise OnnxExportError(f"{len(labels)} labels for a model with {model.cfg.n_classes} classes")
+    folded = fold_batch_norms(model)
+    spec = streaming_spec(folded)
+    try:
+        delays = conv_delays(spec.convs)
+    except ValueError as e:
+        raise OnnxExportError(str(e)) from None
+    n = spec.stride * (delays[-1] + 3)  # an example call of the stream's first step: three RNN frames
+    valid = [[d, n // s] for d, s in zip(delays, itertools.accumulate((c[1] for c in spec.convs), operator.mul))]
+    example = (
+        torch.zeros(1, model.cfg.n_features, n),
+        torch.tensor(valid, dtype=torch.long),
+        *(torch.zeros(s.shape) for s in spec.states),
+    )
+    graph = _StreamStep(folded).eval()
+    with tempfile.TemporaryDirectory(prefix="onnx_export_") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        raw = Path(tmp) / "step.onnx"
+        torch.onnx.export(
+            graph,
+            example,
+            str(raw),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[*STEP_INPUTS, *(s.name for s in spec.states)],
+            output_names=[STEP_OUTPUT, *(s.output for s in spec.states)],
+            dynamic_axes={"features": {2: "time"}, STEP_OUTPUT: {1: "out_time"}},
+            do_constant_folding=True,
+        )
+        onnx_model = onnx.load(str(raw))
+    shapes = {s.output: s.shape for s in spec.states}
+    for out in onnx_model.graph.output:  # the exporter leaves the state outputs' sizes symbolic
+        if out.name in shapes:
+            for dim, size in zip(out.type.tensor_type.shape.dim, shapes[out.name]):
+                dim.Clear()
+                dim.dim_value = size
+    onnx_model.producer_name = "deepspeech-ctc"
+    onnx_model.doc_string = "deepspeech-ctc streaming step graph (ds2); metadata_props hold labels, configs and the states"
+    frame_shift = model.frame_shift(audio_cfg.hop_length / audio_cfg.sample_rate)
+    set_metadata(onnx_model, metadata(model.cfg, audio_cfg, labels, frame_shift, "float32", info, spec.to_dict()))
+    return _save(onnx_model, path)
+
+
 # ---------------------------------------------------------------------------- int8
 
 
@@ -256,9 +431,10 @@ def _quiet_root_logger() -> Iterator[None]:
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: Sequence[np.ndarray] | None = None) -> Path:
     """Write an int8 copy of an exported fp32 file (metadata kept, ``precision`` updated).
 
-    Without ``calibration``: dynamic quantization of the RNNs and matrix products.
-    With it (spectrograms, e.g. from :func:`calibration_features`): the convolutions are
-    also quantized statically, their activation ranges measured on those features.
+    Without ``calibration``: dynamic quantization of the RNNs and matrix products (offline and
+    streaming step graphs). With it (spectrograms, e.g. from :func:`calibration_features`; offline
+    graphs only): the convolutions are also quantized statically, their activation ranges
+    measured on those features.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -274,6 +450,8 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: Sequ
     props = read_metadata_props(onnx.load(str(fp32_path), load_external_data=False))
     if json.loads(props.get("precision", "null")) != "float32":
         raise OnnxExportError(f"{fp32_path}: quantize an fp32 file exported by deepspeech-ctc")
+    if calibration is not None and STREAMING_FIELD in props:
+        raise OnnxExportError(f"{fp32_path}: a streaming step graph takes dynamic int8 only (no calibration)")
     with tempfile.TemporaryDirectory(prefix="onnx_int8_") as tmp, _quiet_root_logger():
         source = fp32_path
         if calibration is not None:
@@ -320,8 +498,10 @@ def export_checkpoint(
     int8: bool = False,
     calibration_manifest: str | Path | None = None,
     calibration_utterances: int = DEFAULT_CALIBRATION_UTTERANCES,
+    streaming: bool = False,
 ) -> Path:
-    """``python model.py --export-onnx``: a checkpoint to an fp32 (or int8) ONNX file."""
+    """``python model.py --export-onnx``: a checkpoint to an fp32 (or int8) ONNX file, the offline
+    graph or (``streaming``) the streaming step graph."""
     from checkpoint import load_model
 
     out_path = Path(out_path)
@@ -329,13 +509,16 @@ def export_checkpoint(
         raise OnnxExportError(f"{out_path}: give the ONNX file a .onnx suffix (transcribe.py and test.py pick the runtime by it)")
     if calibration_manifest is not None and not int8:
         raise OnnxExportError("--calibration-manifest applies to --int8")
+    if calibration_manifest is not None and streaming:
+        raise OnnxExportError("--calibration-manifest does not apply to --streaming: the step graph's int8 is dynamic only")
     model, ckpt = load_model(model_path)
     info = {"source": Path(model_path).name, "epochs": ckpt.training.epoch if ckpt.training else None}
+    export = export_streaming_onnx if streaming else export_onnx
     if not int8:
-        return export_onnx(model, ckpt.audio_config, ckpt.labels, out_path, info)
+        return export(model, ckpt.audio_config, ckpt.labels, out_path, info)
     calibration = None
     if calibration_manifest is not None:
         calibration = calibration_features(calibration_manifest, ckpt.audio_config, calibration_utterances)
     with tempfile.TemporaryDirectory(prefix="onnx_export_") as tmp:
-        fp32 = export_onnx(model, ckpt.audio_config, ckpt.labels, Path(tmp) / "fp32.onnx", info)
+        fp32 = export(model, ckpt.audio_config, ckpt.labels, Path(tmp) / "fp32.onnx", info)
         return quantize_onnx(fp32, out_path, calibration)

@@ -15,6 +15,11 @@ The graph takes ``features`` (B, F, T) float32 zero-padded spectrograms with ``l
 computed by :func:`data.audio.spectrogram` in numpy, exactly as for the PyTorch model.
 Only numpy and onnxruntime are needed here (``requirements-onnx.txt``);
 :class:`inference.OnnxRecognizer` runs such a file.
+
+A streaming step graph (``python model.py --export-onnx S.onnx --streaming``) has one more
+metadata field, ``streaming`` (:data:`STREAMING_FIELD`): its inputs, state tensors and the
+geometry the host needs (see onnx_export.py); :class:`onnx_streaming.OnnxStreamingRecognizer`
+runs it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ METADATA_FIELDS = (
     "opset",
     "info",
 )
+STREAMING_FIELD = "streaming"  # only in streaming step graphs
 INPUT_NAMES = ("features", "lengths")
 OUTPUT_NAMES = ("log_probs", "output_lengths")
 
@@ -79,7 +85,7 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
             "export one with: python model.py --model-path M.pth --export-onnx OUT.onnx"
         )
     try:
-        meta = {k: json.loads(props[k]) for k in METADATA_FIELDS if k in props}
+        meta = {k: json.loads(props[k]) for k in (*METADATA_FIELDS, STREAMING_FIELD) if k in props}
     except json.JSONDecodeError as e:
         raise OnnxModelError(f"{path}: damaged deepspeech-ctc metadata ({e}); export the model again") from None
     if meta["format"] != FORMAT:
@@ -104,3 +110,45 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     if not isinstance(meta["frame_shift"], (int, float)) or meta["frame_shift"] <= 0:
         raise OnnxModelError(f"{path}: metadata frame_shift must be a positive number of seconds")
     return meta
+
+
+def open_session(path: str | Path, threads: int | None = None, cuda: bool = False) -> tuple[Any, dict[str, Any]]:
+    """An onnxruntime session for an exported file and its decoded metadata (:func:`parse_metadata`).
+
+    ``cuda``: run on the CUDA execution provider (onnxruntime-gpu), the CPU taking what it cannot.
+    Missing, empty, damaged or foreign files give one :class:`OnnxModelError` naming the file.
+    """
+    import os
+
+    ort = _import_onnxruntime()
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxModelError(f"{path}: ONNX model not found; export one with python model.py --export-onnx")
+    if path.stat().st_size == 0:
+        raise OnnxModelError(f"{path}: ONNX model is empty (0 bytes), probably an interrupted copy")
+    providers = ["CPUExecutionProvider"]
+    if cuda:
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError("--cuda with an .onnx model needs onnxruntime-gpu; drop --cuda to run on the CPU")
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(os.fspath(path), session_options(threads), providers=providers)
+    except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OnnxModelError(f"{path}: not a usable ONNX model ({first[:200]})") from None
+    return session, parse_metadata(session.get_modelmeta().custom_metadata_map, path)
+
+
+def model_info(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Plain data about an exported model, for the ``_meta`` of transcribe.py's output."""
+    path = Path(path)
+    model_cfg = meta["model_config"]
+    info = meta["info"] if isinstance(meta["info"], dict) else {}
+    return {
+        "path": str(path),
+        "name": path.name,
+        "format": "onnx",
+        "precision": meta["precision"],
+        "epochs": info.get("epochs"),
+        "architecture": model_cfg.get("arch") if isinstance(model_cfg, dict) else None,
+    }

@@ -28,72 +28,30 @@ fixed cost of a recurrent layer call is then paid once per batch instead of once
 :func:`algorithmic_latency` says how much audio after a moment must arrive before the output
 frame for that moment is final. :class:`StreamResampler` resamples a stream in chunks with
 exactly the result of :func:`data.audio.resample` on the whole signal.
+
+The torch-free parts (the STFT framer, the refusals, the latency, the partial text and the final
+decoding) live in streaming_common.py, which the ONNX streaming runner (onnx_streaming.py) shares.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.audio import AudioConfig, normalize_features, rescale_pcm, stft_magnitude
-from decoder import GreedyDecoder, _make_hypothesis, _space_index
-from model import CLIP, DeepSpeech2
-
-
-class StreamingError(ValueError):
-    """A model or input that cannot be streamed; the message says why and what to do."""
-
-
-def check_streamable(model_cfg: Any, audio_config: AudioConfig) -> None:
-    """Raise :class:`StreamingError` unless a model with this ModelConfig and AudioConfig can stream."""
-    if model_cfg.arch != "ds2":
-        raise StreamingError(f"streaming needs a DeepSpeech 2 model (arch 'ds2'); this one is {model_cfg.arch!r}")
-    if model_cfg.bidirectional:
-        raise StreamingError(
-            "this model is bidirectional: its backward RNNs read the utterance from the end, so it cannot "
-            "stream. Train a streamable model with train.py --no-bidirectional --normalize global"
-        )
-    if audio_config.normalize == "utterance":
-        raise StreamingError(
-            "this model normalises features per utterance (normalize='utterance'), which needs the whole "
-            "utterance before the first frame; train with --normalize global to stream"
-        )
-    if audio_config.pad_mode != "constant":
-        raise StreamingError(
-            f"this model's features pad the signal's ends by {audio_config.pad_mode!r} (an imported model): "
-            "the streaming engine pads with zeros as the offline path does for our own models"
-        )
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Algorithmic latency: audio that must follow a moment before its output frame is final.
-
-    ``stft_s``: the right half of the analysis window; ``conv_s``: the right context of the
-    convolutions; ``lookahead_s``: the lookahead convolution's ``context - 1`` output frames.
-    The chunk size and the compute time come on top.
-    """
-
-    stft_s: float
-    conv_s: float
-    lookahead_s: float
-
-    @property
-    def total_s(self) -> float:
-        return self.stft_s + self.conv_s + self.lookahead_s
-
-    def as_ms(self) -> dict[str, float]:
-        return {
-            "stft_ms": round(1000 * self.stft_s, 3),
-            "conv_ms": round(1000 * self.conv_s, 3),
-            "lookahead_ms": round(1000 * self.lookahead_s, 3),
-            "total_ms": round(1000 * self.total_s, 3),
-        }
+from data.audio import AudioConfig, rescale_pcm
+from model import CLIP, DS2_CONVS, DeepSpeech2
+from streaming_common import (
+    Latency,
+    StreamingBase,
+    StreamingError,
+    as_samples,
+    check_streamable,
+    conv_latency,
+)
 
 
 def algorithmic_latency(model_cfg: Any, audio_config: AudioConfig) -> Latency:
@@ -105,17 +63,8 @@ def algorithmic_latency(model_cfg: Any, audio_config: AudioConfig) -> Latency:
     ``t * hop + n_fft - n_fft // 2``. For the defaults (kernel 11, stride 2 then 1, padding
     5, 10 ms hop, 20 ms window): 10 ms + 150 ms + (context - 1) x 20 ms.
     """
-    from model import DS2_CONVS
-
-    hop_s = audio_config.hop_length / audio_config.sample_rate
-    stft_s = (audio_config.n_fft - audio_config.n_fft // 2) / audio_config.sample_rate
-    stride = math.prod(spec.stride[1] for spec in DS2_CONVS)
     context = 1 if model_cfg.bidirectional else model_cfg.lookahead_context
-    extra = context - 1  # frames of right context, at the rate of the current layer's output
-    for spec in reversed(DS2_CONVS):
-        extra = extra * spec.stride[1] + spec.kernel[1] - 1 - spec.padding[1]
-    lookahead_frames = (context - 1) * stride
-    return Latency(stft_s, (extra - lookahead_frames) * hop_s, lookahead_frames * hop_s)
+    return conv_latency([(s.kernel[1], s.stride[1], s.padding[1]) for s in DS2_CONVS], context, audio_config)
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -165,58 +114,10 @@ class _SlidingWindow:
         return out
 
 
-class _Framer:
-    """STFT frames of a sample stream, centred as :func:`data.audio.frame_signal` centres them."""
-
-    def __init__(self, cfg: AudioConfig) -> None:
-        self.n_fft, self.hop = cfg.n_fft, cfg.hop_length
-        self.pad = cfg.n_fft // 2
-        self.buf = np.zeros(self.pad, dtype=np.float32)  # the left zero padding
-        self.offset = 0  # padded index of buf[0]
-        self.next_frame = 0
-
-    def push(self, samples: np.ndarray, final: bool = False) -> np.ndarray:
-        """Append samples; return the (n, n_fft) frames that became complete."""
-        parts = [self.buf, samples]
-        if final:
-            parts.append(np.zeros(self.pad, dtype=np.float32))
-        self.buf = np.concatenate(parts)
-        end = self.offset + len(self.buf)
-        n_avail = (end - self.n_fft) // self.hop + 1 if end >= self.n_fft else 0
-        n = max(0, n_avail - self.next_frame)
-        start = self.next_frame * self.hop - self.offset
-        frames = (
-            np.lib.stride_tricks.as_strided(
-                self.buf[start:], (n, self.n_fft), (self.buf.strides[0] * self.hop, self.buf.strides[0]), writeable=False
-            )
-            if n
-            else np.zeros((0, self.n_fft), dtype=np.float32)
-        )
-        frames = frames.copy()
-        keep_from = min(n_avail * self.hop - self.offset, len(self.buf)) if n else 0
-        self.buf = self.buf[keep_from:]
-        self.offset += keep_from
-        self.next_frame = max(self.next_frame, n_avail)
-        return frames
-
-
-def as_samples(samples: Any) -> np.ndarray:
-    """A 1-D float32 array of finite samples, or :class:`StreamingError`."""
-    x = np.asarray(samples)
-    if x.ndim != 1:
-        raise StreamingError(f"expected mono samples of shape (n,), got shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise StreamingError(f"expected float samples, got dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.all(np.isfinite(x)):
-        raise StreamingError("audio holds NaN or infinite samples")
-    return x
-
-
 # ---------------------------------------------------------------------------- the recognizer
 
 
-class StreamingRecognizer:
+class StreamingRecognizer(StreamingBase):
     """Incremental recognition of one utterance at a time with a unidirectional DS2 model.
 
     Args:
@@ -245,12 +146,9 @@ class StreamingRecognizer:
             raise StreamingError(f"{len(labels)} labels for a model with {model.cfg.n_classes} classes")
         self.model = model.eval()
         self.audio_config = audio_config
-        self.labels = list(labels)
-        self.decoder = decoder if decoder is not None else GreedyDecoder(self.labels)
+        self._init_output(labels, decoder)
         self.frame_shift = model.frame_shift(audio_config.hop_length / audio_config.sample_rate)
         self.latency = algorithmic_latency(model.cfg, audio_config)
-        self._blank = 0
-        self._space = _space_index(self.labels)
         param = next(model.parameters())
         self._device, self._dtype = param.device, param.dtype
         self.reset()
@@ -260,7 +158,7 @@ class StreamingRecognizer:
     def reset(self) -> None:
         """Forget the current utterance."""
         m = self.model
-        self._framer = _Framer(self.audio_config)
+        self._reset_stream()
         self._convs = []
         for conv, norm in zip(m.convs, m.conv_norms):
             fn = self._conv_fn(conv, norm)
@@ -271,13 +169,6 @@ class StreamingRecognizer:
         if m.lookahead is not None:
             context = m.lookahead.context
             self._lookahead = _SlidingWindow(context, 1, 0, context - 1, m.lookahead.conv)
-        self._log_probs: list[np.ndarray] = []
-        self._n_frames = 0
-        self._tokens: list[int] = []
-        self._token_frames: list[int] = []
-        self._prev_id = -1
-        self.samples_received = 0
-        self.finished = False
 
     @staticmethod
     def _conv_fn(conv: torch.nn.Conv2d, norm: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -286,55 +177,6 @@ class StreamingRecognizer:
             return F.hardtanh(norm(y), 0.0, CLIP)
 
         return fn
-
-    @property
-    def n_frames(self) -> int:
-        """Output frames final so far."""
-        return self._n_frames
-
-    def log_probs(self) -> np.ndarray:
-        """(frames so far, n_classes) float32 log-probabilities."""
-        if not self._log_probs:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        if len(self._log_probs) > 1:
-            self._log_probs = [np.concatenate(self._log_probs)]
-        return self._log_probs[0]
-
-    # -- input
-
-    def accept(self, samples: Any) -> str:
-        """Feed audio (mono float32 at the model's rate, any length, even empty); returns the partial text."""
-        if self.finished:
-            raise StreamingError("finish() was called: call reset() before feeding the next utterance")
-        x = rescale_pcm(as_samples(samples), self.audio_config)
-        self.samples_received += len(x)
-        self._run(self._framer.push(x), final=False)
-        return self.partial_text()
-
-    def finish(self) -> dict:
-        """Process the end of the utterance (right padding as offline) and decode it.
-
-        Returns ``{"text", "words": [{"word", "start", "end"}], "duration"}`` (times in seconds,
-        rounded as :func:`inference.transcribe_audio` rounds them) and ``"alternatives"`` when the
-        decoder returns more than one path.
-        """
-        if self.finished:
-            raise StreamingError("finish() was already called: call reset() to start a new utterance")
-        self._run(self._framer.push(np.zeros(0, dtype=np.float32), final=True), final=True)
-        self.finished = True
-        paths = self.decoder.decode(self.log_probs()[None])[0]
-        best = paths[0]
-        words = [
-            {"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)} for w in best.words(self.frame_shift)
-        ]
-        result = {"text": best.text, "words": words, "duration": round(self.samples_received / self.audio_config.sample_rate, 3)}
-        if len(paths) > 1:
-            result["alternatives"] = [h.text for h in paths[1:]]
-        return result
-
-    def partial_text(self) -> str:
-        """Greedy best path of the output frames final so far."""
-        return _make_hypothesis(self.labels, self._space, self._tokens, self._token_frames, 0.0).text
 
     # -- the model, stage by stage
 
@@ -350,7 +192,7 @@ class StreamingRecognizer:
         the RNN input (T, 1, C*F) or None)."""
         x: torch.Tensor | None = None
         if len(frames):
-            feats = normalize_features(stft_magnitude(frames, self.audio_config), self.audio_config)
+            feats = self._features(frames)
             x = torch.from_numpy(np.ascontiguousarray(feats)).to(self._device, self._dtype)[None, None]
         elif not final:
             return False, None
@@ -381,16 +223,6 @@ class StreamingRecognizer:
             return
         logits = m.head(m.head_norm(x))  # (T, 1, C)
         self._append(logits.float().log_softmax(-1)[:, 0].cpu().numpy())
-
-    def _append(self, lp: np.ndarray) -> None:
-        self._log_probs.append(lp)
-        ids = lp.argmax(axis=1).tolist()
-        for t, i in enumerate(ids, start=self._n_frames):
-            if i != self._blank and i != self._prev_id:
-                self._tokens.append(i)
-                self._token_frames.append(t)
-            self._prev_id = i
-        self._n_frames += len(ids)
 
 
 def accept_many(recognizers: Sequence[StreamingRecognizer], chunks: Sequence[Any]) -> list[str]:

@@ -23,9 +23,12 @@ files are still transcribed, and the exit code is 1.
 at real-time pace (``--stream-speed`` 0: as fast as possible), for unidirectional models
 trained with ``--normalize global``. Each new partial text is printed as one JSON line
 ``{"audio_path", "partial", "audio_s"}``; the usual JSON follows, with the same transcription
-as without ``--stream`` (the whole file is one utterance: as ``--chunk-seconds 0``)::
+as without ``--stream`` (the whole file is one utterance: as ``--chunk-seconds 0``). The model
+is a checkpoint, or its streaming step graph (``python model.py --export-onnx S.onnx
+--streaming``), which onnxruntime runs without PyTorch (onnx_streaming.py)::
 
     python transcribe.py --stream --model-path models/an4_stream.pth --audio-path a.wav --chunk-ms 100
+    python transcribe.py --stream --model-path models/an4_stream.onnx --audio-path a.wav --chunk-ms 100
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pathlib import Path
 
 from data.audio import AudioError, load_audio, probe_audio
 from decoder import DecoderConfig, make_decoder
-from inference import InferenceConfig, Recognizer, load_recognizer, transcribe_many
+from inference import InferenceConfig, Recognizer, is_onnx_path, load_recognizer, transcribe_many
 from utils import make_parser
 
 DEFAULT_CHUNK_MS = 100.0
@@ -65,7 +68,8 @@ def build_parser():
         "--stream",
         action="store_true",
         help="feed each file to the streaming engine chunk by chunk (unidirectional models with "
-        "--normalize global), printing a JSON line per new partial text before the usual JSON",
+        "--normalize global: a checkpoint, or an .onnx step graph from model.py --export-onnx --streaming), "
+        "printing a JSON line per new partial text before the usual JSON",
     )
     g.add_argument(
         "--chunk-ms",
@@ -120,10 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--chunk-ms and --stream-speed apply to --stream")
     try:
         decoder_cfg = DecoderConfig.from_args(args)
-        recognizer = load_recognizer(InferenceConfig.from_args(args))
-        decoder = make_decoder(decoder_cfg, recognizer.labels)
-        files = expand_paths(args.audio_path)
-        streamer = make_streamer(recognizer, decoder) if args.stream else None
+        inference_cfg = InferenceConfig.from_args(args)
+        if args.stream and is_onnx_path(inference_cfg.model_path):
+            recognizer = streamer = load_onnx_streamer(inference_cfg)
+            decoder = streamer.decoder = make_decoder(decoder_cfg, streamer.labels)
+            files = expand_paths(args.audio_path)
+        else:
+            recognizer = load_recognizer(inference_cfg)
+            decoder = make_decoder(decoder_cfg, recognizer.labels)
+            files = expand_paths(args.audio_path)
+            streamer = make_streamer(recognizer, decoder) if args.stream else None
     except (FileNotFoundError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -199,8 +209,16 @@ def make_streamer(recognizer: Recognizer, decoder):
 
     model = getattr(recognizer, "model", None)
     if model is None:
-        raise StreamingError("--stream needs a PyTorch checkpoint")
+        raise StreamingError("--stream needs a PyTorch checkpoint or an ONNX streaming step graph")
     return StreamingRecognizer(model, recognizer.audio_config, recognizer.labels, decoder)
+
+
+def load_onnx_streamer(cfg: InferenceConfig):
+    """An onnx_streaming.OnnxStreamingRecognizer for a streaming step graph (no PyTorch);
+    OnnxModelError for an offline export."""
+    from onnx_streaming import OnnxStreamingRecognizer
+
+    return OnnxStreamingRecognizer(cfg.model_path, threads=cfg.threads, cuda=cfg.cuda)
 
 
 def stream_files(

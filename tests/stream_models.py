@@ -92,5 +92,25 @@ def tiny_offline_model(seed: int = 0) -> tuple[torch.nn.Module, AudioConfig]:
     return randomize(build_model(cfg), AudioConfig(), seed), AudioConfig()
 
 
+def random_chunks(rng: np.random.Generator, n: int, style: str) -> list[tuple[int, int]]:
+    """Chunk bounds covering [0, n): 'mixed' (empty, sub-hop, 10 ms ... 2 s), 'tiny' (< one 160-sample hop)."""
+    bounds, pos = [], 0
+    while pos < n:
+        if style == "tiny":
+            size = int(rng.integers(0, 160))
+        else:
+            r = rng.random()
+            size = (
+                int(rng.integers(0, 160))
+                if r < 0.3
+                else int(rng.integers(160, 3200))
+                if r < 0.8
+                else int(rng.integers(3200, 32001))
+            )
+        bounds.append((pos, min(n, pos + size)))
+        pos += size
+    return bounds
+
+
 def save_model(path: Path, model: torch.nn.Module, audio_config: AudioConfig) -> Path:
     return save_checkpoint(path, Checkpoint.from_model(model, audio_config, LABELS))

@@ -273,6 +273,43 @@ def test_transcribe_onnx_never_imports_torch(exported, tmp_path):
         assert entry["duration"] == pytest.approx(len(load_audio(wav)) / 16000, abs=1e-3)
 
 
+def test_transcribe_stream_onnx_never_imports_torch(tmp_path, capsys):
+    """transcribe.py --stream with a streaming step graph: partial lines, then the transcription
+    the checkpoint gives offline, with torch blocked."""
+    import soundfile as sf
+    from stream_models import LABELS as STREAM_LABELS
+    from stream_models import save_model, speechlike, tiny_stream_model
+
+    model, audio_config = tiny_stream_model(11, lookahead_context=4)
+    ckpt = save_model(tmp_path / "s.pth", model, audio_config)
+    path = onnx_export.export_streaming_onnx(model, audio_config, STREAM_LABELS, tmp_path / "s.onnx")
+    wavs = []
+    for i, (rate, seconds) in enumerate([(16000, 1.7), (44100, 1.1), (16000, 0.03)]):
+        wavs.append(tmp_path / f"clip{i}.wav")
+        sf.write(str(wavs[-1]), speechlike(seconds, rate, seed=20 + i), rate, subtype="PCM_16")
+    argv = ["--audio-path", *map(str, wavs), "--offsets"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    stream_argv = ["--model-path", str(path), *argv, "--threads", "1", "--stream", "--chunk-ms", "37", "--stream-speed", "0"]
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, *stream_argv], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH_LOADED=False" in proc.stderr
+    lines = proc.stdout.splitlines()
+    partials = [json.loads(line) for line in lines[: lines.index("{")]]
+    final = json.loads("\n".join(lines[lines.index("{") :]))
+    assert final["_meta"]["acoustic_model"]["format"] == "onnx" and final["_meta"]["acoustic_model"]["streaming"]
+    assert final["_meta"]["streaming"]["algorithmic_latency_ms"]["total_ms"] == 10 + 150 + 3 * 20
+    assert partials and all(p["partial"] for p in partials)
+    assert transcribe.main(["--model-path", str(ckpt), *argv, "--chunk-seconds", "0"]) == 0
+    assert final["output"] == json.loads(capsys.readouterr().out)["output"]
+    assert all(entry["transcription"] for entry in final["output"][:2])
+    # an offline export is refused with the command that makes a streaming one
+    offline = onnx_export.export_onnx(model, audio_config, STREAM_LABELS, tmp_path / "offline.onnx")
+    assert transcribe.main(["--model-path", str(offline), "--audio-path", str(wavs[0]), "--stream"]) == 2
+    assert "--export-onnx S.onnx --streaming" in capsys.readouterr().err
+
+
 def test_blocked_torch_really_fails_to_import():
     """The guard of the test above works: a script that imports torch fails under it."""
     script = BLOCK_TORCH.replace('runpy.run_path("transcribe.py", run_name="__main__")', "import torch")

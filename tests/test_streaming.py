@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
-from stream_models import LABELS, save_model, speechlike, tiny_offline_model, tiny_stream_model
+from stream_models import LABELS, random_chunks, save_model, speechlike, tiny_offline_model, tiny_stream_model
 
 from data.audio import AudioConfig, resample, spectrogram
 from decoder import GreedyDecoder
@@ -33,26 +33,6 @@ def offline(model, audio_config, audio: np.ndarray) -> tuple[np.ndarray, dict]:
         lp, _ = model(torch.from_numpy(feats)[None, None], torch.tensor([feats.shape[1]]))
     rec = TorchRecognizer(model, audio_config, LABELS)
     return lp[0].numpy(), transcribe_audio(rec, GreedyDecoder(LABELS), audio, chunk_seconds=0)
-
-
-def random_chunks(rng: np.random.Generator, n: int, style: str) -> list[tuple[int, int]]:
-    """Chunk bounds covering [0, n): 'mixed' (empty, sub-hop, 10 ms ... 2 s), 'tiny' (< one 160-sample hop)."""
-    bounds, pos = [], 0
-    while pos < n:
-        if style == "tiny":
-            size = int(rng.integers(0, 160))
-        else:
-            r = rng.random()
-            size = (
-                int(rng.integers(0, 160))
-                if r < 0.3
-                else int(rng.integers(160, 3200))
-                if r < 0.8
-                else int(rng.integers(3200, 32001))
-            )
-        bounds.append((pos, min(n, pos + size)))
-        pos += size
-    return bounds
 
 
 def stream(rec: StreamingRecognizer, audio: np.ndarray, bounds: list[tuple[int, int]]) -> tuple[dict, list[str]]:

@@ -70,7 +70,8 @@ def test_model_py_is_a_pure_network_module() -> None:
 
 def test_inference_path_imports_no_torch() -> None:
     code = (
-        "import sys, data.audio, data.text, data.manifest, decoder, inference, transcribe, utils; print('torch' in sys.modules)"
+        "import sys, data.audio, data.text, data.manifest, decoder, inference, transcribe, utils, "
+        "onnx_runtime, onnx_streaming, streaming_common; print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
