@@ -3,6 +3,7 @@
     python robustness.py --model-path models/an4.pth --manifest data/an4_val_manifest.csv \\
         --babble-manifest data/an4_train_manifest.csv --lm-path models/an4_3gram.arpa --output docs/robustness.md
     python robustness.py ... --frontends all      # also: feature front ends, without retraining
+    python robustness.py --model-path old.pth new.pth ...   # several models side by side, same audio
 
 Each condition (noise, babble, telephone, 8 kHz, reverberation, level, clipping, tight
 segmentation, microphone EQ; see CONDITIONS) is a seeded corruption from
@@ -12,7 +13,9 @@ file recording what made it; a later run with the same inputs reuses it. The mod
 evaluated on every condition with greedy decoding and, with ``--lm-path``, beam search
 with the LM; the table (WER/CER per condition, the average over the corrupted ones, the
 model and this command) is written to ``--output`` between marker comments, so text
-around it is kept, and the file is replaced atomically.
+around it is kept, and the file is replaced atomically. With several ``--model-path`` values
+every model is evaluated on the same corrupted audio in the same run, and a comparison table
+(WER per condition and model, the average and the worst corrupted condition) comes first.
 
 Babble is made of ``--babble-manifest`` utterances, which must be other speakers than
 ``--manifest``'s: for AN4, the training set (its validation speakers are held out of it).
@@ -457,6 +460,23 @@ def frontend_table(conditions: Sequence[Condition], frontends: Sequence[Frontend
     return lines
 
 
+def comparison_table(conditions: Sequence[Condition], decoders: Sequence[str], names: Sequence[str], results: dict) -> list[str]:
+    """WER per condition (rows) for every model and decoder (columns); ``results[name]`` is
+    :func:`evaluate_manifests`'s result for that model."""
+    columns = [(n, d) for n in names for d in decoders]
+    lines = [
+        "| condition | " + " | ".join(f"{n} {d} WER" for n, d in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for c in conditions:
+        lines.append(f"| {c.name} | " + " | ".join(f"{results[n][(c.name, d)]['wer']:.1f}" for n, d in columns) + " |")
+    corrupted = [c.name for c in conditions if c.name != "clean"]
+    for label, reduce in (("average", _mean), ("worst", lambda v: max(v) if v else math.nan)):
+        cells = " | ".join(f"**{reduce([results[n][(c, d)]['wer'] for c in corrupted]):.1f}**" for n, d in columns)
+        lines.append(f"| **{label}** of the {len(corrupted)} corrupted | {cells} |")
+    return lines
+
+
 def write_report(path: Path, block: str) -> None:
     """Put ``block`` between the markers of ``path`` (keeping the text around them), or
     write a new file; atomically."""
@@ -476,7 +496,13 @@ def write_report(path: Path, block: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-path", type=Path, default=Path("models/an4.pth"), help="checkpoint to evaluate")
+    p.add_argument(
+        "--model-path",
+        type=Path,
+        nargs="+",
+        default=[Path("models/an4.pth")],
+        help="checkpoint(s) to evaluate; several are compared side by side on the same audio",
+    )
     p.add_argument("--manifest", type=Path, required=True, help="manifest to corrupt (validation data, not test)")
     p.add_argument(
         "--babble-manifest",
@@ -537,10 +563,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frontends needs --babble-manifest: the front ends are calibrated on training audio")
     if args.frontend_conditions and not args.frontends:
         parser.error("--frontend-conditions needs --frontends")
+    if args.frontends and len(args.model_path) > 1:
+        parser.error("--frontends compares front ends for one model: give one --model-path")
     for flag in ("model_path", "manifest", "babble_manifest", "lm_path"):
-        value = getattr(args, flag)
-        if value is not None and not value.is_file():
-            parser.error(f"--{flag.replace('_', '-')} {value}: file not found")
+        for value in getattr(args, flag) if flag == "model_path" else [getattr(args, flag)]:
+            if value is not None and not value.is_file():
+                parser.error(f"--{flag.replace('_', '-')} {value}: file not found")
     if args.threads:
         import torch
 
@@ -552,8 +580,15 @@ def main(argv: list[str] | None = None) -> int:
     from data.text import TranscriptError
 
     try:
-        ckpt = load_checkpoint(args.model_path)
+        ckpts = [load_checkpoint(path) for path in args.model_path]
+        ckpt = ckpts[0]
         sample_rate = ckpt.audio_config.sample_rate
+        for path, other in zip(args.model_path[1:], ckpts[1:]):
+            if other.audio_config.sample_rate != sample_rate:
+                raise ValueError(
+                    f"{path} works at {other.audio_config.sample_rate} Hz and {args.model_path[0]} at {sample_rate} Hz: "
+                    "compare models of one sample rate"
+                )
         rows = select_rows(read_manifest(args.manifest), args.max_utterances)
         wanted = [c for c in CONDITIONS if args.conditions is None or c.name in args.conditions]
         conditions = [c for c in wanted if not c.needs_babble or args.babble_manifest is not None]
@@ -577,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         decoders = {"greedy": ["--decoder", "greedy"]}
         if args.lm_path is not None:
             decoders["beam+LM"] = ["--decoder", "beam", "--lm-path", str(args.lm_path)]
-        results = evaluate_manifests(args.model_path, manifests, decoders, args.batch_size)
+        all_results = [evaluate_manifests(path, manifests, decoders, args.batch_size) for path in args.model_path]
+        results = all_results[0]
         frontends, calibration, frontend_results = [], None, {}
         if args.frontends:
             frontends = list(FRONTENDS) if "all" in args.frontends else [f for f in FRONTENDS if f.name in args.frontends]
@@ -586,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             frontend_conditions = [c for c in conditions if c.name in names]
             for f in frontends:
                 frontend_results[f.name] = evaluate_manifests(
-                    args.model_path,
+                    args.model_path[0],
                     {c.name: manifests[c.name] for c in frontend_conditions},
                     {"greedy": ["--decoder", "greedy"]},
                     args.batch_size,
@@ -599,26 +635,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    cfg = ckpt.model_config
-    model_desc = (
-        f"`{args.model_path}` ({cfg.arch}, {cfg.hidden_layers} x {cfg.hidden_size} "
-        f"{'bi' if cfg.bidirectional else 'uni'}directional {cfg.rnn_type}, "
-        f"{ckpt.n_parameters:,} parameters, sha256 {_digest(args.model_path)[:12]})"
-    )
-    lines = [
-        "## Corruption suite",
-        "",
-        f"Model {model_desc}; {len(rows)} utterances of `{args.manifest}`, seed {args.seed}"
+    def describe(path: Path, ckpt) -> str:
+        cfg = ckpt.model_config
+        return (
+            f"`{path}` ({cfg.arch}, {cfg.hidden_layers} x {cfg.hidden_size} "
+            f"{'bi' if cfg.bidirectional else 'uni'}directional {cfg.rnn_type}, "
+            f"{ckpt.n_parameters:,} parameters, sha256 {_digest(path)[:12]})"
+        )
+
+    setup = (
+        f"{len(rows)} utterances of `{args.manifest}`, seed {args.seed}"
         + (f", babble from `{args.babble_manifest}`" if args.babble_manifest else "")
         + (f", LM `{args.lm_path}` (beam search, the LM's tuned alpha/beta)" if args.lm_path else "")
-        + f". WER and CER in %, corpus level. {elapsed:.0f} s.",
-        "",
-        "```",
-        "python robustness.py " + shlex.join(argv),
-        "```",
-        "",
-        *suite_table(conditions, list(decoders), results),
-    ]
+        + f". WER and CER in %, corpus level. {elapsed:.0f} s."
+    )
+    command = ["```", "python robustness.py " + shlex.join(argv), "```", ""]
+    if len(args.model_path) == 1:
+        lines = ["## Corruption suite", "", f"Model {describe(args.model_path[0], ckpt)}; {setup}", "", *command]
+        lines += suite_table(conditions, list(decoders), results)
+    else:
+        names = [f"M{i + 1}" for i in range(len(args.model_path))]
+        lines = ["## Corruption suite", "", f"{len(names)} models on the same audio; {setup}", "", *command]
+        lines += [f"* **{n}**: {describe(path, c)}" for n, path, c in zip(names, args.model_path, ckpts)]
+        lines += ["", *comparison_table(conditions, list(decoders), names, dict(zip(names, all_results)))]
+        for n, path, r in zip(names, args.model_path, all_results):
+            lines += ["", f"### {n}: `{path}`", "", *suite_table(conditions, list(decoders), r)]
     if frontends:
         lines += [
             "",

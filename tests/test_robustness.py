@@ -183,3 +183,31 @@ def test_errors(suite, tmp_path: Path, capsys) -> None:
         robustness.main(argv(suite, out, work, "--model-path", str(tmp_path / "none.pth")))
     assert "file not found" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_several_models_side_by_side(suite, tmp_path: Path, capsys) -> None:
+    """Two models on the same corrupted audio in one run: a comparison table (average and
+    worst condition per model) and each model's own table, identical to a run of that model alone."""
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other.pth", Checkpoint.from_model(build_model(TINY), AudioConfig(), LABELS))
+    work, both, alone = tmp_path / "w", tmp_path / "both.md", tmp_path / "alone.md"
+    conditions = ("--conditions", "clean", "white_snr10", "tight")
+    args = argv(suite, both, work, *conditions)
+    args[args.index("--model-path") + 1 : args.index("--model-path") + 2] = [str(suite["model"]), str(other)]
+    assert robustness.main(args) == 0
+    text = both.read_text()
+    compare = table(text)
+    assert set(compare) == {"clean", "white_snr10", "tight", "**average** of the 2 corrupted", "**worst** of the 2 corrupted"}
+    assert all(len(cells) == 2 for cells in compare.values())
+    m2 = [float(compare[c][1]) for c in ("white_snr10", "tight")]
+    assert float(compare["**worst** of the 2 corrupted"][1].strip("*")) == pytest.approx(max(m2), abs=0.051)
+    assert "* **M1**: `" in text and "* **M2**: `" in text and "### M2: `" in text
+    assert (
+        robustness.main(argv(suite, alone, work, *conditions)[:1] + [str(other)] + argv(suite, alone, work, *conditions)[2:]) == 0
+    )
+    m2_table = text.split("### M2: ")[1]
+    assert table(m2_table) == table(alone.read_text())
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        robustness.main(args + ["--frontends", "as-is"])
+    assert "give one --model-path" in capsys.readouterr().err
