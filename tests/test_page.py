@@ -24,7 +24,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 from conftest import REPO  # noqa: E402
 from serve import make_service, serve  # noqa: E402
-from stream_models import save_model, tiny_stream_model  # noqa: E402
 
 import transcribe  # noqa: E402
 
@@ -36,6 +35,7 @@ if not CHROMIUM.exists():
 
 CLIP = REPO / "examples" / "an421-menk-b.wav"  # 16 kHz mono 16-bit PCM: what Chromium's fake capture reads
 SHIPPED = REPO / "models" / "an4.pth"
+SHIPPED_STREAM = REPO / "models" / "an4_stream.pth"
 
 
 def chromium_args(capture: Path) -> list[str]:
@@ -64,11 +64,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """(address, record folder, streaming model path): the shipped model on /transcribe and a tiny
-    random streaming model on /stream."""
+    """(address, record folder, streaming model path): the shipped models, as `python server.py`
+    serves them, recording what each stream received."""
     root = tmp_path_factory.mktemp("page")
-    model, audio_config = tiny_stream_model(31, lookahead_context=3)
-    stream_model = save_model(root / "stream.pth", model, audio_config)
+    stream_model = SHIPPED_STREAM
     service = make_service(SHIPPED, stream_model, record_dir=root / "records")
     with serve(service) as address:
         yield address, root / "records", stream_model
@@ -97,7 +96,7 @@ def test_microphone_stream_shows_the_offline_text(browser, site, tmp_path, capsy
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"http://{address}/")
     page.wait_for_function("!document.getElementById('start').disabled", timeout=20_000)
-    assert "Streaming with stream.pth" in page.text_content("#stream-status")
+    assert "Streaming with an4_stream.pth" in page.text_content("#stream-status")
     source, _ = sf.read(str(CLIP), dtype="float32")
     for fmt in ("float32", "pcm16"):
         before = set(records.glob("stream-*.json"))

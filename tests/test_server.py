@@ -611,3 +611,20 @@ def test_server_process_serves_and_stops_cleanly_on_sigterm(models):
     assert "Traceback" not in out
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://{address}/health", timeout=2)
+
+
+def test_defaults_serve_the_shipped_models(monkeypatch):
+    """No flags: the shipped bidirectional model on /transcribe and the shipped streaming model
+    on /stream, so the page works out of the box; a streamed example clip gets the text that
+    transcribe.py gives with the streaming model."""
+    monkeypatch.chdir(REPO)
+    args = server.build_parser().parse_args([])
+    service = make_service(args.model_path, args.stream_model_path)
+    with serve(service) as address:
+        h = health(address)
+        assert h["stream"]["available"] is True and h["stream"]["algorithmic_latency_ms"]["total_ms"] <= 400
+        audio, rate = sf.read(str(REPO / "examples" / "an421-menk-b.wav"), dtype="int16")
+        messages, code = run_stream(
+            address, [audio[i : i + 1600].tobytes() for i in range(0, len(audio), 1600)], {"sample_rate": rate}
+        )
+        assert code == 1000 and messages[-1]["text"] == "ENTER TWENTY ONE"

@@ -110,3 +110,38 @@ def parse_summary(out: str) -> tuple[float, float]:
     line = next(line for line in out.splitlines() if line.startswith("Test Summary"))
     parts = line.split()
     return float(parts[parts.index("WER") + 1]), float(parts[parts.index("CER") + 1])
+
+
+STREAM_MODEL = REPO / "models" / "an4_stream.pth"
+
+
+def test_shipped_streaming_model_is_small_streamable_and_exact():
+    """models/an4_stream.pth: <= 25 MB, streamable at <= 400 ms algorithmic latency, and any
+    chunking of the example clips gives the offline log-probs (1e-4) and text."""
+    import numpy as np
+
+    from data.audio import load_audio, spectrogram
+    from decoder import GreedyDecoder
+    from streaming import load_streaming_recognizer
+
+    assert STREAM_MODEL.stat().st_size <= 25 * 2**20
+    assert "optimizer" not in torch.load(STREAM_MODEL, weights_only=True)
+    rec = load_streaming_recognizer(STREAM_MODEL)
+    assert rec.latency.total_s <= 0.4
+    rng = np.random.default_rng(0)
+    torch.set_num_threads(1)
+    for name in EXAMPLES:
+        audio = load_audio(REPO / "examples" / name, 16000)
+        feats = spectrogram(audio, rec.audio_config)
+        with torch.no_grad():
+            ref, _ = rec.model(torch.from_numpy(feats)[None, None], torch.tensor([feats.shape[1]]))
+        for _ in range(2):
+            rec.reset()
+            pos = 0
+            while pos < len(audio):
+                size = int(rng.choice([rng.integers(0, 160), rng.integers(160, 3200), rng.integers(3200, 32000)]))
+                rec.accept(audio[pos : pos + size])
+                pos += size
+            result = rec.finish()
+            assert np.abs(rec.log_probs() - ref[0].numpy()).max() <= 1e-4, name
+            assert result["text"] == GreedyDecoder(rec.labels).decode(ref.numpy())[0][0].text, name
