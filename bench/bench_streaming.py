@@ -66,23 +66,23 @@ def time_chunks(rec: StreamingRecognizer, audio: np.ndarray, chunk: int) -> tupl
 
 
 def time_ticks(recs: list[StreamingRecognizer], audio: np.ndarray, chunk: int, batched: bool) -> list[float]:
-    """Seconds per tick for ``len(recs)`` streams each fed the same ``audio`` chunk by chunk,
-    started a few chunks apart (as real clients are), one accept per stream per tick."""
+    """Seconds per tick for ``len(recs)`` streams each fed the same ``audio`` chunk by chunk, one
+    accept per stream per tick, their starts spread over the first half of the audio (as real
+    clients start at different times); only the ticks with every stream running are timed."""
     for rec in recs:
         rec.reset()
     n = len(audio) // chunk
+    starts = [k * (n // 2) // len(recs) for k in range(len(recs))]
     ticks = []
-    for step in range(n + 4 * len(recs)):
-        live = [(rec, (step - 4 * k) * chunk) for k, rec in enumerate(recs) if 0 <= step - 4 * k < n]
-        if not live:
-            continue
+    for step in range(n + starts[-1]):
+        live = [(rec, (step - s) * chunk) for rec, s in zip(recs, starts) if 0 <= step - s < n]
         t = time.perf_counter()
         if batched:
             accept_many([rec for rec, _ in live], [audio[i : i + chunk] for _, i in live])
         else:
             for rec, i in live:
                 rec.accept(audio[i : i + chunk])
-        if len(live) == len(recs):  # every stream running
+        if len(live) == len(recs):
             ticks.append(time.perf_counter() - t)
     return ticks
 
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     chunk = max(1, round(args.stream_chunk_ms * audio_config.sample_rate / 1000))
     for n in (n for n in args.streams if n > 0):
         recs = [StreamingRecognizer(model, audio_config, labels) for _ in range(n)]
+        if len(audio) < 4 * chunk:
+            p.error("--seconds must hold at least 4 chunks of --stream-chunk-ms")
         time_ticks(recs, audio[: 8 * chunk], chunk, True)  # warm-up
         row = {"streams": n}
         for mode, batched in (("separate", False), ("batched", True)):
