@@ -84,7 +84,7 @@ class Limits:
     max_upload_bytes: int = 20 * 2**20
     max_upload_seconds: float = 120.0
     max_stream_seconds: float = 300.0
-    max_streams: int = 8
+    max_streams: int = 24  # docs/benchmarks.md: 28 real-time streams fit 2 cores with one core busy
     max_pending: int = 16  # uploads waiting or being transcribed
     idle_timeout: float = 15.0  # seconds without a message on a stream
     max_message_bytes: int = 2**20  # one binary stream message
