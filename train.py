@@ -36,7 +36,7 @@ from torch import nn
 
 from checkpoint import Checkpoint, CheckpointError, TrainingState, load_checkpoint, load_model, save_checkpoint, unwrap_model
 from data.audio import AudioConfig, AudioError, with_feature_stats
-from data.augment import AugmentConfig
+from data.augment import RECIPE_MIX, AugmentConfig
 from data.data_loader import (
     AudioDataLoader,
     BucketingSampler,
@@ -75,7 +75,7 @@ AUDIO_FLAGS = ("sample_rate", "window_size", "window_stride", "window", "normali
 class OptimConfig:
     """Optimiser and learning-rate schedule. Defaults are the AN4 recipe's."""
 
-    epochs: int = 50
+    epochs: int = 45
     lr: float = 1.5e-3
     optim: str = "adamw"  # "adamw" | "sgd"
     momentum: float = 0.9  # sgd only (Nesterov when > 0)
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     AudioConfig.add_args(p)
     ModelConfig.add_args(p)
     OptimConfig.add_args(p)
-    AugmentConfig.add_args(p)
+    AugmentConfig.add_args(p, RECIPE_MIX)
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save-folder", default="models/", help="resumable checkpoints and curves.png")
     g.add_argument("--model-path", default="models/an4.pth", help="best model by validation WER")

@@ -79,6 +79,20 @@ SPEED_MAX_DENOMINATOR = 100
 DEFAULT_NOISE_PROB = 0.4
 """``noise_prob`` when ``noise_dir`` is given without one (deepspeech.pytorch's default)."""
 
+RECIPE_MIX = {
+    "noise_prob": 0.3,
+    "babble_prob": 0.15,
+    "rir_prob": 0.25,
+    "telephone_prob": 0.15,
+    "eq_prob": 0.3,
+    "gain_prob": 0.25,
+    "clip_prob": 0.05,
+    "trim_prob": 0.3,
+}
+"""The recording-condition augmentation of the AN4 recipe (v2): ``train.py``'s defaults, on top
+of the dataclass defaults (speed/volume and SpecAugment). Chosen on the corruption suite of the
+validation set (docs/robustness.md, docs/experiments.md)."""
+
 NOISE_GENERATORS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
     "white": lambda n, sr, rng: corrupt.white_noise(n, rng),
     "pink": lambda n, sr, rng: corrupt.pink_noise(n, rng),
@@ -260,14 +274,20 @@ class AugmentConfig:
     # -- command line ---------------------------------------------------------------
 
     @classmethod
-    def add_args(cls, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    def add_args(cls, parser: argparse.ArgumentParser, prob_defaults: dict[str, float] | None = None) -> argparse.ArgumentParser:
         """Add the augmentation flags (one group, training only) to ``parser``; returns it.
 
         Flags that only refine an augmentation (``--noise-min``, ``--rir-rt60``, ...)
         default to None, so that :meth:`from_args` can refuse them when their
         augmentation is off; their effective defaults are in the help text.
+        ``prob_defaults`` overrides the defaults of the ``*_prob`` flags (train.py passes
+        :data:`RECIPE_MIX`).
         """
         d = {f.name: f.default for f in fields(cls)}
+        unknown = set(prob_defaults or {}) - set(cls.probabilities())
+        if unknown:
+            raise ValueError(f"not augmentation probabilities: {sorted(unknown)}")
+        d.update(prob_defaults or {})
 
         def shown(text: str) -> str:
             # "%(default).0s" prints nothing: it keeps ArgumentDefaultsHelpFormatter from
@@ -300,11 +320,15 @@ class AugmentConfig:
         g.add_argument(
             "--noise-prob",
             type=float,
-            default=None,
+            default=d["noise_prob"],
             metavar="P",
             help=shown(
-                f"probability of adding noise (default: {DEFAULT_NOISE_PROB:g} with --noise-dir, "
-                "else 0 = off); without --noise-dir the noise is generated"
+                (
+                    f"probability of adding noise (default: {d['noise_prob']:g})"
+                    if d["noise_prob"] is not None
+                    else f"probability of adding noise (default: {DEFAULT_NOISE_PROB:g} with --noise-dir, else 0 = off)"
+                )
+                + "; without --noise-dir the noise is generated"
             ),
         )
         g.add_argument(
@@ -812,6 +836,7 @@ class Augmentor:
 
 __all__ = [
     "DEFAULT_NOISE_PROB",
+    "RECIPE_MIX",
     "NOISE_EXTENSIONS",
     "NOISE_GENERATORS",
     "STREAMS",

@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from conftest import write_tone
 
 from data.audio import AudioError, load_audio, spectrogram
 from data.augment import (
+    RECIPE_MIX,
     AugmentConfig,
     Augmentor,
     NoiseBank,
@@ -645,7 +646,8 @@ def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_pa
     from checkpoint import load_checkpoint
 
     parser = train.build_parser()
-    assert AugmentConfig.from_args(parser.parse_args([])) == AugmentConfig()  # the recipe, declared once
+    recipe = replace(AugmentConfig(), **RECIPE_MIX, babble_manifest="data/an4_train_manifest.csv")
+    assert AugmentConfig.from_args(parser.parse_args([])) == recipe  # the recipe, declared once
     common = [
         "--train-manifest",
         str(tiny_dataset),
@@ -668,7 +670,7 @@ def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_pa
         "1",
     ]
     with pytest.raises(SystemExit) as exc:
-        train.main([*common, "--rir-rt60", "0.3", "0.5"])
+        train.main([*common, "--rir-prob", "0", "--rir-rt60", "0.3", "0.5"])
     assert exc.value.code == 2 and "--rir-rt60 does nothing: reverberation is off" in capsys.readouterr().err
     flags = [
         "--noise-prob",

@@ -52,7 +52,8 @@ def test_train_defaults_are_the_recipe_of_the_shipped_model():
     import train
 
     defaults = vars(train.build_parser().parse_args([]))
-    trained_with = torch.load(MODEL, weights_only=True)["args"]
+    pkg = torch.load(MODEL, weights_only=True)
+    trained_with = pkg["training"]["args"]  # checkpoint format 2 nests the training state
     recipe = (
         "arch",
         "hidden_size",
@@ -72,6 +73,14 @@ def test_train_defaults_are_the_recipe_of_the_shipped_model():
         "augment",
         "spec_augment",
         "noise_dir",
+        "noise_prob",
+        "babble_prob",
+        "rir_prob",
+        "telephone_prob",
+        "eq_prob",
+        "gain_prob",
+        "clip_prob",
+        "trim_prob",
         "seed",
         "no_shuffle",
         "no_sorta_grad",
@@ -94,7 +103,7 @@ def test_shipped_model_reproduces_the_readme_numbers(an4_dir, capsys):
     manifest = str(an4_dir / "an4_test_manifest.csv")
     assert evaluate_cli.main(["--model-path", str(MODEL), "--test-manifest", manifest, "--silent"]) == 0
     wer, cer = parse_summary(capsys.readouterr().out)
-    assert wer == pytest.approx(9.314, abs=0.5) and cer == pytest.approx(5.151, abs=0.3)
+    assert wer == pytest.approx(12.160, abs=0.5) and cer == pytest.approx(7.128, abs=0.3)
     pytest.importorskip("flashlight.lib.text")
     assert (
         evaluate_cli.main(
@@ -103,7 +112,7 @@ def test_shipped_model_reproduces_the_readme_numbers(an4_dir, capsys):
         == 0
     )
     wer, cer = parse_summary(capsys.readouterr().out)
-    assert wer == pytest.approx(5.951, abs=0.5) and cer == pytest.approx(4.162, abs=0.3)
+    assert wer == pytest.approx(8.409, abs=0.5) and cer == pytest.approx(6.243, abs=0.3)
 
 
 def parse_summary(out: str) -> tuple[float, float]:
