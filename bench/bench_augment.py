@@ -10,7 +10,7 @@ the babble talkers, as the first epoch does), and the time per audio second is
 extrapolated to the whole manifest (``epoch s``; 858 utterances, 2,315 s of audio for
 AN4 train). Rows: no augmentation, the recipe (speed/volume + SpecAugment), each
 recording-condition augmentation alone at probability 1 on top of the recipe, all of
-them at probability 1, and the mix of ``ROBUST_MIX``.
+them at probability 1, and recipe v2's mix (``data.augment.RECIPE_MIX``).
 
 Process CPU time is reported next to wall time: on a shared machine the wall time also
 counts other processes. The last line is JSON.
@@ -31,21 +31,8 @@ import numpy as np
 import torch
 
 from data.audio import AudioConfig, load_audio, probe_audio, spectrogram
-from data.augment import AugmentConfig, Augmentor
+from data.augment import RECIPE_MIX, AugmentConfig, Augmentor
 from data.manifest import read_manifest
-
-ROBUST_MIX = {
-    "noise_prob": 0.4,
-    "babble_prob": 0.2,
-    "rir_prob": 0.3,
-    "telephone_prob": 0.15,
-    "eq_prob": 0.3,
-    "gain_prob": 0.3,
-    "clip_prob": 0.05,
-    "trim_prob": 0.3,
-}
-"""Probabilities of a training mix that covers every condition (the recipe's speed/volume and
-SpecAugment stay on)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +50,7 @@ def configs(manifest: Path) -> dict[str, AugmentConfig]:
     for name in AugmentConfig.probabilities():
         rows[f"recipe + {name.removesuffix('_prob')} (p=1)"] = replace(recipe, **{name: 1.0})
     rows["recipe + all (p=1)"] = replace(recipe, **{name: 1.0 for name in AugmentConfig.probabilities()})
-    rows["recipe + ROBUST_MIX"] = replace(recipe, **ROBUST_MIX)
+    rows["recipe v2: recipe + RECIPE_MIX"] = replace(recipe, **RECIPE_MIX)
     return rows
 
 
