@@ -205,20 +205,10 @@ def _save(onnx_model: Any, path: Path) -> Path:
     return path
 
 
-def export_onnx(
-    model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str], path: str | Path, info: dict | None = None
-) -> Path:
-    """Write ``model`` as a self-describing fp32 ONNX file (see the module docstring)."""
+def _trace(graph: nn.Module, example: tuple, input_names: list[str], output_names: list[str], dynamic_axes: dict) -> Any:
+    """``graph`` traced on ``example`` by the TorchScript exporter at :data:`OPSET`, as an onnx ModelProto."""
     import onnx
 
-    path = Path(path)
-    if len(labels) != model.cfg.n_classes:
-        raise OnnxExportError(f"{len(labels)} labels for a model with {model.cfg.n_classes} classes")
-    graph = _OnnxGraph(fold_batch_norms(model)).eval()
-    example = (
-        torch.zeros(2, model.cfg.n_features, EXPORT_FRAMES),
-        torch.tensor([EXPORT_FRAMES, EXPORT_FRAMES - 7], dtype=torch.long),
-    )
     with tempfile.TemporaryDirectory(prefix="onnx_export_") as tmp, warnings.catch_warnings():
         # The input checks of AcousticModel.forward run once on the example while tracing and
         # are not part of the graph; the warnings about them, and about the legacy exporter, say nothing new.
@@ -233,17 +223,39 @@ def export_onnx(
             str(raw),
             dynamo=False,
             opset_version=OPSET,
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={
-                "features": {0: "batch", 2: "time"},
-                "lengths": {0: "batch"},
-                "log_probs": {0: "batch", 1: "out_time"},
-                "output_lengths": {0: "batch"},
-            },
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
             do_constant_folding=True,
         )
-        onnx_model = onnx.load(str(raw))
+        return onnx.load(str(raw))
+
+
+def export_onnx(
+    model: AcousticModel, audio_cfg: AudioConfig, labels: Sequence[str], path: str | Path, info: dict | None = None
+) -> Path:
+    """Write ``model`` as a self-describing fp32 ONNX file (see the module docstring)."""
+
+    path = Path(path)
+    if len(labels) != model.cfg.n_classes:
+        raise OnnxExportError(f"{len(labels)} labels for a model with {model.cfg.n_classes} classes")
+    graph = _OnnxGraph(fold_batch_norms(model)).eval()
+    example = (
+        torch.zeros(2, model.cfg.n_features, EXPORT_FRAMES),
+        torch.tensor([EXPORT_FRAMES, EXPORT_FRAMES - 7], dtype=torch.long),
+    )
+    onnx_model = _trace(
+        graph,
+        example,
+        list(INPUT_NAMES),
+        list(OUTPUT_NAMES),
+        {
+            "features": {0: "batch", 2: "time"},
+            "lengths": {0: "batch"},
+            "log_probs": {0: "batch", 1: "out_time"},
+            "output_lengths": {0: "batch"},
+        },
+    )
     onnx_model.producer_name = "deepspeech-ctc"
     onnx_model.doc_string = f"deepspeech-ctc acoustic model ({model.cfg.arch}); metadata_props hold labels and configs"
     frame_shift = model.frame_shift(audio_cfg.hop_length / audio_cfg.sample_rate)
@@ -333,7 +345,6 @@ def export_streaming_onnx(
 ) -> Path:
     """Write ``model``'s streaming step graph as a self-describing fp32 ONNX file (see the module
     docstring); :class:`onnx_streaming.OnnxStreamingRecognizer` runs it."""
-    import onnx
 
     path = Path(path)
     try:
@@ -356,24 +367,13 @@ def export_streaming_onnx(
         *(torch.zeros(s.shape) for s in spec.states),
     )
     graph = _StreamStep(folded).eval()
-    with tempfile.TemporaryDirectory(prefix="onnx_export_") as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
-        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
-        raw = Path(tmp) / "step.onnx"
-        torch.onnx.export(
-            graph,
-            example,
-            str(raw),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[*STEP_INPUTS, *(s.name for s in spec.states)],
-            output_names=[STEP_OUTPUT, *(s.output for s in spec.states)],
-            dynamic_axes={"features": {2: "time"}, STEP_OUTPUT: {1: "out_time"}},
-            do_constant_folding=True,
-        )
-        onnx_model = onnx.load(str(raw))
+    onnx_model = _trace(
+        graph,
+        example,
+        [*STEP_INPUTS, *(s.name for s in spec.states)],
+        [STEP_OUTPUT, *(s.output for s in spec.states)],
+        {"features": {2: "time"}, STEP_OUTPUT: {1: "out_time"}},
+    )
     shapes = {s.output: s.shape for s in spec.states}
     for out in onnx_model.graph.output:  # the exporter leaves the state outputs' sizes symbolic
         if out.name in shapes:
