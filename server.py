@@ -397,10 +397,6 @@ class StreamSession:
             raise ClientError("audio holds NaN or infinite samples", 1008)
         return x
 
-    def accept(self, samples: np.ndarray) -> tuple[str, int, float]:
-        """(partial text, final output frames, seconds received)."""
-        return accept_sessions([self], [samples])[0]
-
     def resample(self, samples: np.ndarray) -> np.ndarray:
         """Count, record and resample received samples to the model's rate."""
         self.samples_in += len(samples)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.audio import AudioConfig, rescale_pcm
+from data.audio import AudioConfig
 from model import CLIP, DS2_CONVS, DeepSpeech2
 from streaming_common import (
     Latency,
@@ -240,15 +240,9 @@ def accept_many(recognizers: Sequence[StreamingRecognizer], chunks: Sequence[Any
         raise ValueError("a recognizer appears twice: feed it one chunk at a time")
     if len({id(r.model) for r in recognizers}) > 1:
         raise ValueError("recognizers batched together must share one model")
-    for r in recognizers:
-        if r.finished:
-            raise StreamingError("finish() was called: call reset() before feeding the next utterance")
-    samples = [rescale_pcm(as_samples(c), r.audio_config) for r, c in zip(recognizers, chunks)]
+    samples = [r._checked(c) for r, c in zip(recognizers, chunks)]  # every chunk checked before any is fed
     with torch.inference_mode():
-        fronts = []
-        for r, x in zip(recognizers, samples):
-            r.samples_received += len(x)
-            fronts.append(r._front(r._framer.push(x), final=False))
+        fronts = [r._front(r._frames(x), final=False) for r, x in zip(recognizers, samples)]
         ready = [i for i, (go, x) in enumerate(fronts) if go and x is not None]
         outs = dict(zip(ready, _rnn_batch([recognizers[i] for i in ready], [fronts[i][1] for i in ready])))
         for i, (r, (go, _)) in enumerate(zip(recognizers, fronts)):

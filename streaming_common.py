@@ -208,12 +208,19 @@ class StreamingBase:
 
     def accept(self, samples: Any) -> str:
         """Feed audio (mono float32 at the model's rate, any length, even empty); returns the partial text."""
+        self._run(self._frames(self._checked(samples)), final=False)
+        return self.partial_text()
+
+    def _checked(self, samples: Any) -> np.ndarray:
+        """``samples`` as the features expect them, or :class:`StreamingError` (nothing is fed yet)."""
         if self.finished:
             raise StreamingError("finish() was called: call reset() before feeding the next utterance")
-        x = rescale_pcm(as_samples(samples), self.audio_config)
+        return rescale_pcm(as_samples(samples), self.audio_config)
+
+    def _frames(self, x: np.ndarray) -> np.ndarray:
+        """Count checked samples in and return the STFT frames they complete."""
         self.samples_received += len(x)
-        self._run(self._framer.push(x), final=False)
-        return self.partial_text()
+        return self._framer.push(x)
 
     def finish(self) -> dict:
         """Process the end of the utterance (right padding as offline) and decode it.
