@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -211,3 +212,9 @@ def test_several_models_side_by_side(suite, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         robustness.main(args + ["--frontends", "as-is"])
     assert "give one --model-path" in capsys.readouterr().err
+    narrow_audio = AudioConfig(sample_rate=8000)
+    narrow_model = build_model(dataclasses.replace(TINY, n_features=narrow_audio.n_freq))
+    narrow = save_checkpoint(tmp_path / "8k.pth", Checkpoint.from_model(narrow_model, narrow_audio, LABELS))
+    args[args.index(str(other))] = str(narrow)
+    assert robustness.main(args) == 2
+    assert "compare models of one sample rate" in capsys.readouterr().err
