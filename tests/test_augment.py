@@ -707,3 +707,13 @@ def test_bench_augment_reports_every_row(tiny_dataset: Path, capsys) -> None:
     assert len(rows) == 2 + len(AugmentConfig.probabilities()) + 2
     assert all(summary[k]["epoch_cpu_s"] >= 0 and summary[k]["epoch_wall_s"] >= 0 for k in rows)
     assert bench_augment.main(["--runs", "0"]) == 2
+
+
+def test_add_args_takes_the_recipe_probabilities_as_defaults() -> None:
+    parser = AugmentConfig.add_args(argparse.ArgumentParser(), RECIPE_MIX)
+    args = parser.parse_args([])
+    assert {name: getattr(args, name) for name in RECIPE_MIX} == RECIPE_MIX
+    assert "(default: 0.3)" in parser.format_help()
+    assert AugmentConfig.add_args(argparse.ArgumentParser()).parse_args([]).noise_prob is None  # off unless --noise-dir
+    with pytest.raises(ValueError, match="not augmentation probabilities"):
+        AugmentConfig.add_args(argparse.ArgumentParser(), {"speed_range": 0.5})
