@@ -323,3 +323,14 @@ def test_bench_streaming_reports_chunks_and_batched_streams(tmp_path, capsys):
     for row in report["streams"]:
         assert row["separate_median_ms"] > 0 and row["batched_median_ms"] > 0 and row["speedup"] > 0
     assert report["latency_ms"]["model"]["lookahead_ms"] == 20.0
+
+
+def test_bench_streaming_refuses_too_little_audio_for_its_ticks(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_streaming", REPO / "bench" / "bench_streaming.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit):
+        bench.main(["--seconds", "0.2", "--stream-chunk-ms", "100", "--streams", "2"])
+    assert "at least 4 chunks" in capsys.readouterr().err
