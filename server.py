@@ -138,8 +138,9 @@ def _model_info(path: Path, ckpt: Any, arch: str) -> dict:
 class StreamBatcher:
     """Worker threads that run the streams' audio through the streaming model.
 
-    A stream waits for the answer to its last chunk before it sends the next, so every chunk
-    waiting belongs to a different stream: a free worker takes all of them (up to
+    A stream's handler waits for the answer to its last chunk before it submits the next (audio
+    that arrives meanwhile joins that next chunk), so every chunk waiting belongs to a different
+    stream: a free worker takes all of them (up to
     ``max_batch``) and runs them as one batch (:func:`streaming.accept_many`). A recurrent
     layer call has a fixed cost of a few milliseconds whatever its length; batched, that cost
     is paid once per batch instead of once per stream. Finishing a stream is a job of its own.
