@@ -584,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--fp16-weights", action="store_true", help="with --export: store the weights in fp16")
     parser.add_argument(
+        "--level-norm-from",
+        default=None,
+        metavar="CSV",
+        help="with --export: switch on level normalisation (train.py --level-norm) in the copy, at the "
+        "speech level of this manifest's audio (the training set's; up to 2,000 utterances spread over it)",
+    )
+    parser.add_argument(
         "--pad-mode",
         choices=("reflect", "constant"),
         default=None,
@@ -621,12 +628,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def manifest_speech_level(manifest: str, sample_rate: int, max_utterances: int = 2000) -> float:
+    """Median speech level (dBFS) of up to ``max_utterances`` utterances spread over ``manifest``."""
+    from data.audio import load_audio, median_speech_level_db
+    from data.manifest import read_manifest, spread_evenly
+
+    rows = spread_evenly(read_manifest(manifest), max_utterances)
+    if not rows:
+        raise ValueError(f"{manifest}: the manifest lists no utterances")
+    return median_speech_level_db((load_audio(row[0], sample_rate), sample_rate) for row in rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python model.py``: the checkpoint tools of checkpoint.py on the command line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.fp16_weights and not args.export:
         parser.error("--fp16-weights applies to --export")
+    if args.level_norm_from and not (args.export and args.model_path):
+        parser.error("--level-norm-from applies to --export of a --model-path checkpoint")
     if args.import_deepspeech_pytorch and not args.export:
         parser.error("--import-deepspeech-pytorch needs --export NEW.pth")
     if args.pad_mode and not args.import_deepspeech_pytorch:
@@ -706,10 +726,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         ckpt = load_checkpoint(args.model_path)
         if args.export:
+            if args.level_norm_from:
+                level = manifest_speech_level(args.level_norm_from, ckpt.audio_config.sample_rate)
+                ckpt = replace(ckpt, audio_config=replace(ckpt.audio_config, level_db=round(level, 2)))
+                print(f"speech level:  {ckpt.audio_config.level_db:.2f} dBFS, measured on {args.level_norm_from}")
             path = export(ckpt, args.export, fp16_weights=args.fp16_weights)
             print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB{', fp16 weights' if args.fp16_weights else ''})")
             return 0
-    except (CheckpointError, OSError) as e:
+    except (CheckpointError, OSError, ValueError) as e:  # ManifestError and AudioError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"model:         {args.model_path}")

@@ -44,6 +44,8 @@ import numpy as np
 import soundfile as sf
 
 from data import corrupt
+from data.audio import AudioConfig, frame_levels_db, normalize_level
+from data.manifest import spread_evenly
 
 SUITE_VERSION = 1
 """Bump when a condition's definition here changes: it invalidates every cached work dir (as
@@ -121,14 +123,6 @@ CONDITIONS: tuple[Condition, ...] = (
 def condition_rng(seed: int, condition: str, index: int) -> np.random.Generator:
     """The generator of one utterance in one condition (independent of the other conditions)."""
     return np.random.default_rng([seed, zlib.crc32(condition.encode()), index])
-
-
-def select_rows(rows: list, max_utterances: int | None) -> list:
-    """All rows, or ``max_utterances`` of them spread evenly over the (duration-sorted) manifest."""
-    if max_utterances is None or max_utterances >= len(rows):
-        return list(rows)
-    idx = np.unique(np.round(np.linspace(0, len(rows) - 1, max_utterances)).astype(int))
-    return [rows[i] for i in idx]
 
 
 def _digest(path: Path | None) -> str | None:
@@ -237,7 +231,7 @@ def calibrate(manifest: Path, audio_config, max_utterances: int = 200) -> Calibr
     from data.manifest import read_manifest
 
     cfg = dataclasses.replace(audio_config, normalize="none", feature_mean=None, feature_std=None)
-    rows = select_rows(read_manifest(manifest), max_utterances)
+    rows = spread_evenly(read_manifest(manifest), max_utterances)
     floors, actives, total, total_sq, count = [], [], 0.0, 0.0, 0
     for wav, *_ in rows:
         audio = load_audio(wav, cfg.sample_rate)
@@ -253,10 +247,7 @@ def calibrate(manifest: Path, audio_config, max_utterances: int = 200) -> Calibr
 
 
 def _levels(audio: np.ndarray, sample_rate: int) -> tuple[float, float]:
-    hop = sample_rate // 100
-    n = max(1, audio.size // hop)
-    frames = np.pad(audio, (0, max(0, n * hop - audio.size)))[: n * hop].reshape(n, hop).astype(np.float64)
-    db = 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+    db = frame_levels_db(audio, sample_rate)
     return float(np.percentile(db, 10)), float(np.percentile(db, 95))
 
 
@@ -294,8 +285,7 @@ def _pad(audio: np.ndarray, sample_rate: int, cal: Calibration | None) -> np.nda
 
 
 def _level_norm(audio: np.ndarray, sample_rate: int, cal: Calibration) -> np.ndarray:
-    _, active = _levels(audio, sample_rate)
-    return corrupt.gain(audio, cal.active_db - active)
+    return normalize_level(audio, AudioConfig(sample_rate=sample_rate, level_db=cal.active_db))
 
 
 def _floor_fill(audio: np.ndarray, sample_rate: int, cal: Calibration) -> np.ndarray:
@@ -589,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{path} works at {other.audio_config.sample_rate} Hz and {args.model_path[0]} at {sample_rate} Hz: "
                     "compare models of one sample rate"
                 )
-        rows = select_rows(read_manifest(args.manifest), args.max_utterances)
+        rows = spread_evenly(read_manifest(args.manifest), args.max_utterances)
         wanted = [c for c in CONDITIONS if args.conditions is None or c.name in args.conditions]
         conditions = [c for c in wanted if not c.needs_babble or args.babble_manifest is not None]
         talkers = Talkers(args.babble_manifest, sample_rate, [w for w, *_ in rows]) if args.babble_manifest is not None else None

@@ -2,7 +2,7 @@
 onnx_streaming.py (onnxruntime).
 
 * :func:`check_streamable`: which models can stream (unidirectional DS2, features normalised
-  with global statistics or not at all, zero-padded STFT).
+  with global statistics or not at all, no level normalisation, zero-padded STFT).
 * :func:`conv_latency`: the algorithmic latency of a conv front end, RNNs and lookahead.
 * :class:`_Framer`: the STFT frames of a sample stream, centred as offline.
 * :class:`StreamingBase`: ``accept``/``finish``/``reset`` around a model-specific stage that
@@ -42,6 +42,11 @@ def check_streamable(model_cfg: Any, audio_config: AudioConfig) -> None:
         raise StreamingError(
             "this model normalises features per utterance (normalize='utterance'), which needs the whole "
             "utterance before the first frame; train with --normalize global to stream"
+        )
+    if audio_config.level_db is not None:
+        raise StreamingError(
+            "this model scales every utterance to a speech level (level_db, from --level-norm) measured over the "
+            "whole utterance, which a stream does not have; stream with a model trained without --level-norm"
         )
     if audio_config.pad_mode != "constant":
         raise StreamingError(

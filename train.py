@@ -26,7 +26,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from checkpoint import Checkpoint, CheckpointError, TrainingState, load_checkpoint, load_model, save_checkpoint, unwrap_model
-from data.audio import AudioConfig, AudioError, with_feature_stats
+from data.audio import AudioConfig, AudioError, median_speech_level_db, with_feature_stats
 from data.augment import RECIPE_MIX, AugmentConfig
 from data.data_loader import (
     AudioDataLoader,
@@ -45,7 +45,7 @@ from data.data_loader import (
     FrameBatchSampler,
     SpectrogramDataset,
 )
-from data.manifest import ManifestError
+from data.manifest import ManifestError, spread_evenly
 from data.text import TranscriptError, load_labels
 from decoder import GreedyDecoder
 from inference import evaluate
@@ -342,6 +342,23 @@ def feature_stats(dataset: SpectrogramDataset) -> tuple[np.ndarray, np.ndarray]:
     return mean.numpy(), std.numpy()
 
 
+def speech_level(dataset: SpectrogramDataset, max_utterances: int = 2000) -> float:
+    """Median speech level (dBFS) of ``dataset``'s decodable utterances (no augmentation);
+    of ``max_utterances`` spread evenly over a larger set."""
+
+    def decodable():
+        for i in spread_evenly(range(len(dataset)), max_utterances):
+            try:
+                yield dataset.load(i), dataset.audio_cfg.sample_rate
+            except (AudioError, OSError):
+                continue
+
+    try:
+        return median_speech_level_db(decodable())
+    except ValueError:
+        raise ManifestError(f"{dataset.manifest_path}: no decodable utterance to measure the speech level on") from None
+
+
 def ctc_feasible(out_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
     """True where an utterance has enough output frames for its transcript: CTC needs one
     frame per label plus one blank between each pair of repeated labels."""
@@ -437,15 +454,23 @@ class Trainer:
         else:
             self.audio_cfg = AudioConfig.from_args(args)
             self.labels = load_labels(args.labels_path)
-            if args.normalize == "global":
-                stats_set = SpectrogramDataset(
+
+            def training_audio(cfg: AudioConfig) -> SpectrogramDataset:
+                return SpectrogramDataset(
                     args.train_manifest,
-                    self.audio_cfg,
+                    cfg,
                     self.labels,
                     on_error="skip",
                     cache_audio=False,
                     lazy_transcripts=args.lazy_transcripts,
                 )
+
+            if args.level_norm:
+                level = speech_level(training_audio(self.audio_cfg))
+                self.audio_cfg = replace(self.audio_cfg, level_db=round(level, 2))
+                self.info("speech level %.2f dBFS measured on the training utterances", self.audio_cfg.level_db)
+            if args.normalize == "global":
+                stats_set = training_audio(self.audio_cfg)
                 self.audio_cfg = with_feature_stats(self.audio_cfg, *feature_stats(stats_set))
                 self.info("feature statistics measured on %d training utterances", len(stats_set))
             cfg = ModelConfig.from_args(args, self.audio_cfg.n_freq, len(self.labels))
@@ -557,6 +582,8 @@ class Trainer:
         stored = {**asdict(ckpt.model_config), **ckpt.audio_config.to_dict()}
         defaults = vars(build_parser().parse_args([]))
         differ = [k for k, v in given.items() if k in stored and stored[k] != v and v != defaults[k]]
+        if self.args.level_norm and ckpt.audio_config.level_db is None:
+            differ.append("level_norm")
         if differ:
             log.warning(
                 "--continue-from: the architecture and audio come from %s; ignoring %s",

@@ -16,6 +16,12 @@ n_fft = win_length = sample_rate * window_size (320), hop = sample_rate * window
 deepspeech.pytorch V3 give), ``center=True`` with **zero** padding of n_fft // 2 samples
 on both sides (librosa >= 0.9's default), then ``log1p`` and a normalisation:
 
+Optionally (``level_db``, off by default) the waveform is first scaled so that its speech
+level, the 95th percentile of its 10 ms frame energies (:func:`speech_level_db`), is
+``level_db`` dBFS: ``log1p`` compresses quiet audio differently from loud audio, so no
+normalisation after it makes the features independent of the recording level; this does.
+It needs the whole utterance, so a model that uses it cannot stream.
+
 * ``utterance``: one scalar mean and (unbiased) standard deviation over the utterance;
 * ``global``: per-frequency mean and standard deviation measured on the training set and
   stored in the config (needed for streaming, where the whole utterance is not known);
@@ -74,6 +80,7 @@ class AudioConfig:
     window_periodic: bool = True  # False: symmetric window (deepspeech.pytorch v2)
     pad_mode: str = "constant"  # STFT centre padding: "constant" (zeros) | "reflect" (librosa < 0.9)
     int16_divisor: int = 32768  # 16-bit PCM sample -> float: int / this (deepspeech.pytorch v2: 32767)
+    level_db: float | None = None  # speech level (dBFS) every utterance is scaled to before the features
 
     def __post_init__(self) -> None:
         if self.normalize is True or self.normalize is False:  # format 1 checkpoints stored a bool
@@ -100,6 +107,10 @@ class AudioConfig:
                 f"give n_fft={self.n_fft}, hop={self.hop_length} at {self.sample_rate} Hz; "
                 "need 0 < hop <= n_fft"
             )
+        if self.level_db is not None:
+            if type(self.level_db) not in (int, float) or not -80.0 <= self.level_db <= 0.0:
+                raise ValueError(f"level_db must be a level in dBFS between -80 and 0, or None; got {self.level_db!r}")
+            object.__setattr__(self, "level_db", float(self.level_db))
         stats = (self.feature_mean, self.feature_std)
         if self.normalize == "global":
             if any(s is None or len(s) != self.n_freq for s in stats):
@@ -152,12 +163,19 @@ class AudioConfig:
             help="feature normalisation: per-utterance scalar mean/std, per-frequency mean/std "
             "measured on the training set (streamable), or none",
         )
+        g.add_argument(
+            "--level-norm",
+            action="store_true",
+            help="scale every utterance to the training audio's speech level before the features "
+            "(measured on the training set, stored in the model): level-independent features; not streamable",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "AudioConfig":
         """The config the flags of :meth:`add_args` select. With ``--normalize global`` the
-        statistics are still to be measured (:func:`with_feature_stats`): this returns the
-        un-normalised config that measurement needs."""
+        statistics are still to be measured (:func:`with_feature_stats`), and with
+        ``--level-norm`` the level (:func:`median_speech_level_db`): this returns the config
+        without them, which those measurements need."""
         normalize = "none" if args.normalize == "global" else args.normalize
         return cls(args.sample_rate, args.window_size, args.window_stride, args.window, normalize)
 
@@ -338,6 +356,45 @@ def normalize_features(spect: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     return spect
 
 
+LEVEL_PERCENTILE = 95.0
+"""The percentile of 10 ms frame energies that :func:`speech_level_db` calls the speech level."""
+SILENCE_DB = -100.0
+"""Audio whose speech level is below this (dBFS) is digital silence: :func:`normalize_level` leaves it."""
+
+
+def frame_levels_db(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Energy (dBFS) of each whole 10 ms frame of ``audio`` (one frame if it is shorter)."""
+    hop = max(1, sample_rate // 100)
+    n = max(1, len(audio) // hop)
+    frames = np.pad(audio, (0, max(0, n * hop - len(audio))))[: n * hop].reshape(n, hop).astype(np.float64)
+    return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+
+
+def speech_level_db(audio: np.ndarray, sample_rate: int) -> float:
+    """Speech level of an utterance, dBFS: the 95th percentile of its 10 ms frame energies
+    (the loud frames, whatever the share of silence around them)."""
+    return float(np.percentile(frame_levels_db(audio, sample_rate), LEVEL_PERCENTILE))
+
+
+def median_speech_level_db(audios) -> float:
+    """Median :func:`speech_level_db` over ``(audio, sample_rate)`` pairs: a corpus's speech level."""
+    levels = [speech_level_db(audio, sr) for audio, sr in audios]
+    if not levels:
+        raise ValueError("no audio to measure the speech level on")
+    return float(np.median(levels))
+
+
+def normalize_level(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """``audio`` scaled so its :func:`speech_level_db` is ``cfg.level_db`` (unchanged when that
+    is None, or when the audio is digital silence)."""
+    if cfg.level_db is None:
+        return audio
+    level = speech_level_db(audio, cfg.sample_rate)
+    if level < SILENCE_DB:
+        return audio
+    return (audio * np.float32(10.0 ** ((cfg.level_db - level) / 20.0))).astype(np.float32)
+
+
 def spectrogram(audio: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
     """Normalised log-magnitude spectrogram, float32 of shape (cfg.n_freq, cfg.n_frames(len(audio))).
 
@@ -347,4 +404,5 @@ def spectrogram(audio: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarr
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"spectrogram expects mono audio of shape (n_samples,), got {audio.shape}")
-    return normalize_features(stft_magnitude(frame_signal(rescale_pcm(audio, cfg), cfg), cfg), cfg)
+    audio = normalize_level(rescale_pcm(audio, cfg), cfg)
+    return normalize_features(stft_magnitude(frame_signal(audio, cfg), cfg), cfg)

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+import numpy as np
+
 from utils import atomic_write
 
 
@@ -30,6 +32,14 @@ class Utterance(NamedTuple):
     wav: Path
     txt: Path
     duration: float | None = None
+
+
+def spread_evenly(rows: list, max_rows: int | None) -> list:
+    """All ``rows``, or ``max_rows`` of them spread evenly from the first to the last."""
+    if max_rows is None or max_rows >= len(rows):
+        return list(rows)
+    idx = np.unique(np.round(np.linspace(0, len(rows) - 1, max_rows)).astype(int))
+    return [rows[i] for i in idx]
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:

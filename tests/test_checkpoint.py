@@ -434,6 +434,36 @@ def test_export_strips_training_state_and_halves_weights(tmp_path, capsys):
     assert "--fp16-weights applies to --export" in capsys.readouterr().err
 
 
+def test_export_can_switch_on_level_normalisation(tmp_path, capsys):
+    """--level-norm-from MANIFEST: the copy normalises the level to that audio's median speech level."""
+    import soundfile as sf
+
+    import model as model_cli
+    from data.audio import speech_level_db
+    from data.manifest import write_manifest
+
+    src = save(
+        tmp_path / "m.pth", build_model(ModelConfig(hidden_size=16, hidden_layers=1, conv_channels=4)), AudioConfig(), LABELS
+    )
+    rows, levels = [], []
+    for i, amplitude in enumerate((0.05, 0.2, 0.5)):
+        audio = (amplitude * np.random.default_rng(i).standard_normal(8000)).astype(np.float32)
+        sf.write(tmp_path / f"{i}.wav", audio, 16000, subtype="FLOAT")
+        (tmp_path / f"{i}.txt").write_text("A")
+        rows.append((tmp_path / f"{i}.wav", tmp_path / f"{i}.txt"))
+        levels.append(speech_level_db(audio, 16000))
+    write_manifest(tmp_path / "train.csv", rows)
+    out = tmp_path / "level.pth"
+    assert model_cli.main(["--model-path", str(src), "--export", str(out), "--level-norm-from", str(tmp_path / "train.csv")]) == 0
+    assert load_checkpoint(out).audio_config.level_db == pytest.approx(np.median(levels), abs=0.01)
+    assert "speech level:  " in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        model_cli.main(["--model-path", str(src), "--level-norm-from", str(tmp_path / "train.csv")])
+    assert "--level-norm-from applies to --export" in capsys.readouterr().err
+    assert model_cli.main(["--model-path", str(src), "--export", str(out), "--level-norm-from", str(tmp_path / "no.csv")]) == 2
+    assert "no.csv: manifest not found" in capsys.readouterr().err
+
+
 def test_format_1_files_still_load(tmp_path: Path) -> None:
     """Format 1 kept the training keys at the top level and normalize as a bool."""
     model = tiny_model()

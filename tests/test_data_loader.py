@@ -93,6 +93,35 @@ def test_global_normalisation_and_old_bool_field() -> None:
         AudioConfig(feature_mean=(0.0,) * 161, feature_std=(1.0,) * 161)
 
 
+def test_level_normalisation_makes_features_level_independent() -> None:
+    """``level_db`` scales the waveform to a speech level (95th percentile of 10 ms frame
+    energies) before the features: the same utterance 30 dB quieter or 6 dB louder gives the
+    same features, which ``log1p`` alone does not."""
+    from data.audio import normalize_level, speech_level_db
+
+    rng = np.random.default_rng(4)
+    x = np.zeros(16000, dtype=np.float32)
+    x[4000:12000] = 0.2 * rng.standard_normal(8000).astype(np.float32)  # "speech" between silences
+    x += 1e-4 * rng.standard_normal(16000).astype(np.float32)
+    cfg = AudioConfig(level_db=-25.0)
+    assert speech_level_db(normalize_level(x, cfg), SR) == pytest.approx(-25.0, abs=1e-3)
+    assert speech_level_db(x, SR) == pytest.approx(
+        10 * np.log10(np.percentile(np.mean(x.reshape(100, 160) ** 2, axis=1), 95)), abs=0.2
+    )
+    for db in (-30.0, 6.0):
+        y = x * np.float32(10 ** (db / 20))
+        np.testing.assert_allclose(spectrogram(y, cfg), spectrogram(x, cfg), atol=1e-4)
+    assert np.abs(spectrogram(x * np.float32(10 ** (-30 / 20))) - spectrogram(x)).max() > 0.1  # without it
+    np.testing.assert_array_equal(spectrogram(x, AudioConfig(level_db=None)), spectrogram(x))  # off: unchanged
+    silence = np.zeros(800, dtype=np.float32)
+    assert np.array_equal(normalize_level(silence, cfg), silence) and np.isfinite(spectrogram(silence, cfg)).all()
+    assert AudioConfig.from_dict(cfg.to_dict()) == cfg
+    assert AudioConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "level_db"}).level_db is None  # old files
+    for bad in (3.0, -120.0, float("nan"), True, "-20"):
+        with pytest.raises(ValueError, match="level_db"):
+            AudioConfig(level_db=bad)
+
+
 def test_spectrogram_pads_with_zeros_not_reflection() -> None:
     x = np.ones(3200, dtype=np.float32)
     spect = spectrogram(x, AudioConfig(normalize="none"))

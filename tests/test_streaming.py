@@ -158,7 +158,7 @@ def test_normalize_none_streams_too():
 
 def test_imported_feature_settings_stream_too():
     """A symmetric window and v2's int / 32767 scaling (deepspeech.pytorch imports) stream exactly;
-    reflect padding is refused."""
+    reflect padding is refused, and so is level normalisation."""
     import dataclasses
 
     from streaming import StreamingError
@@ -171,6 +171,8 @@ def test_imported_feature_settings_stream_too():
     assert_same_as_offline(rec, model, audio_config, audio, result, "imported settings")
     with pytest.raises(StreamingError, match="reflect"):
         StreamingRecognizer(model, dataclasses.replace(base, pad_mode="reflect"), LABELS)
+    with pytest.raises(StreamingError, match="level_db"):  # needs the whole utterance's level
+        StreamingRecognizer(model, dataclasses.replace(base, level_db=-25.0), LABELS)
 
 
 def test_partials_grow_into_the_final_text():

@@ -200,6 +200,29 @@ def test_ds1_stride_and_global_normalisation_are_stored(tiny_dataset, tmp_path):
     np.testing.assert_allclose(audio["feature_std"], np.maximum(raw.std(axis=1), 1e-5), rtol=1e-3, atol=1e-5)
 
 
+def test_level_norm_measures_the_training_speech_level(tiny_dataset, tmp_path, caplog):
+    """--level-norm stores the median speech level of the training audio in the model, with
+    global statistics measured on the level-normalised features; resuming with --level-norm from a
+    model without it says the flag is ignored."""
+    from data.audio import AudioConfig, load_audio, spectrogram, speech_level_db
+    from data.manifest import read_manifest
+
+    assert run_train(tiny_dataset, tmp_path / "a", "--epochs", "1", "--level-norm", "--normalize", "global") == 0
+    audio = load_flat(tmp_path / "a" / "best.pth")["audio_config"]
+    wavs = [load_audio(wav) for wav, *_ in read_manifest(tiny_dataset)]
+    assert audio["level_db"] == pytest.approx(np.median([speech_level_db(x, 16000) for x in wavs]), abs=0.01)
+    cfg = AudioConfig(normalize="none", level_db=audio["level_db"])
+    raw = np.concatenate([spectrogram(x, cfg) for x in wavs], axis=1)
+    np.testing.assert_allclose(audio["feature_mean"], raw.mean(axis=1), rtol=1e-4, atol=1e-5)
+    assert run_train(tiny_dataset, tmp_path / "b", "--epochs", "1") == 0
+    assert load_flat(tmp_path / "b" / "best.pth")["audio_config"]["level_db"] is None
+    caplog.set_level("WARNING")
+    last = str(tmp_path / "b" / "deepspeech_last.pth")
+    code = run_train(tiny_dataset, tmp_path / "b", "--epochs", "2", "--level-norm", "--continue-from", last)
+    assert code == 0 and "ignoring --level-norm" in caplog.text
+    assert load_flat(tmp_path / "b" / "deepspeech_last.pth")["audio_config"]["level_db"] is None
+
+
 def test_learning_rate_schedules(tiny_dataset, tmp_path):
     assert (
         run_train(
