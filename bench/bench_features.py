@@ -7,6 +7,7 @@ Measured (each after one warm-up run, median/min/max of the timed runs, with
 ``torch.set_num_threads(1)``) on synthetic utterances (noise plus a sine):
 
 * ``spectrogram``: :func:`data.data_loader.spectrogram` on in-memory float32 audio.
+* ``spectrogram, level_db``: the same with level normalisation (``AudioConfig.level_db``).
 * ``spectrogram, numpy.fft``: the same features with ``numpy.fft.rfft`` in place of
   ``scipy.fft.rfft`` (what the loader used before), side by side.
 * ``load+spectrogram wav16k``: ``load_audio`` of a 16 kHz 16-bit WAV, then the features.
@@ -21,6 +22,7 @@ The last line is JSON: ``{"features_x_realtime": <median spectrogram x realtime>
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
 
     results["spectrogram"] = measure(lambda: [spectrogram(x, cfg) for x in audio], total, runs)
+    level_cfg = dataclasses.replace(cfg, level_db=-23.0)
+    results["spectrogram, level_db"] = measure(lambda: [spectrogram(x, level_cfg) for x in audio], total, runs)
     with mock.patch.object(scipy.fft, "rfft", np.fft.rfft):
         results["spectrogram, numpy.fft"] = measure(lambda: [spectrogram(x, cfg) for x in audio], total, runs)
 
@@ -138,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "features_x_realtime": round(results["spectrogram"]["median"], 1),
         "features_numpy_fft_x_realtime": round(results["spectrogram, numpy.fft"]["median"], 1),
+        "features_level_norm_x_realtime": round(results["spectrogram, level_db"]["median"], 1),
         "load_features_x_realtime": round(results["load+spectrogram wav16k"]["median"], 1),
         "load_resample_features_x_realtime": round(results["load+spectrogram wav44k"]["median"], 1),
         "dataset_x_realtime": round(results["dataset cached + collate"]["median"], 1),

@@ -630,6 +630,7 @@ def test_bench_features_quick(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(out[-1])
     assert summary["features_x_realtime"] > 1 and summary["dataset_augmented_x_realtime"] > 1
-    assert any(line.startswith("spectrogram") for line in out)
+    assert summary["features_level_norm_x_realtime"] > 1
+    assert any(line.startswith("spectrogram, level_db") for line in out)
     assert main(["--runs", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
