@@ -54,11 +54,22 @@ class ConvSpec(NamedTuple):
 
 
 # The DS2 front end, named once: the layers, the RNN input size and the output
-# lengths are all derived from this tuple.
+# lengths are all derived from this tuple (and ``ModelConfig.conv_time_stride``, see ds2_convs).
 DS2_CONVS: tuple[ConvSpec, ...] = (
     ConvSpec(kernel=(41, 11), stride=(2, 2), padding=(20, 5)),
     ConvSpec(kernel=(21, 11), stride=(2, 1), padding=(10, 5)),
 )
+CONV_TIME_STRIDES = (2, 4)  # input frames per output frame of the DS2 front end
+
+
+def ds2_convs(cfg: "ModelConfig") -> tuple[ConvSpec, ...]:
+    """The DS2 front end of ``cfg``: :data:`DS2_CONVS`, whose second layer also strides by 2 in
+    time when ``cfg.conv_time_stride`` is 4 (40 ms output frames: half the frames for the
+    second conv and every later layer)."""
+    if cfg.conv_time_stride == 2:
+        return DS2_CONVS
+    first, second = DS2_CONVS
+    return (first, second._replace(stride=(second.stride[0], cfg.conv_time_stride // first.stride[1])))
 
 
 def conv_out_size(size, kernel: int, stride: int, padding: int):
@@ -81,8 +92,8 @@ class ModelConfig:
     """Architecture of an acoustic model. Plain data: ``asdict(cfg)`` is JSON-able
     and is what checkpoints store.
 
-    Fields used by one architecture only: ``conv_channels``, ``lookahead_context`` and
-    ``conv_bias`` (ds2), ``ds1_context`` and ``ds1_stride`` (ds1).
+    Fields used by one architecture only: ``conv_channels``, ``conv_time_stride``,
+    ``lookahead_context`` and ``conv_bias`` (ds2), ``ds1_context`` and ``ds1_stride`` (ds1).
     """
 
     arch: str = "ds2"  # "ds2" | "ds1"
@@ -98,6 +109,7 @@ class ModelConfig:
     ds1_stride: int = 1  # ds1: 1 = one output per input frame (10 ms), 2 = every other frame (20 ms)
     dropout: float = 0.0  # ds1: after every dense layer; ds2: on the input of every RNN layer but the first and of the head
     conv_bias: bool = False  # ds2: a bias in both conv layers (deepspeech.pytorch's have one; the BatchNorm makes it redundant)
+    conv_time_stride: int = 2  # ds2: input frames per output frame, 2 (20 ms) or 4 (40 ms, a lighter model)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -115,6 +127,10 @@ class ModelConfig:
         _check_int("conv_channels", self.conv_channels, 1)
         _check_int("lookahead_context", self.lookahead_context, 1)
         _check_int("ds1_context", self.ds1_context, 0)
+        if self.conv_time_stride not in CONV_TIME_STRIDES or type(self.conv_time_stride) is not int:
+            raise ValueError(
+                f"ModelConfig.conv_time_stride must be one of {list(CONV_TIME_STRIDES)}, got {self.conv_time_stride!r}"
+            )
         if self.ds1_stride not in (1, 2) or type(self.ds1_stride) is not int:
             raise ValueError(f"ModelConfig.ds1_stride must be 1 or 2, got {self.ds1_stride!r}")
         if type(self.dropout) is int:
@@ -146,6 +162,14 @@ class ModelConfig:
         )
         g.add_argument("--conv-channels", type=int, default=d.conv_channels, help="ds2: channels of both conv layers")
         g.add_argument(
+            "--conv-time-stride",
+            type=int,
+            default=d.conv_time_stride,
+            choices=CONV_TIME_STRIDES,
+            help="ds2: input frames per output frame; 4 (40 ms) also strides the second conv in time, "
+            "halving the work of it and every later layer",
+        )
+        g.add_argument(
             "--lookahead-context",
             type=int,
             default=d.lookahead_context,
@@ -169,7 +193,7 @@ class ModelConfig:
             return getattr(args, name) != parser.get_default(name)
 
         if args.arch == "ds1":
-            for name in ("conv_channels", "lookahead_context"):
+            for name in ("conv_channels", "conv_time_stride", "lookahead_context"):
                 if given(name):
                     parser.error(f"--{name.replace('_', '-')} applies to --arch ds2 only")
         else:
@@ -192,6 +216,7 @@ class ModelConfig:
                 rnn_type=args.rnn_type,
                 bidirectional=args.bidirectional,
                 conv_channels=args.conv_channels,
+                conv_time_stride=args.conv_time_stride,
                 lookahead_context=args.lookahead_context,
                 ds1_context=args.ds1_context,
                 ds1_stride=args.ds1_stride,
@@ -362,10 +387,11 @@ class DeepSpeech2(AcousticModel):
         if cfg.arch != "ds2":
             raise ValueError(f"DeepSpeech2 needs arch='ds2', got {cfg.arch!r}")
         self.cfg = cfg
-        self.time_stride = math.prod(spec.stride[1] for spec in DS2_CONVS)
+        self.conv_specs = ds2_convs(cfg)
+        self.time_stride = math.prod(spec.stride[1] for spec in self.conv_specs)
         convs, norms = [], []
         in_channels, n_freq = 1, cfg.n_features
-        for spec in DS2_CONVS:
+        for spec in self.conv_specs:
             # No conv bias by default: the BatchNorm right after it subtracts any constant shift.
             convs.append(nn.Conv2d(in_channels, cfg.conv_channels, spec.kernel, spec.stride, spec.padding, bias=cfg.conv_bias))
             norms.append(MaskedBatchNorm2d(cfg.conv_channels))
@@ -390,7 +416,7 @@ class DeepSpeech2(AcousticModel):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def output_lengths(self, lengths: Tensor | int) -> Tensor | int:
-        for spec in DS2_CONVS:
+        for spec in self.conv_specs:
             lengths = conv_out_size(lengths, spec.kernel[1], spec.stride[1], spec.padding[1])
         return lengths
 
@@ -495,9 +521,9 @@ def forward_flops(cfg: ModelConfig, n_frames: int) -> int:
     masking are not counted. With T' = output frames:
 
     * ds2 conv layer i (C_in -> C channels, kernel kf x kt, F_i output bins):
-      ``2 * C * F_i * C_in * kf * kt`` per output frame of that layer (layer 1 runs
-      at T', layer 2 at T' too, since only layer 1 strides in time); for 161
-      features and 32 channels: 2.34 M + 19.40 M per output frame.
+      ``2 * C * F_i * C_in * kf * kt`` per output frame of that layer (with the default
+      ``conv_time_stride`` 2 both layers run at T', since only layer 1 strides in time;
+      with 4, layer 1 runs at 2 T'); for 161 features and 32 channels: 2.34 M + 19.40 M.
     * RNN layer, per direction per output frame: ``2 * gates * (in * H + H * H)``,
       gates = 1 (rnn), 3 (gru), 4 (lstm); in = conv_channels * F_2 for the first
       ds2 layer, H otherwise.
@@ -518,17 +544,17 @@ def forward_flops(cfg: ModelConfig, n_frames: int) -> int:
 
     if cfg.arch == "ds2":
         per_frame, in_channels, n_freq, t = 0, 1, cfg.n_features, n_frames
-        for spec in DS2_CONVS:
+        conv_flops = 0
+        for spec in ds2_convs(cfg):
             n_freq = conv_out_size(n_freq, spec.kernel[0], spec.stride[0], spec.padding[0])
             t = conv_out_size(t, spec.kernel[1], spec.stride[1], spec.padding[1])
-            per_frame += 2 * cfg.conv_channels * n_freq * in_channels * spec.kernel[0] * spec.kernel[1]
+            conv_flops += 2 * cfg.conv_channels * n_freq * in_channels * spec.kernel[0] * spec.kernel[1] * t
             in_channels = cfg.conv_channels
-        # Every conv here runs at the final frame rate (only the first one strides in time).
         per_frame += rnn_flops(cfg.conv_channels * n_freq) + (cfg.hidden_layers - 1) * rnn_flops(h)
         if not cfg.bidirectional:
             per_frame += 2 * h * cfg.lookahead_context
         per_frame += 2 * h * cfg.n_classes
-        return per_frame * t
+        return conv_flops + per_frame * t
     c = cfg.ds1_context
     t = conv_out_size(n_frames, 2 * c + 1, cfg.ds1_stride, c)
     per_frame = 2 * (2 * c + 1) * cfg.n_features * h + 3 * 2 * h * h + 2 * h * cfg.n_classes
@@ -547,6 +573,8 @@ def describe_architecture(cfg: ModelConfig) -> str:
     )
     if cfg.arch == "ds2":
         extra = f"conv channels {cfg.conv_channels}" + (" (with bias)" if cfg.conv_bias else "")
+        if cfg.conv_time_stride != 2:
+            extra += f", conv time stride {cfg.conv_time_stride}"
         if not cfg.bidirectional:
             extra += f", lookahead context {cfg.lookahead_context}"
         return f"DeepSpeech 2 (ds2): {rnn}, {extra}"
@@ -745,7 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "ARCHS",
     "RNN_TYPES",
+    "CONV_TIME_STRIDES",
     "DS2_CONVS",
+    "ds2_convs",
     "ConvSpec",
     "ModelConfig",
     "AcousticModel",

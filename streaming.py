@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from data.audio import AudioConfig
-from model import CLIP, DS2_CONVS, DeepSpeech2
+from model import CLIP, DeepSpeech2, ds2_convs
 from streaming_common import (
     Latency,
     StreamingBase,
@@ -64,7 +64,7 @@ def algorithmic_latency(model_cfg: Any, audio_config: AudioConfig) -> Latency:
     5, 10 ms hop, 20 ms window): 10 ms + 150 ms + (context - 1) x 20 ms.
     """
     context = 1 if model_cfg.bidirectional else model_cfg.lookahead_context
-    return conv_latency([(s.kernel[1], s.stride[1], s.padding[1]) for s in DS2_CONVS], context, audio_config)
+    return conv_latency([(s.kernel[1], s.stride[1], s.padding[1]) for s in ds2_convs(model_cfg)], context, audio_config)
 
 
 # ---------------------------------------------------------------------------- building blocks

@@ -63,6 +63,7 @@ ARCH_FLAGS = (
     "rnn_type",
     "bidirectional",
     "conv_channels",
+    "conv_time_stride",
     "lookahead_context",
     "ds1_context",
     "ds1_stride",

@@ -91,10 +91,11 @@ def test_shapes_and_output_lengths(arch: str, bidirectional: bool, rnn_type: str
     assert out_lengths.tolist() == expected
 
 
-@pytest.mark.parametrize("arch,stride", [("ds2", 2), ("ds1", 1), ("ds1", 2)])
+@pytest.mark.parametrize("arch,stride", [("ds2", 2), ("ds2", 4), ("ds1", 1), ("ds1", 2)])
 def test_output_lengths_match_actual_frames(arch: str, stride: int) -> None:
     """output_lengths(T) is exactly the number of frames the layers produce, for every T."""
-    model = build_model(tiny_cfg(arch, ds1_stride=stride, hidden_layers=1, n_features=20)).eval()
+    kw = dict(ds1_stride=stride) if arch == "ds1" else dict(conv_time_stride=stride)
+    model = build_model(tiny_cfg(arch, hidden_layers=1, n_features=20, **kw)).eval()
     assert model.time_stride == stride
     with torch.no_grad():
         for t in range(1, 26):
@@ -156,6 +157,8 @@ def test_config_is_plain_data_and_round_trips() -> None:
         ("lookahead_context", 0),
         ("ds1_context", -1),
         ("ds1_stride", 3),
+        ("conv_time_stride", 3),
+        ("conv_time_stride", 4.0),
         ("dropout", 1.0),
         ("dropout", "0.1"),
     ],
@@ -371,10 +374,18 @@ def _hooked_flops(model: nn.Module, x: torch.Tensor) -> int:
 
 
 @pytest.mark.parametrize(
-    "arch,bidirectional,rnn_type", [("ds2", True, "gru"), ("ds2", False, "lstm"), ("ds1", True, "rnn"), ("ds1", False, "gru")]
+    "arch,bidirectional,rnn_type,stride",
+    [
+        ("ds2", True, "gru", 2),
+        ("ds2", False, "lstm", 2),
+        ("ds2", True, "lstm", 4),
+        ("ds1", True, "rnn", 2),
+        ("ds1", False, "gru", 1),
+    ],
 )
-def test_forward_flops_matches_the_layers(arch: str, bidirectional: bool, rnn_type: str) -> None:
-    cfg = tiny_cfg(arch, bidirectional, rnn_type, ds1_stride=2 if arch == "ds1" and bidirectional else 1)
+def test_forward_flops_matches_the_layers(arch: str, bidirectional: bool, rnn_type: str, stride: int) -> None:
+    kw = dict(ds1_stride=stride) if arch == "ds1" else dict(conv_time_stride=stride)
+    cfg = tiny_cfg(arch, bidirectional, rnn_type, **kw)
     model = build_model(cfg)
     assert forward_flops(cfg, 33) == _hooked_flops(model, torch.randn(1, 1, cfg.n_features, 33))
 
@@ -537,4 +548,10 @@ def test_bench_inference_runs(tmp_path, capsys):
     assert bench.main(["--model-path", str(path), "--runs", "1", "--frames", "50", "--threads", "1"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"fp32", "bf16 autocast", "channels-last", "conv_share"} <= last.keys()
+    assert bench.main(["--model-path", str(path), "--runs", "1", "--frames", "50", "--threads", "1", "--front-ends"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(rows) == [
+        f"{v}, {p}" for v in ("4 ch, stride 2", "16 ch, stride 2", "4 ch, stride 4", "16 ch, stride 4") for p in ("fp32", "bf16")
+    ]
+    assert all(rate > 0 for rate in rows.values())
     assert bench.main(["--model-path", str(tmp_path / "missing.pth")]) == 2

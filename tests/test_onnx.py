@@ -39,6 +39,7 @@ from onnx_runtime import FORMAT_VERSION, OnnxModelError  # noqa: E402
 CONFIGS = {
     "ds2-bi-lstm": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm"),
     "ds2-bi-gru": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="gru"),
+    "ds2-bi-lstm-stride4": ModelConfig(hidden_size=16, hidden_layers=1, conv_channels=4, rnn_type="lstm", conv_time_stride=4),
     "ds2-uni-lstm": ModelConfig(
         hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm", bidirectional=False, lookahead_context=3
     ),

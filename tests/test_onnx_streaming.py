@@ -32,6 +32,7 @@ MODELS = {  # name: (seed, overrides); LSTM and GRU, lookahead contexts 1 to 5
     "lstm-c3": (2, dict(rnn_type="lstm", hidden_layers=2, lookahead_context=3)),
     "gru-c4": (3, dict(rnn_type="gru", hidden_layers=1, lookahead_context=4)),
     "lstm-c5": (4, dict(rnn_type="lstm", hidden_layers=2, lookahead_context=5)),
+    "lstm-c3-stride4": (5, dict(rnn_type="lstm", hidden_layers=2, lookahead_context=3, conv_time_stride=4)),
 }
 
 

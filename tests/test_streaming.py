@@ -54,11 +54,15 @@ def assert_same_as_offline(rec: StreamingRecognizer, model, audio_config, audio,
 
 @pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
 def test_random_chunkings_equal_the_offline_forward(rnn_type):
-    """Hypothesis-style: random models (layers, lookahead), lengths and chunkings per seed."""
+    """Hypothesis-style: random models (layers, lookahead, conv time stride), lengths and chunkings per seed."""
     for seed in range(8):
         rng = np.random.default_rng(seed)
         model, audio_config = tiny_stream_model(
-            seed, rnn_type=rnn_type, hidden_layers=int(rng.integers(1, 3)), lookahead_context=int(rng.integers(1, 6))
+            seed,
+            rnn_type=rnn_type,
+            hidden_layers=int(rng.integers(1, 3)),
+            lookahead_context=int(rng.integers(1, 6)),
+            conv_time_stride=4 if seed % 2 else 2,
         )
         audio = speechlike(float(rng.uniform(0.01, 2.5)), seed=seed)
         rec = StreamingRecognizer(model, audio_config, LABELS)
@@ -274,14 +278,16 @@ def test_algorithmic_latency_of_the_recipe():
     assert one.as_ms()["total_ms"] == 160.0
 
 
-@pytest.mark.parametrize("context", [1, 2, 5])
-def test_frames_are_final_as_soon_as_the_latency_allows(context):
+@pytest.mark.parametrize("context,stride", [(1, 2), (2, 2), (5, 2), (1, 4), (3, 4)])
+def test_frames_are_final_as_soon_as_the_latency_allows(context, stride):
     """After n samples, exactly the output frames whose right context has arrived are final:
-    frame j is centred at j * 20 ms and needs `latency` seconds of audio after that."""
-    model, audio_config = tiny_stream_model(2, lookahead_context=context)
+    frame j is centred at j * 10 ms * stride and needs `latency` seconds of audio after that."""
+    model, audio_config = tiny_stream_model(2, lookahead_context=context, conv_time_stride=stride)
     rec = StreamingRecognizer(model, audio_config, LABELS)
     latency = round(algorithmic_latency(model.cfg, audio_config).total_s * 16000)
-    step = 320  # samples per output frame
+    if stride == 4:
+        assert algorithmic_latency(model.cfg, audio_config).as_ms()["lookahead_ms"] == (context - 1) * 40.0
+    step = 160 * stride  # samples per output frame
     audio = speechlike(1.5, seed=2)
     fed = 0
     for size in np.random.default_rng(context).integers(1, 700, size=60):

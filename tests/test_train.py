@@ -166,6 +166,7 @@ def test_continue_from_a_model_without_training_state_says_use_finetune(tiny_dat
         ["--arch", "ds1"],
         ["--rnn-type", "lstm"],
         ["--rnn-type", "rnn", "--no-bidirectional"],
+        ["--conv-time-stride", "4"],
         ["--optim", "sgd", "--momentum", "0.5", "--lr-schedule", "anneal", "--learning-anneal", "1.1"],
         ["--amp"],
         ["--no-shuffle", "--no-sortaGrad", "--num-workers", "2"],
@@ -175,9 +176,9 @@ def test_architectures_optimisers_and_modes_train(tiny_dataset, tmp_path, extra)
     assert run_train(tiny_dataset, tmp_path, "--epochs", "1", *extra) == 0
     pkg = load_flat(tmp_path / "deepspeech_last.pth")
     assert np.isfinite(pkg["history"]["train_loss"][0])
-    for flag, key in (("--arch", "arch"), ("--rnn-type", "rnn_type")):
+    for flag, key in (("--arch", "arch"), ("--rnn-type", "rnn_type"), ("--conv-time-stride", "conv_time_stride")):
         if flag in extra:
-            assert pkg["model_config"][key] == extra[extra.index(flag) + 1]
+            assert str(pkg["model_config"][key]) == extra[extra.index(flag) + 1]
     if "--no-bidirectional" in extra:
         assert pkg["model_config"]["bidirectional"] is False
 
@@ -685,6 +686,7 @@ def test_undecodable_training_audio_is_skipped_and_counted(tiny_dataset, tmp_pat
         (["--momentum", "0.5"], "--momentum applies to --optim sgd"),
         (["--learning-anneal", "1.1"], "--learning-anneal applies to --lr-schedule anneal"),
         (["--arch", "ds1", "--conv-channels", "8"], "--conv-channels applies to --arch ds2"),
+        (["--arch", "ds1", "--conv-time-stride", "4"], "--conv-time-stride applies to --arch ds2"),
         (["--lookahead-context", "5"], "--lookahead-context applies to unidirectional"),
         (["--ds1-context", "3"], "--ds1-context applies to --arch ds1"),
         (["--visdom-port", "9000"], "--visdom-port applies with --visdom"),
