@@ -48,7 +48,9 @@ def test_shipped_model_with_lm_transcribes_the_example_clips(capsys):
 
 
 def test_train_defaults_are_the_recipe_of_the_shipped_model():
-    """A user who runs `python train.py` trains what models/an4.pth was trained with."""
+    """A user who runs `python train.py` trains what models/an4.pth was trained with, up to the
+    seed: the shipped model is the best on validation of the recipe's three seeds, exported with
+    the training audio's speech level (docs/experiments.md)."""
     import train
 
     defaults = vars(train.build_parser().parse_args([]))
@@ -81,7 +83,6 @@ def test_train_defaults_are_the_recipe_of_the_shipped_model():
         "gain_prob",
         "clip_prob",
         "trim_prob",
-        "seed",
         "no_shuffle",
         "no_sorta_grad",
         "sample_rate",
@@ -92,6 +93,8 @@ def test_train_defaults_are_the_recipe_of_the_shipped_model():
         "val_manifest",
     )
     assert {k: defaults[k] for k in recipe} == {k: trained_with[k] for k in recipe}
+    assert trained_with["seed"] in (defaults["seed"], 2, 3)
+    assert pkg["audio_config"]["level_db"] == pytest.approx(-23.58)
 
 
 @pytest.mark.an4
@@ -103,7 +106,7 @@ def test_shipped_model_reproduces_the_readme_numbers(an4_dir, capsys):
     manifest = str(an4_dir / "an4_test_manifest.csv")
     assert evaluate_cli.main(["--model-path", str(MODEL), "--test-manifest", manifest, "--silent"]) == 0
     wer, cer = parse_summary(capsys.readouterr().out)
-    assert wer == pytest.approx(12.160, abs=0.5) and cer == pytest.approx(7.128, abs=0.3)
+    assert wer == pytest.approx(10.479, abs=0.5) and cer == pytest.approx(5.931, abs=0.3)
     pytest.importorskip("flashlight.lib.text")
     assert (
         evaluate_cli.main(
@@ -112,7 +115,7 @@ def test_shipped_model_reproduces_the_readme_numbers(an4_dir, capsys):
         == 0
     )
     wer, cer = parse_summary(capsys.readouterr().out)
-    assert wer == pytest.approx(8.409, abs=0.5) and cer == pytest.approx(6.243, abs=0.3)
+    assert wer == pytest.approx(6.339, abs=0.5) and cer == pytest.approx(4.110, abs=0.3)
 
 
 def parse_summary(out: str) -> tuple[float, float]:
