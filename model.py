@@ -656,17 +656,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def manifest_speech_level(manifest: str, sample_rate: int, max_utterances: int = 2000) -> float:
-    """Median speech level (dBFS) of up to ``max_utterances`` utterances spread over ``manifest``."""
-    from data.audio import load_audio, median_speech_level_db
-    from data.manifest import read_manifest, spread_evenly
-
-    rows = spread_evenly(read_manifest(manifest), max_utterances)
-    if not rows:
-        raise ValueError(f"{manifest}: the manifest lists no utterances")
-    return median_speech_level_db((load_audio(row[0], sample_rate), sample_rate) for row in rows)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python model.py``: the checkpoint tools of checkpoint.py on the command line."""
     parser = build_parser()
@@ -755,7 +744,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ckpt = load_checkpoint(args.model_path)
         if args.export:
             if args.level_norm_from:
-                level = manifest_speech_level(args.level_norm_from, ckpt.audio_config.sample_rate)
+                from data.audio import median_speech_level_db
+                from data.manifest import read_manifest
+
+                wavs = [row.wav for row in read_manifest(args.level_norm_from)]
+                if not wavs:
+                    raise ValueError(f"{args.level_norm_from}: the manifest lists no utterances")
+                level = median_speech_level_db(wavs, ckpt.audio_config.sample_rate)
                 ckpt = replace(ckpt, audio_config=replace(ckpt.audio_config, level_db=round(level, 2)))
                 print(f"speech level:  {ckpt.audio_config.level_db:.2f} dBFS, measured on {args.level_norm_from}")
             path = export(ckpt, args.export, fp16_weights=args.fp16_weights)

@@ -45,7 +45,7 @@ from data.data_loader import (
     FrameBatchSampler,
     SpectrogramDataset,
 )
-from data.manifest import ManifestError, spread_evenly
+from data.manifest import ManifestError, read_manifest
 from data.text import TranscriptError, load_labels
 from decoder import GreedyDecoder
 from inference import evaluate
@@ -343,23 +343,6 @@ def feature_stats(dataset: SpectrogramDataset) -> tuple[np.ndarray, np.ndarray]:
     return mean.numpy(), std.numpy()
 
 
-def speech_level(dataset: SpectrogramDataset, max_utterances: int = 2000) -> float:
-    """Median speech level (dBFS) of ``dataset``'s decodable utterances (no augmentation);
-    of ``max_utterances`` spread evenly over a larger set."""
-
-    def decodable():
-        for i in spread_evenly(range(len(dataset)), max_utterances):
-            try:
-                yield dataset.load(i), dataset.audio_cfg.sample_rate
-            except (AudioError, OSError):
-                continue
-
-    try:
-        return median_speech_level_db(decodable())
-    except ValueError:
-        raise ManifestError(f"{dataset.manifest_path}: no decodable utterance to measure the speech level on") from None
-
-
 def ctc_feasible(out_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
     """True where an utterance has enough output frames for its transcript: CTC needs one
     frame per label plus one blank between each pair of repeated labels."""
@@ -456,22 +439,23 @@ class Trainer:
             self.audio_cfg = AudioConfig.from_args(args)
             self.labels = load_labels(args.labels_path)
 
-            def training_audio(cfg: AudioConfig) -> SpectrogramDataset:
-                return SpectrogramDataset(
+            if args.level_norm:
+                wavs = [row.wav for row in read_manifest(args.train_manifest)]
+                try:  # unreadable files are skipped, as training skips them
+                    level = median_speech_level_db(wavs, self.audio_cfg.sample_rate, skip_unreadable=True)
+                except ValueError:
+                    raise ManifestError(f"{args.train_manifest}: no readable audio to measure the speech level on") from None
+                self.audio_cfg = replace(self.audio_cfg, level_db=round(level, 2))
+                self.info("speech level %.2f dBFS measured on the training utterances", self.audio_cfg.level_db)
+            if args.normalize == "global":
+                stats_set = SpectrogramDataset(
                     args.train_manifest,
-                    cfg,
+                    self.audio_cfg,
                     self.labels,
                     on_error="skip",
                     cache_audio=False,
                     lazy_transcripts=args.lazy_transcripts,
                 )
-
-            if args.level_norm:
-                level = speech_level(training_audio(self.audio_cfg))
-                self.audio_cfg = replace(self.audio_cfg, level_db=round(level, 2))
-                self.info("speech level %.2f dBFS measured on the training utterances", self.audio_cfg.level_db)
-            if args.normalize == "global":
-                stats_set = training_audio(self.audio_cfg)
                 self.audio_cfg = with_feature_stats(self.audio_cfg, *feature_stats(stats_set))
                 self.info("feature statistics measured on %d training utterances", len(stats_set))
             cfg = ModelConfig.from_args(args, self.audio_cfg.n_freq, len(self.labels))

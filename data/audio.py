@@ -376,11 +376,29 @@ def speech_level_db(audio: np.ndarray, sample_rate: int) -> float:
     return float(np.percentile(frame_levels_db(audio, sample_rate), LEVEL_PERCENTILE))
 
 
-def median_speech_level_db(audios) -> float:
-    """Median :func:`speech_level_db` over ``(audio, sample_rate)`` pairs: a corpus's speech level."""
-    levels = [speech_level_db(audio, sr) for audio, sr in audios]
+LEVEL_FILES = 2000
+"""At most this many files, spread evenly over a corpus, give :func:`median_speech_level_db`."""
+
+
+def median_speech_level_db(paths, sample_rate: int, skip_unreadable: bool = False) -> float:
+    """A corpus's speech level: the median :func:`speech_level_db` of up to :data:`LEVEL_FILES`
+    of the audio files ``paths``, spread evenly over them. With ``skip_unreadable`` a file that
+    cannot be loaded is left out instead of raising.
+
+    Raises:
+        ValueError: no file could be measured.
+    """
+    from data.manifest import spread_evenly
+
+    levels = []
+    for path in spread_evenly(list(paths), LEVEL_FILES):
+        try:
+            levels.append(speech_level_db(load_audio(path, sample_rate), sample_rate))
+        except (AudioError, OSError):
+            if not skip_unreadable:
+                raise
     if not levels:
-        raise ValueError("no audio to measure the speech level on")
+        raise ValueError("no readable audio to measure the speech level on")
     return float(np.median(levels))
 
 

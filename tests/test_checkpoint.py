@@ -462,6 +462,9 @@ def test_export_can_switch_on_level_normalisation(tmp_path, capsys):
     assert "--level-norm-from applies to --export" in capsys.readouterr().err
     assert model_cli.main(["--model-path", str(src), "--export", str(out), "--level-norm-from", str(tmp_path / "no.csv")]) == 2
     assert "no.csv: manifest not found" in capsys.readouterr().err
+    (tmp_path / "empty.csv").write_text("")
+    assert model_cli.main(["--model-path", str(src), "--export", str(out), "--level-norm-from", str(tmp_path / "empty.csv")]) == 2
+    assert "empty.csv: the manifest lists no utterances" in capsys.readouterr().err
 
 
 def test_format_1_files_still_load(tmp_path: Path) -> None:

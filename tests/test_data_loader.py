@@ -122,6 +122,24 @@ def test_level_normalisation_makes_features_level_independent() -> None:
             AudioConfig(level_db=bad)
 
 
+def test_median_speech_level_of_files_skips_unreadable_ones_only_when_asked(tmp_path: Path) -> None:
+    from data.audio import median_speech_level_db, speech_level_db
+
+    rng = np.random.default_rng(5)
+    levels = []
+    for i, amplitude in enumerate((0.02, 0.1, 0.4)):
+        x = (amplitude * rng.standard_normal(4000)).astype(np.float32)
+        sf.write(tmp_path / f"{i}.wav", x, SR, subtype="FLOAT")
+        levels.append(speech_level_db(load_audio(tmp_path / f"{i}.wav"), SR))
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not audio")
+    paths = [tmp_path / "0.wav", tmp_path / "bad.wav", tmp_path / "1.wav", tmp_path / "2.wav"]
+    assert median_speech_level_db(paths, SR, skip_unreadable=True) == pytest.approx(levels[1])
+    with pytest.raises(AudioError, match="bad.wav"):
+        median_speech_level_db(paths, SR)
+    with pytest.raises(ValueError, match="no readable audio"):
+        median_speech_level_db([tmp_path / "bad.wav"], SR, skip_unreadable=True)
+
+
 def test_spectrogram_pads_with_zeros_not_reflection() -> None:
     x = np.ones(3200, dtype=np.float32)
     spect = spectrogram(x, AudioConfig(normalize="none"))
