@@ -34,7 +34,7 @@ from torch import nn
 
 import dspt_import
 from data.audio import AudioConfig
-from model import AcousticModel, ModelConfig, build_model, describe_architecture
+from model import ABSENT_FIELDS, AcousticModel, ModelConfig, build_model, describe_architecture
 from utils import FILE_LOAD_ERRORS, atomic_write, dataclass_from_dict
 
 CHECKPOINT_FORMAT = "deepspeech-ctc"
@@ -331,7 +331,7 @@ def validate_package(obj: Any, path: str | Path) -> Checkpoint:
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}; the file is damaged or was not written by train.py")
     try:
-        cfg = dataclass_from_dict(ModelConfig, obj["model_config"])
+        cfg = dataclass_from_dict(ModelConfig, {**ABSENT_FIELDS, **obj["model_config"]})
     except (TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: bad model_config ({e})") from None
     try:

@@ -20,11 +20,11 @@ deepspeech.pytorch is imported; its layouts were read from its sources.
 ``deepspeech_pytorch.enums`` members; the model is bidirectional when ``model_cfg``'s
 dataclass is ``BiDirectionalConfig``.
 
-**Model.** Both versions are our DeepSpeech2 with ``conv_bias=True`` and 32 conv
-channels: conv + BatchNorm + Hardtanh(0, 20) twice, RNN layers with bias whose two
-directions are summed and with a sequence-wise BatchNorm before every layer but the
-first, a bias-free depthwise lookahead conv (right-padded with zeros) + Hardtanh(0, 20)
-when unidirectional, then BatchNorm + Linear without bias. Their eval output is
+**Model.** Both versions are our DeepSpeech2 with ``conv_bias=True``, 32 conv channels and
+20 ms output frames (:data:`THEIR_FRONT_END`): conv + BatchNorm + Hardtanh(0, 20) twice, RNN
+layers with bias whose two directions are summed and with a sequence-wise BatchNorm before
+every layer but the first, a bias-free depthwise lookahead conv (right-padded with zeros) +
+Hardtanh(0, 20) when unidirectional, then BatchNorm + Linear without bias. Their eval output is
 ``softmax``; ours is ``log_softmax`` of the same logits. Weight names:
 
     conv.seq_module.{0,3}.{weight,bias}     -> convs.{0,1}.*
@@ -77,6 +77,8 @@ from model import RNN_GATES, ModelConfig
 from utils import FILE_LOAD_ERRORS
 
 TOOLKIT = "deepspeech.pytorch"
+THEIR_FRONT_END = {"conv_channels": 32, "conv_time_stride": 2, "conv_bias": True}
+"""deepspeech.pytorch's DS2 conv front end as :class:`model.ModelConfig` fields."""
 DEFAULT_PAD_MODE = "reflect"
 
 
@@ -327,7 +329,7 @@ def their_key(key: str) -> str:
 
 def to_deepspeech_pytorch(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our DeepSpeech2 weights under deepspeech.pytorch's names (the model needs
-    ``conv_bias=True`` and 32 conv channels to be theirs)."""
+    :data:`THEIR_FRONT_END` to be theirs)."""
     return {their_key(k): v for k, v in state_dict.items()}
 
 
@@ -363,6 +365,7 @@ def map_weights(state_dict: dict[str, Any], source: str | Path) -> tuple[dict[st
             "bidirectional": "rnns.0.rnn_reverse.weight_hh_l0" in ours,
             "conv_channels": ours["convs.0.weight"].shape[0],
             "conv_bias": "convs.0.bias" in ours,
+            "conv_time_stride": THEIR_FRONT_END["conv_time_stride"],
         }
     except (KeyError, IndexError, ZeroDivisionError) as e:
         raise DeepSpeechPytorchError(f"{source}: its weights lack a part of the DeepSpeech model ({e})") from None

@@ -1,7 +1,8 @@
 """DeepSpeech 2 and Deep Speech 1 acoustic models for CTC training.
 
 * Deep Speech 2 (Amodei et al. 2016, deepspeech.pytorch's layout, ``arch="ds2"``):
-  two Conv2d + BatchNorm + Hardtanh(0, 20) layers over the spectrogram, a stack of
+  two Conv2d + BatchNorm + Hardtanh(0, 20) layers over the spectrogram (16 channels, 40 ms
+  output frames by default; deepspeech.pytorch's 32 and 20 ms are one flag away), a stack of
   RNN layers (bidirectional outputs summed) with sequence-wise BatchNorm before every
   layer but the first, a lookahead convolution when unidirectional (Wang et al. 2016),
   then BatchNorm + Linear to the labels.
@@ -60,6 +61,9 @@ DS2_CONVS: tuple[ConvSpec, ...] = (
     ConvSpec(kernel=(21, 11), stride=(2, 1), padding=(10, 5)),
 )
 CONV_TIME_STRIDES = (2, 4)  # input frames per output frame of the DS2 front end
+ABSENT_FIELDS = {"conv_bias": False, "conv_time_stride": 2}
+"""What a saved model_config written before these ModelConfig fields existed meant (not
+today's defaults): checkpoint.py fills them in when a file lacks them."""
 
 
 def ds2_convs(cfg: "ModelConfig") -> tuple[ConvSpec, ...]:
@@ -103,13 +107,13 @@ class ModelConfig:
     hidden_layers: int = 3  # RNN layers (Deep Speech 1 as published has 1)
     rnn_type: str = "lstm"  # "rnn" (tanh) | "gru" | "lstm"; lstm takes oneDNN's fast CPU kernel
     bidirectional: bool = True  # directions are summed, not concatenated
-    conv_channels: int = 32  # ds2: channels of both conv layers
-    lookahead_context: int = 20  # ds2, unidirectional: frames the lookahead conv sees (current + 19 future)
+    conv_channels: int = 16  # ds2: channels of both conv layers (deepspeech.pytorch: 32)
+    lookahead_context: int = 5  # ds2, unidirectional: output frames the lookahead conv sees (current + 4 future: 160 ms)
     ds1_context: int = 9  # ds1: frames of context on each side of a frame
     ds1_stride: int = 1  # ds1: 1 = one output per input frame (10 ms), 2 = every other frame (20 ms)
     dropout: float = 0.0  # ds1: after every dense layer; ds2: on the input of every RNN layer but the first and of the head
     conv_bias: bool = False  # ds2: a bias in both conv layers (deepspeech.pytorch's have one; the BatchNorm makes it redundant)
-    conv_time_stride: int = 2  # ds2: input frames per output frame, 2 (20 ms) or 4 (40 ms, a lighter model)
+    conv_time_stride: int = 4  # ds2: input frames per output frame, 4 (40 ms) or 2 (20 ms, deepspeech.pytorch's)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -158,7 +162,7 @@ class ModelConfig:
             "--no-bidirectional",
             dest="bidirectional",
             action="store_false",
-            help="unidirectional RNNs (with a lookahead convolution in ds2): streamable",
+            help="unidirectional RNNs (with a lookahead convolution in ds2): streamable; bidirectional: %(default)s",
         )
         g.add_argument("--conv-channels", type=int, default=d.conv_channels, help="ds2: channels of both conv layers")
         g.add_argument(
@@ -399,7 +403,7 @@ class DeepSpeech2(AcousticModel):
             n_freq = conv_out_size(n_freq, spec.kernel[0], spec.stride[0], spec.padding[0])
         self.convs = nn.ModuleList(convs)
         self.conv_norms = nn.ModuleList(norms)
-        self.rnn_input_size = cfg.conv_channels * n_freq  # 32 * 41 = 1312 for 161 features
+        self.rnn_input_size = cfg.conv_channels * n_freq  # 16 * 41 = 656 for 161 features
         self.rnns = nn.ModuleList(
             BatchRNN(
                 self.rnn_input_size if i == 0 else cfg.hidden_size,
@@ -566,15 +570,14 @@ def forward_flops(cfg: ModelConfig, n_frames: int) -> int:
 
 
 def describe_architecture(cfg: ModelConfig) -> str:
-    """One line, e.g. 'DeepSpeech 2: 3 x 512 bidirectional GRU, conv channels 32'."""
+    """One line, e.g. 'DeepSpeech 2 (ds2): 3 x 384 bidirectional LSTM, conv channels 16, conv time stride 4'."""
     rnn = (
         f"{cfg.hidden_layers} x {cfg.hidden_size} {'bidirectional' if cfg.bidirectional else 'unidirectional'} "
         f"{cfg.rnn_type.upper()}"
     )
     if cfg.arch == "ds2":
         extra = f"conv channels {cfg.conv_channels}" + (" (with bias)" if cfg.conv_bias else "")
-        if cfg.conv_time_stride != 2:
-            extra += f", conv time stride {cfg.conv_time_stride}"
+        extra += f", conv time stride {cfg.conv_time_stride}"
         if not cfg.bidirectional:
             extra += f", lookahead context {cfg.lookahead_context}"
         return f"DeepSpeech 2 (ds2): {rnn}, {extra}"

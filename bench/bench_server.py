@@ -28,7 +28,7 @@ level that fails or when ``--budget-seconds`` have passed.
   must get its correct text and every bad one its error; the server must be healthy after.
 
 Without ``--stream-model-path`` the streaming model is the recipe's size made streamable (DS2,
-3 x 384 unidirectional LSTM, lookahead 20) with random weights: speed does not depend on the
+3 x 384 unidirectional LSTM, the default lookahead) with random weights: speed does not depend on the
 weights, and its (meaningless) text is still deterministic, so correctness is checked against
 the offline forward of the same model. Prints a table and, as its last line, JSON.
 """
@@ -132,7 +132,9 @@ class Setup:
 
             model, audio_config, labels = recipe_stream_model()
             self.stream_model_path = save_checkpoint(work / "stream.pth", Checkpoint.from_model(model, audio_config, labels))
-            self.stream_note = "random weights, DS2 3 x 384 unidirectional LSTM, lookahead 20 (the recipe's size)"
+            self.stream_note = (
+                f"random weights, DS2 3 x 384 unidirectional LSTM, lookahead {model.cfg.lookahead_context} (the recipe's size)"
+            )
         offline = TorchRecognizer.load(InferenceConfig(self.model_path, threads=1))
         greedy = GreedyDecoder(offline.labels)
         self.clips = [load_audio(p, 16000) for p in EXAMPLES]

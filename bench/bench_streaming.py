@@ -1,11 +1,11 @@
 """The streaming engine alone: algorithmic latency and compute per chunk.
 
     python bench/bench_streaming.py [--model-path M] [--chunk-ms 10 20 50 100 200 500 1000 2000]
-                                    [--seconds 10] [--runs 3] [--threads 1] [--lookahead 1 5 10 20]
+                                    [--seconds 10] [--runs 3] [--threads 1] [--lookahead 1 3 5 10]
                                     [--streams 1 4 8 16 24 32] [--stream-chunk-ms 100]
 
 Without ``--model-path`` the model is the recipe's size as a streaming model (DS2, 3 x 384
-unidirectional LSTM, lookahead context 20) with random weights, which is all a speed figure
+unidirectional LSTM, the default lookahead context) with random weights, which is all a speed figure
 needs. Each chunk size streams ``--seconds`` of generated audio through
 streaming.StreamingRecognizer (``accept`` per chunk, then ``finish``), ``--runs`` times after one
 warm-up; it reports the median and 95th percentile of the compute per chunk and the real-time
@@ -37,11 +37,11 @@ from streaming import StreamingRecognizer, accept_many, algorithmic_latency, che
 LABELS = list("_'ABCDEFGHIJKLMNOPQRSTUVWXYZ ")
 
 
-def recipe_stream_model(lookahead: int = 20) -> tuple[torch.nn.Module, AudioConfig, list[str]]:
+def recipe_stream_model() -> tuple[torch.nn.Module, AudioConfig, list[str]]:
     """train.py's default architecture made streamable, random weights; global feature statistics."""
     base = AudioConfig(normalize="none")
     audio_config = with_feature_stats(base, np.full(base.n_freq, 0.5), np.ones(base.n_freq))
-    cfg = ModelConfig(bidirectional=False, lookahead_context=lookahead, n_features=base.n_freq, n_classes=len(LABELS))
+    cfg = ModelConfig(bidirectional=False, n_features=base.n_freq, n_classes=len(LABELS))
     torch.manual_seed(0)
     return build_model(cfg).eval(), audio_config, LABELS
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="audio streamed per run")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--lookahead", type=int, nargs="+", default=[1, 5, 10, 20], help="lookahead contexts for the latency table")
+    p.add_argument("--lookahead", type=int, nargs="+", default=[1, 3, 5, 10], help="lookahead contexts for the latency table")
     p.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16, 24, 32], help="concurrent streams (0: skip)")
     p.add_argument("--stream-chunk-ms", type=float, default=100.0, help="chunk per stream per tick")
     args = p.parse_args(argv)

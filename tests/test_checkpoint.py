@@ -359,7 +359,7 @@ def test_info_tool_prints_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureF
     )
     assert model_module.main(["--model-path", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "DeepSpeech 2 (ds2): 2 x 8 unidirectional GRU, conv channels 4, lookahead context 3" in out
+    assert "DeepSpeech 2 (ds2): 2 x 8 unidirectional GRU, conv channels 4, conv time stride 4, lookahead context 3" in out
     assert f"parameters:    {count_parameters(model):,}" in out
     assert repr("".join(LABELS)) in out and "sample_rate=16000" in out
     assert "epochs:        3 (step 30)" in out
@@ -489,3 +489,22 @@ def test_format_1_files_still_load(tmp_path: Path) -> None:
     assert ckpt.training.optimizer == {"state": {}, "param_groups": []}
     assert ckpt.audio_config == AudioConfig()
     assert torch.equal(outputs(loaded), outputs(model))
+
+
+def test_files_older_than_a_field_load_as_they_were_saved(tmp_path: Path) -> None:
+    """A model_config without conv_time_stride / conv_bias was written before they existed:
+    it means stride 2 and no conv bias, whatever today's defaults are."""
+    assert model_module.ABSENT_FIELDS == {"conv_bias": False, "conv_time_stride": 2}
+    assert ModelConfig().conv_time_stride == 4, "today's default differs from what old files meant"
+    model = tiny_model(conv_time_stride=2)
+    raw = torch.load(save(tmp_path / "new.pth", model), weights_only=True)
+    for name in model_module.ABSENT_FIELDS:
+        del raw["model_config"][name]
+    torch.save(raw, tmp_path / "old.pth")
+    loaded, ckpt = load_model(tmp_path / "old.pth")
+    assert ckpt.model_config == model.cfg
+    assert torch.equal(outputs(loaded), outputs(model))
+    stride4 = tiny_model(conv_time_stride=4)
+    loaded, ckpt = load_model(save(tmp_path / "stride4.pth", stride4))
+    assert ckpt.model_config.conv_time_stride == 4
+    assert torch.equal(outputs(loaded), outputs(stride4))

@@ -157,7 +157,7 @@ def test_test_py_beam_with_lm_and_saved_outputs(trained, tmp_path, capsys):
     assert json.loads(report.read_text())["decoder"]["type"] == "beam"
     outputs = load_outputs(saved)
     assert len(outputs["log_probs"]) == 6 and sorted(outputs["references"])[0] == "A"
-    assert outputs["frame_shift"] == pytest.approx(0.02)
+    assert outputs["frame_shift"] == pytest.approx(0.04)  # the default 40 ms output frames
 
 
 def test_test_py_half_runs(trained, capsys):

@@ -276,7 +276,8 @@ def test_v2_other_sample_rate_and_window(tmp_path):
 def test_our_weights_in_v2_layout_run_in_the_reference(bidirectional):
     """to_deepspeech_pytorch is the inverse of the import: our model's weights, renamed, load
     strictly into the v2 structure and compute the same function."""
-    cfg = ModelConfig(hidden_size=12, hidden_layers=2, rnn_type="lstm", bidirectional=bidirectional, conv_bias=True)
+    theirs = dict(dspt_import.THEIR_FRONT_END, lookahead_context=20)  # their unidirectional models' lookahead
+    cfg = ModelConfig(hidden_size=12, hidden_layers=2, rnn_type="lstm", bidirectional=bidirectional, **theirs)
     ours = randomised(build_model(cfg), seed=5)
     ref = RefDeepSpeech("lstm", 12, 2, bidirectional).eval()
     ref.load_state_dict(dspt_import.to_deepspeech_pytorch(ours.state_dict()), strict=True)
@@ -313,7 +314,7 @@ def test_fixture_models_reproduce_their_references(tmp_path, capsys, name):
     for fragment in (
         "deepspeech.pytorch v2",
         "DeepSpeech 2 (ds2): 2 x 48",
-        "conv channels 32 (with bias)",
+        "conv channels 32 (with bias), conv time stride 2",
         "labels (29):",
         LABELS,
         "window_periodic=False",
@@ -905,7 +906,7 @@ def test_import_cli_errors(tmp_path, capsys):
 @pytest.mark.slow
 def test_v3_size_checkpoint_imports_quickly_without_network(tmp_path, monkeypatch, capsys):
     """V3's default model (5 x 1024 BiLSTM, 86.6 M parameters) imports in <= 10 s, offline."""
-    cfg = ModelConfig(hidden_size=1024, hidden_layers=5, rnn_type="lstm", bidirectional=True, conv_bias=True)
+    cfg = ModelConfig(hidden_size=1024, hidden_layers=5, rnn_type="lstm", bidirectional=True, **dspt_import.THEIR_FRONT_END)
     with torch.device("meta"):
         shapes = build_model(cfg).state_dict()
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -39,6 +39,7 @@ def tiny_cfg(arch: str = "ds2", bidirectional: bool = True, rnn_type: str = "gru
         rnn_type=rnn_type,
         bidirectional=bidirectional,
         conv_channels=4,
+        conv_time_stride=2,
         lookahead_context=3,
         ds1_context=2,
     )
@@ -105,11 +106,15 @@ def test_output_lengths_match_actual_frames(arch: str, stride: int) -> None:
 
 def test_ds2_sizes_follow_the_conv_constants() -> None:
     """161 features -> 41 bins x 32 channels = 1312 RNN inputs; parameter counts match
-    deepspeech.pytorch's published configurations (minus its two redundant conv biases)."""
+    deepspeech.pytorch's published configurations (minus its two redundant conv biases).
+    The default front end has 16 channels (656 RNN inputs) and 40 ms output frames."""
     assert [c.kernel for c in DS2_CONVS] == [(41, 11), (21, 11)]
+    theirs = dict(conv_channels=32, conv_time_stride=2)
     with torch.device("meta"):
-        gru = build_model(ModelConfig(hidden_size=800, hidden_layers=5, rnn_type="gru"))
-        lstm = build_model(ModelConfig(hidden_size=1024, hidden_layers=5, rnn_type="lstm"))
+        gru = build_model(ModelConfig(hidden_size=800, hidden_layers=5, rnn_type="gru", **theirs))
+        lstm = build_model(ModelConfig(hidden_size=1024, hidden_layers=5, rnn_type="lstm", **theirs))
+        default = build_model(ModelConfig())
+    assert default.rnn_input_size == 656 and default.time_stride == 4
     assert gru.rnn_input_size == 1312 and gru.rnns[0].rnn.input_size == 1312
     assert round(count_parameters(gru) / 1e6, 1) == 41.2
     assert round(count_parameters(lstm) / 1e6, 1) == 86.6
@@ -336,14 +341,14 @@ def test_unidirectional_ds2_sees_exactly_its_lookahead() -> None:
 
 
 def test_forward_flops_by_hand() -> None:
-    cfg = ModelConfig(hidden_size=16, hidden_layers=2, rnn_type="gru", conv_channels=32)
+    cfg = ModelConfig(hidden_size=16, hidden_layers=2, rnn_type="gru", conv_channels=32, conv_time_stride=2)
     conv1 = 2 * 32 * 81 * (1 * 41 * 11)  # 2.34 MFLOP per output frame
     conv2 = 2 * 32 * 41 * (32 * 21 * 11)  # 19.40 MFLOP
     rnn1 = 2 * (2 * 3 * (1312 * 16 + 16 * 16))  # 2 directions, 3 gates
     rnn2 = 2 * (2 * 3 * (16 * 16 + 16 * 16))
     head = 2 * 16 * 29
     assert forward_flops(cfg, 100) == 50 * (conv1 + conv2 + rnn1 + rnn2 + head)
-    uni = ModelConfig(hidden_size=16, hidden_layers=1, rnn_type="lstm", bidirectional=False, lookahead_context=20)
+    uni = replace(cfg, hidden_layers=1, rnn_type="lstm", bidirectional=False, lookahead_context=20)
     assert forward_flops(uni, 9) == 5 * (conv1 + conv2 + 2 * 4 * (1312 * 16 + 256) + 2 * 16 * 20 + head)
     with pytest.raises(ValueError):
         forward_flops(cfg, 0)
@@ -551,7 +556,9 @@ def test_bench_inference_runs(tmp_path, capsys):
     assert bench.main(["--model-path", str(path), "--runs", "1", "--frames", "50", "--threads", "1", "--front-ends"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(rows) == [
-        f"{v}, {p}" for v in ("4 ch, stride 2", "16 ch, stride 2", "4 ch, stride 4", "16 ch, stride 4") for p in ("fp32", "bf16")
+        f"{v}, {p}"
+        for v in ("32 ch, stride 2", "16 ch, stride 2", "32 ch, stride 4", "16 ch, stride 4")
+        for p in ("fp32", "bf16")
     ]
     assert all(rate > 0 for rate in rows.values())
     assert bench.main(["--model-path", str(tmp_path / "missing.pth")]) == 2

@@ -36,16 +36,13 @@ from inference import (  # noqa: E402
 from model import ModelConfig, build_model  # noqa: E402
 from onnx_runtime import FORMAT_VERSION, OnnxModelError  # noqa: E402
 
+TINY_DS2 = dict(hidden_size=16, conv_channels=4, conv_time_stride=2)
 CONFIGS = {
-    "ds2-bi-lstm": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm"),
-    "ds2-bi-gru": ModelConfig(hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="gru"),
-    "ds2-bi-lstm-stride4": ModelConfig(hidden_size=16, hidden_layers=1, conv_channels=4, rnn_type="lstm", conv_time_stride=4),
-    "ds2-uni-lstm": ModelConfig(
-        hidden_size=16, hidden_layers=2, conv_channels=4, rnn_type="lstm", bidirectional=False, lookahead_context=3
-    ),
-    "ds2-uni-gru": ModelConfig(
-        hidden_size=16, hidden_layers=1, conv_channels=4, rnn_type="gru", bidirectional=False, lookahead_context=4
-    ),
+    "ds2-bi-lstm": ModelConfig(**TINY_DS2, hidden_layers=2, rnn_type="lstm"),
+    "ds2-bi-gru": ModelConfig(**TINY_DS2, hidden_layers=2, rnn_type="gru"),
+    "ds2-bi-lstm-stride4": ModelConfig(**{**TINY_DS2, "conv_time_stride": 4}, hidden_layers=1, rnn_type="lstm"),
+    "ds2-uni-lstm": ModelConfig(**TINY_DS2, hidden_layers=2, rnn_type="lstm", bidirectional=False, lookahead_context=3),
+    "ds2-uni-gru": ModelConfig(**TINY_DS2, hidden_layers=1, rnn_type="gru", bidirectional=False, lookahead_context=4),
     "ds1-bi-rnn": ModelConfig(arch="ds1", hidden_size=16, hidden_layers=1, rnn_type="rnn", ds1_context=2),
     "ds1-uni-lstm-stride2": ModelConfig(
         arch="ds1", hidden_size=16, hidden_layers=2, rnn_type="lstm", bidirectional=False, ds1_context=3, ds1_stride=2
@@ -301,7 +298,7 @@ def test_transcribe_stream_onnx_never_imports_torch(tmp_path, capsys):
     partials = [json.loads(line) for line in lines[: lines.index("{")]]
     final = json.loads("\n".join(lines[lines.index("{") :]))
     assert final["_meta"]["acoustic_model"]["format"] == "onnx" and final["_meta"]["acoustic_model"]["streaming"]
-    assert final["_meta"]["streaming"]["algorithmic_latency_ms"]["total_ms"] == 10 + 150 + 3 * 20
+    assert final["_meta"]["streaming"]["algorithmic_latency_ms"]["total_ms"] == 10 + 150 + 3 * 40
     assert partials and all(p["partial"] for p in partials)
     assert transcribe.main(["--model-path", str(ckpt), *argv, "--chunk-seconds", "0"]) == 0
     assert final["output"] == json.loads(capsys.readouterr().out)["output"]

@@ -26,12 +26,12 @@ from streaming import StreamingRecognizer, algorithmic_latency  # noqa: E402
 TOL = 1e-4  # against PyTorch, plus RTOL of |log-prob|: onnxruntime's kernels round differently
 RTOL = 1e-5  # (the offline ONNX export differs from PyTorch as much, e.g. 1.3e-4 at a log-prob of -26.8)
 EXACT = 1e-5  # against the offline ONNX export: the same kernels
-MODELS = {  # name: (seed, overrides); LSTM and GRU, lookahead contexts 1 to 5
-    "lstm-c1": (0, dict(rnn_type="lstm", hidden_layers=1, lookahead_context=1)),
-    "gru-c2": (1, dict(rnn_type="gru", hidden_layers=2, lookahead_context=2)),
-    "lstm-c3": (2, dict(rnn_type="lstm", hidden_layers=2, lookahead_context=3)),
-    "gru-c4": (3, dict(rnn_type="gru", hidden_layers=1, lookahead_context=4)),
-    "lstm-c5": (4, dict(rnn_type="lstm", hidden_layers=2, lookahead_context=5)),
+MODELS = {  # name: (seed, overrides); LSTM and GRU, lookahead contexts 1 to 5, conv time strides 2 and 4
+    "lstm-c1": (0, dict(rnn_type="lstm", hidden_layers=1, lookahead_context=1, conv_time_stride=2)),
+    "gru-c2": (1, dict(rnn_type="gru", hidden_layers=2, lookahead_context=2, conv_time_stride=2)),
+    "lstm-c3": (2, dict(rnn_type="lstm", hidden_layers=2, lookahead_context=3, conv_time_stride=2)),
+    "gru-c4": (3, dict(rnn_type="gru", hidden_layers=1, lookahead_context=4, conv_time_stride=2)),
+    "lstm-c5": (4, dict(rnn_type="lstm", hidden_layers=2, lookahead_context=5, conv_time_stride=2)),
     "lstm-c3-stride4": (5, dict(rnn_type="lstm", hidden_layers=2, lookahead_context=3, conv_time_stride=4)),
 }
 

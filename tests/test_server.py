@@ -309,7 +309,7 @@ def test_health(addr):
     h = health(addr)
     assert h["status"] == "ok"
     assert h["stream"]["available"] is True and h["stream"]["sample_rate"] == 16000
-    assert h["stream"]["algorithmic_latency_ms"]["total_ms"] == 10 + 150 + 2 * 20
+    assert h["stream"]["algorithmic_latency_ms"]["total_ms"] == 10 + 150 + 2 * 40
     assert h["transcribe"]["acoustic_model"]["name"] == "offline.pth"
     assert h["limits"]["max_streams"] == 3 and h["limits"]["max_upload_bytes"] == 400_000
 

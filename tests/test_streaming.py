@@ -272,10 +272,12 @@ def test_saved_streaming_checkpoint_loads(tmp_path):
 def test_algorithmic_latency_of_the_recipe():
     audio_config = AudioConfig(normalize="none")
     default = algorithmic_latency(ModelConfig(bidirectional=False), audio_config)
-    assert ModelConfig().lookahead_context == 20
-    assert default.as_ms() == {"stft_ms": 10.0, "conv_ms": 150.0, "lookahead_ms": 380.0, "total_ms": 540.0}
+    assert ModelConfig().lookahead_context == 5 and ModelConfig().conv_time_stride == 4
+    assert default.as_ms() == {"stft_ms": 10.0, "conv_ms": 150.0, "lookahead_ms": 160.0, "total_ms": 320.0}
     one = algorithmic_latency(ModelConfig(bidirectional=False, lookahead_context=1), audio_config)
     assert one.as_ms()["total_ms"] == 160.0
+    theirs = algorithmic_latency(ModelConfig(bidirectional=False, lookahead_context=20, conv_time_stride=2), audio_config)
+    assert theirs.as_ms() == {"stft_ms": 10.0, "conv_ms": 150.0, "lookahead_ms": 380.0, "total_ms": 540.0}
 
 
 @pytest.mark.parametrize("context,stride", [(1, 2), (2, 2), (5, 2), (1, 4), (3, 4)])
@@ -330,7 +332,7 @@ def test_bench_streaming_reports_chunks_and_batched_streams(tmp_path, capsys):
     assert [r["streams"] for r in report["streams"]] == [1, 3]
     for row in report["streams"]:
         assert row["separate_median_ms"] > 0 and row["batched_median_ms"] > 0 and row["speedup"] > 0
-    assert report["latency_ms"]["model"]["lookahead_ms"] == 20.0
+    assert report["latency_ms"]["model"]["lookahead_ms"] == 40.0
 
 
 def test_bench_streaming_refuses_too_little_audio_for_its_ticks(capsys):

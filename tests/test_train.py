@@ -686,8 +686,8 @@ def test_undecodable_training_audio_is_skipped_and_counted(tiny_dataset, tmp_pat
         (["--momentum", "0.5"], "--momentum applies to --optim sgd"),
         (["--learning-anneal", "1.1"], "--learning-anneal applies to --lr-schedule anneal"),
         (["--arch", "ds1", "--conv-channels", "8"], "--conv-channels applies to --arch ds2"),
-        (["--arch", "ds1", "--conv-time-stride", "4"], "--conv-time-stride applies to --arch ds2"),
-        (["--lookahead-context", "5"], "--lookahead-context applies to unidirectional"),
+        (["--arch", "ds1", "--conv-time-stride", "2"], "--conv-time-stride applies to --arch ds2"),
+        (["--lookahead-context", "3"], "--lookahead-context applies to unidirectional"),
         (["--ds1-context", "3"], "--ds1-context applies to --arch ds1"),
         (["--visdom-port", "9000"], "--visdom-port applies with --visdom"),
         (["--visdom-server", "http://x"], "--visdom-server applies with --visdom"),
@@ -697,8 +697,9 @@ def test_undecodable_training_audio_is_skipped_and_counted(tiny_dataset, tmp_pat
     ],
 )
 def test_flags_that_would_do_nothing_are_refused(tiny_dataset, tmp_path, capsys, argv, message):
+    paths = ["--save-folder", str(tmp_path), "--model-path", str(tmp_path / "m.pth")]  # if it ran, not into models/
     with pytest.raises(SystemExit) as info:
-        train.main(["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), *argv])
+        train.main(["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), *paths, *argv])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

@@ -59,7 +59,7 @@ def test_stream_prints_partials_then_the_offline_result(stream_model, capsys):
     assert final["output"] == offline["output"]
     assert all(entry["transcription"] for entry in final["output"])
     meta = final["_meta"]["streaming"]
-    assert meta["chunk_ms"] == 37 and meta["algorithmic_latency_ms"]["total_ms"] == 10 + 150 + 3 * 20
+    assert meta["chunk_ms"] == 37 and meta["algorithmic_latency_ms"]["total_ms"] == 10 + 150 + 3 * 40
     assert meta["compute_ms_per_chunk"]["median"] > 0
     for entry in final["output"]:
         mine = [p for p in partials if p["audio_path"] == entry["audio_path"]]
