@@ -194,6 +194,27 @@ def test_transcribe_with_beam_and_lm_matches_transcribe_py(tmp_path, capsys):
     assert r.json()["_meta"]["decoder"]["type"] == "beam"
 
 
+def test_transcribe_with_an_onnx_model_matches_transcribe_py(models, tmp_path, capsys):
+    """--model-path M.onnx: uploads run on onnxruntime and give transcribe.py's result with the same file."""
+    pytest.importorskip("onnxruntime")
+    from checkpoint import load_checkpoint
+    from onnx_export import export_onnx
+
+    ckpt = load_checkpoint(models["offline"])
+    onnx_path = export_onnx(ckpt.build_model(), ckpt.audio_config, ckpt.labels, tmp_path / "offline.onnx")
+    clip = tmp_path / "clip.wav"
+    sf.write(str(clip), speechlike(1.6, 16000, seed=5), 16000, subtype="PCM_16")
+    with serve(make_service(onnx_path, models["stream"], **LIMITS)) as address:
+        r = post(address, clip.read_bytes(), clip.name)
+        h = health(address)
+    assert r.status_code == 200, r.text
+    expected = offline(onnx_path, clip, capsys)["output"][0]
+    assert r.json()["transcription"] == expected["transcription"] and expected["transcription"]
+    assert r.json()["words"] == expected["words"]
+    assert r.json()["_meta"]["acoustic_model"]["format"] == "onnx"
+    assert h["transcribe"]["acoustic_model"]["name"] == "offline.onnx" and h["stream"]["available"] is True
+
+
 def test_transcribe_without_a_file(addr):
     message = "audio file should be passed for the transcription"
     assert_error(httpx.post(f"http://{addr}/transcribe", timeout=30), 400, message)
