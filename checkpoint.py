@@ -100,6 +100,7 @@ class Checkpoint:
     weights_dtype: str = "float32"  # how the weights are (or were) stored in the file
     path: Path | None = None
     imported_from: dict | None = None  # a converted model: the toolkit, its version and file (dspt_import)
+    averaged_from: dict | None = None  # weights averaged over checkpoints: their files and epochs (average_checkpoints)
 
     @classmethod
     def from_model(
@@ -204,7 +205,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, fp16_weights: bool = Fal
         raise CheckpointError(f"{path}: {len(ckpt.labels)} labels for a model with {cfg.n_classes} classes")
     training = ckpt.training.to_dict() if ckpt.training is not None else None
     problem = _non_plain(training, "training") if training is not None else None
-    problem = problem or _non_plain(ckpt.imported_from, "imported_from")
+    problem = problem or _non_plain(ckpt.imported_from, "imported_from") or _non_plain(ckpt.averaged_from, "averaged_from")
     if problem:
         raise CheckpointError(
             f"{path}: {problem}, which torch.load(weights_only=True) refuses. Store only "
@@ -228,6 +229,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, fp16_weights: bool = Fal
         package["training"] = training
     if ckpt.imported_from is not None:
         package["imported_from"] = ckpt.imported_from
+    if ckpt.averaged_from is not None:
+        package["averaged_from"] = ckpt.averaged_from
     with atomic_write(path, "wb") as f:
         torch.save(package, f)
     return path
@@ -368,7 +371,12 @@ def validate_package(obj: Any, path: str | Path) -> Checkpoint:
     imported_from = obj.get("imported_from")
     if imported_from is not None and not isinstance(imported_from, dict):
         raise CheckpointError(f"{path}: 'imported_from' must be a dict; the file is damaged")
-    return Checkpoint(cfg, audio_cfg, list(labels), as_fp32(state_dict), training, weights_dtype, Path(path), imported_from)
+    averaged_from = obj.get("averaged_from")
+    if averaged_from is not None and not isinstance(averaged_from, dict):
+        raise CheckpointError(f"{path}: 'averaged_from' must be a dict; the file is damaged")
+    return Checkpoint(
+        cfg, audio_cfg, list(labels), as_fp32(state_dict), training, weights_dtype, Path(path), imported_from, averaged_from
+    )
 
 
 def check_state_dict(cfg: ModelConfig, state_dict: dict, path: str | Path) -> None:
@@ -437,6 +445,11 @@ def describe(ckpt: Checkpoint) -> list[str]:
         ),
         f"architecture:  {describe_architecture(ckpt.model_config)}",
         f"parameters:    {ckpt.n_parameters:,}",
+        *(
+            [f"weights:       the average of {len(avg['files'])} checkpoints, epochs {avg['epochs']}"]
+            if (avg := ckpt.averaged_from) is not None
+            else []
+        ),
         f"weights saved: {ckpt.weights_dtype}",
         f"labels ({len(ckpt.labels)}):   {''.join(ckpt.labels)!r}",
         "audio:         " + ", ".join(f"{k}={v}" for k, v in audio.items()),
@@ -466,6 +479,40 @@ def export(ckpt: Checkpoint, path: str | Path, fp16_weights: bool = False) -> Pa
     imported model came from, without the state needed only to resume training."""
     training = ckpt.training.run_info() if ckpt.training is not None else None
     release = Checkpoint(
-        ckpt.model_config, ckpt.audio_config, ckpt.labels, ckpt.state_dict, training, imported_from=ckpt.imported_from
+        ckpt.model_config,
+        ckpt.audio_config,
+        ckpt.labels,
+        ckpt.state_dict,
+        training,
+        imported_from=ckpt.imported_from,
+        averaged_from=ckpt.averaged_from,
     )
     return save_checkpoint(path, release, fp16_weights=fp16_weights)
+
+
+def average_checkpoints(paths: Sequence[str | Path]) -> Checkpoint:
+    """The element-wise mean of the weights (and BatchNorm statistics) of checkpoints of one run,
+    e.g. its last epochs (``train.py --checkpoint``): a release checkpoint with the configs, labels
+    and history of the last one and ``averaged_from`` naming the files and their epochs.
+
+    Raises:
+        CheckpointError: no paths, an unreadable file, or checkpoints of different architectures,
+            labels or audio configs.
+    """
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    ckpts = [load_checkpoint(p) for p in paths]
+    last = ckpts[-1]
+    for c in ckpts[:-1]:
+        for what in ("model_config", "labels", "audio_config"):
+            if getattr(c, what) != getattr(last, what):
+                raise CheckpointError(f"{c.path} and {last.path}: different {what}; only checkpoints of one model average")
+    state = {}
+    for name, tensor in last.state_dict.items():
+        if tensor.is_floating_point():
+            state[name] = torch.stack([c.state_dict[name].double() for c in ckpts]).mean(0).to(tensor.dtype)
+        else:  # counters (BatchNorm's num_batches_tracked): the last one's
+            state[name] = tensor
+    epochs = [c.training.epoch if c.training is not None else None for c in ckpts]
+    averaged_from = {"files": [Path(p).name for p in paths], "epochs": epochs}
+    return Checkpoint(last.model_config, last.audio_config, last.labels, state, last.training, averaged_from=averaged_from)

@@ -594,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(see dspt_import.py).\n\n"
         "  python model.py --model-path models/an4.pth\n"
         "  python model.py --model-path runs/an4/deepspeech_last.pth --export models/an4.pth --fp16-weights\n"
+        "  python model.py --average runs/an4/deepspeech_{36..45}.pth --export models/an4.pth\n"
         "  python model.py --model-path models/an4.pth --export-onnx models/an4.onnx [--int8]\n"
         "  python model.py --model-path models/an4_stream.pth --export-onnx models/an4_stream.onnx --streaming\n"
         "  python model.py --import-deepspeech-pytorch an4_pretrained_v3.ckpt --export models/an4_v3.pth"
@@ -605,6 +606,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OLD",
         default=None,
         help="a deepspeech.pytorch v2 model package (.pth) or V3 Lightning checkpoint (.ckpt) to convert; needs --export",
+    )
+    source.add_argument(
+        "--average",
+        nargs="+",
+        metavar="CKPT",
+        default=None,
+        help="average the weights of these checkpoints of one run (e.g. its last epochs, train.py --checkpoint); needs --export",
     )
     parser.add_argument(
         "--export",
@@ -665,10 +673,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fp16_weights and not args.export:
         parser.error("--fp16-weights applies to --export")
-    if args.level_norm_from and not (args.export and args.model_path):
-        parser.error("--level-norm-from applies to --export of a --model-path checkpoint")
+    if args.level_norm_from and not (args.export and (args.model_path or args.average)):
+        parser.error("--level-norm-from applies to --export of a --model-path or --average checkpoint")
     if args.import_deepspeech_pytorch and not args.export:
         parser.error("--import-deepspeech-pytorch needs --export NEW.pth")
+    if args.average and not (args.export or args.export_onnx):
+        parser.error("--average needs --export NEW.pth")
     if args.pad_mode and not args.import_deepspeech_pytorch:
         parser.error("--pad-mode applies to --import-deepspeech-pytorch")
     if args.int8 and not args.export_onnx:
@@ -683,12 +693,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--calibration-utterances must be >= 1")
     if args.calibration_utterances != parser.get_default("calibration_utterances") and not args.calibration_manifest:
         parser.error("--calibration-utterances applies with --calibration-manifest")
-    from checkpoint import CheckpointError, describe, export, load_checkpoint
+    from checkpoint import CheckpointError, average_checkpoints, describe, export, load_checkpoint
     from dspt_import import DEFAULT_PAD_MODE
 
     if args.export_onnx:
-        if args.import_deepspeech_pytorch:
-            parser.error("--export-onnx takes --model-path (a deepspeech.pytorch file given there is converted in memory)")
+        if args.import_deepspeech_pytorch or args.average:
+            parser.error(
+                "--export-onnx takes --model-path (a deepspeech.pytorch file given there is converted in memory; "
+                "write an --average to a .pth first)"
+            )
         try:
             from onnx_export import NotStreamableError, OnnxExportError, export_checkpoint
         except ImportError as e:
@@ -744,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(line)
             print(f"exported:      {path}")
             return 0
-        ckpt = load_checkpoint(args.model_path)
+        ckpt = average_checkpoints(args.average) if args.average else load_checkpoint(args.model_path)
         if args.export:
             if args.level_norm_from:
                 from data.audio import median_speech_level_db
@@ -757,6 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ckpt = replace(ckpt, audio_config=replace(ckpt.audio_config, level_db=round(level, 2)))
                 print(f"speech level:  {ckpt.audio_config.level_db:.2f} dBFS, measured on {args.level_norm_from}")
             path = export(ckpt, args.export, fp16_weights=args.fp16_weights)
+            if ckpt.averaged_from is not None:
+                print(f"averaged:      {len(args.average)} checkpoints, epochs {ckpt.averaged_from['epochs']}")
             print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB{', fp16 weights' if args.fp16_weights else ''})")
             return 0
     except (CheckpointError, OSError, ValueError) as e:  # ManifestError and AudioError are ValueErrors

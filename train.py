@@ -25,6 +25,7 @@ import random
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -205,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --continue-from: take the weights only, start a fresh optimizer and epoch count",
     )
     g.add_argument(
+        "--init-from",
+        default=None,
+        metavar="MODEL",
+        help="start a new run (the architecture and audio config of these flags) from the weights of MODEL "
+        "wherever a tensor's name and shape match, e.g. a unidirectional model from a bidirectional one's "
+        "forward direction",
+    )
+    g.add_argument(
         "--stop-after-epoch", type=int, default=None, help="stop cleanly after this epoch (resume later with --continue-from)"
     )
     g = p.add_argument_group("devices")
@@ -236,6 +245,33 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def init_from(model: nn.Module, source: Checkpoint, same_labels: bool) -> tuple[list[str], list[str]]:
+    """Copy into ``model`` every tensor of ``source`` with the same name and shape (the output layer
+    only when the labels are the same); returns (copied, left fresh). A bidirectional model's
+    forward RNNs carry the same names as a unidirectional model's, so a streaming model can start
+    from an offline one. A lookahead convolution that ``source`` lacks starts as the identity (each
+    frame passes itself on), so that the new model starts as the forward half of ``source``.
+    """
+    target = model.state_dict()
+    copied, fresh = [], []
+    for name, tensor in target.items():
+        theirs = source.state_dict.get(name)
+        usable = theirs is not None and theirs.shape == tensor.shape and (same_labels or not name.startswith("head."))
+        if usable:
+            tensor.copy_(theirs.to(tensor.dtype))
+            copied.append(name)
+        else:
+            fresh.append(name)
+    if not any(target[name].is_floating_point() for name in copied):
+        raise CheckpointError(f"{source.path}: no weight matches this model by name and shape; nothing to start from")
+    if "lookahead.conv.weight" in fresh:
+        weight = target["lookahead.conv.weight"]
+        weight.zero_()
+        weight[:, :, 0] = 1.0
+    model.load_state_dict(target)
+    return copied, fresh
 
 
 def rng_state() -> dict:
@@ -388,6 +424,43 @@ class GracefulStop:
             signal.signal(sig, old)
 
 
+def init_process_group_bounded(backend: str, timeout_s: float, rank: int, world_size: int) -> None:
+    """``dist.init_process_group`` for torchrun workers, safe across elastic restarts.
+
+    torchrun's c10d rendezvous (torch 2.13) hands every attempt's workers the same shared TCPStore
+    without a per-attempt prefix, so after a restart a rank can read the address its peer published
+    in the previous attempt: gloo's full-mesh connect is then refused, or both ranks wait for each
+    other forever, past gloo's own timeout. Keys here are prefixed with torchrun's restart count, and
+    a rank that is not connected within ``timeout_s`` (+5 s) exits with status 1 and a message, so
+    that ``--max-restarts`` starts the group again instead of the run hanging.
+    """
+    timeout = datetime.timedelta(seconds=timeout_s)
+    kwargs = {}
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout
+        )
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        kwargs = {"store": dist.PrefixStore(f"deepspeech/attempt_{attempt}", store), "rank": rank, "world_size": world_size}
+
+    def give_up() -> None:
+        sys.stderr.write(
+            f"train.py: rank {rank} could not connect to the other ranks within --dist-timeout {timeout_s:g} s "
+            f"(store {os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}); exiting so that "
+            "torchrun can restart the group. Check that every node runs the same command and can reach that address.\n"
+        )
+        sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(timeout_s + 5.0, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        dist.init_process_group(backend, timeout=timeout, **kwargs)
+    finally:
+        timer.cancel()
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -401,8 +474,8 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = self._device()
         if self.distributed:
-            dist.init_process_group(
-                "nccl" if self.device.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=args.dist_timeout)
+            init_process_group_bounded(
+                "nccl" if self.device.type == "cuda" else "gloo", args.dist_timeout, self.rank, self.world_size
             )
         self.optim_cfg = OptimConfig.from_args(args)
         self.save_folder = Path(args.save_folder)
@@ -459,7 +532,18 @@ class Trainer:
                 self.audio_cfg = with_feature_stats(self.audio_cfg, *feature_stats(stats_set))
                 self.info("feature statistics measured on %d training utterances", len(stats_set))
             cfg = ModelConfig.from_args(args, self.audio_cfg.n_freq, len(self.labels))
-            model = build_model(cfg).to(self.device)
+            model = build_model(cfg)
+            if args.init_from and self.is_main:  # DDP sends rank 0's weights to the other ranks
+                source = load_checkpoint(args.init_from)
+                copied, fresh = init_from(model, source, same_labels=list(source.labels) == self.labels)
+                self.info(
+                    "%d of %d tensors taken from %s; fresh: %s",
+                    len(copied),
+                    len(copied) + len(fresh),
+                    args.init_from,
+                    ", ".join(fresh) or "none",
+                )
+            model = model.to(self.device)
 
         augment = AugmentConfig.from_args(args)
         data_kw = dict(
@@ -872,6 +956,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--batch-size must be at least 1")
     if args.cache_mb is not None and args.cache_mb < 0:
         parser.error("--cache-mb must be >= 0 (0: no cache)")
+    if args.init_from and args.continue_from and args.continue_from != "auto":
+        parser.error("--init-from starts a new run; --continue-from resumes one: give one of them")
+    if args.init_from and not Path(args.init_from).is_file() and int(os.environ.get("RANK", "0")) == 0:
+        parser.error(f"--init-from {args.init_from}: no such file")
     if args.continue_from == "auto" and args.finetune:
         parser.error("--finetune takes the weights of a given model; give its path, not --continue-from auto")
     OptimConfig.check_args(parser, args)

@@ -508,3 +508,39 @@ def test_files_older_than_a_field_load_as_they_were_saved(tmp_path: Path) -> Non
     loaded, ckpt = load_model(save(tmp_path / "stride4.pth", stride4))
     assert ckpt.model_config.conv_time_stride == 4
     assert torch.equal(outputs(loaded), outputs(stride4))
+
+
+def test_average_of_checkpoints_is_the_mean_of_their_weights(tmp_path, capsys):
+    paths = [
+        save(tmp_path / f"deepspeech_{epoch}.pth", tiny_model(seed=epoch), epoch=epoch, history={"epoch": [epoch]})
+        for epoch in (3, 4, 5)
+    ]
+    out = tmp_path / "avg.pth"
+    assert model_module.main(["--average", *map(str, paths), "--export", str(out)]) == 0
+    assert "averaged:      3 checkpoints, epochs [3, 4, 5]" in capsys.readouterr().out
+    avg, parts = load_checkpoint(out), [load_checkpoint(p) for p in paths]
+    for name, tensor in avg.state_dict.items():
+        if tensor.is_floating_point():
+            expected = sum(p.state_dict[name] for p in parts) / 3
+            torch.testing.assert_close(tensor, expected, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(tensor, parts[-1].state_dict[name])
+    assert avg.averaged_from == {"files": [p.name for p in paths], "epochs": [3, 4, 5]}
+    assert avg.training.optimizer is None and avg.training.epoch == 5  # a release copy with the last one's history
+    assert model_module.main(["--model-path", str(out)]) == 0
+    assert "the average of 3 checkpoints, epochs [3, 4, 5]" in capsys.readouterr().out
+    avg.build_model()  # loads into the architecture
+
+
+def test_average_refuses_checkpoints_of_different_models(tmp_path, capsys):
+    a = save(tmp_path / "a.pth", tiny_model())
+    b = save(tmp_path / "b.pth", tiny_model(bidirectional=False))
+    assert model_module.main(["--average", str(a), str(b), "--export", str(tmp_path / "x.pth")]) == 2
+    assert "different model_config" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()
+    for argv, message in (
+        (["--average", str(a)], "--average needs --export"),
+        (["--average", str(a), "--export-onnx", str(tmp_path / "x.onnx")], "--export-onnx takes --model-path"),
+    ):
+        with pytest.raises(SystemExit):
+            model_module.main(argv)
+        assert message in capsys.readouterr().err

@@ -741,3 +741,48 @@ def test_progress_is_plain_lines_when_not_a_terminal(tiny_dataset, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr and "epoch 1/1" in result.stderr
+
+
+def test_init_from_starts_a_unidirectional_model_from_a_bidirectional_one():
+    from checkpoint import Checkpoint, CheckpointError
+    from data.audio import AudioConfig
+    from model import ModelConfig, build_model
+
+    def cfg(**kw):
+        base = dict(n_features=161, hidden_size=8, hidden_layers=2, conv_channels=4, rnn_type="lstm")
+        return ModelConfig(**{**base, **kw})
+
+    torch.manual_seed(0)
+    labels = list("_'ABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+    source = Checkpoint.from_model(build_model(cfg(bidirectional=True)), AudioConfig(), labels)
+    student = build_model(cfg(bidirectional=False, lookahead_context=3))
+    copied, fresh = train.init_from(student, source, same_labels=True)
+    assert fresh == ["lookahead.conv.weight"]
+    state = student.state_dict()
+    assert all(torch.equal(state[k], source.state_dict[k]) for k in copied)
+    assert "rnns.0.rnn.weight_ih_l0" in copied and not any("reverse" in k for k in state)
+    look = state["lookahead.conv.weight"]  # (hidden, 1, context): the current frame passes itself on
+    assert torch.equal(look[:, :, 0], torch.ones_like(look[:, :, 0])) and not look[:, :, 1:].any()
+    # other labels: the output layer is not taken, whatever its shape
+    student = build_model(cfg(bidirectional=False, lookahead_context=3))
+    copied, fresh = train.init_from(student, source, same_labels=False)
+    assert {"head.weight"} <= set(fresh) and not any(k.startswith("head.") for k in copied)
+    # nothing in common
+    other = Checkpoint.from_model(build_model(cfg(conv_channels=6, hidden_size=12)), AudioConfig(), labels)
+    with pytest.raises(CheckpointError, match="no weight matches"):
+        train.init_from(build_model(cfg(bidirectional=False)), other, same_labels=False)
+
+
+def test_init_from_trains_a_new_run_and_refuses_resume_flags(tiny_dataset, tmp_path, capsys):
+    assert run_train(tiny_dataset, tmp_path / "bi", "--epochs", "1") == 0
+    bi = str(tmp_path / "bi" / "best.pth")
+    argv = ["--epochs", "1", "--no-bidirectional", "--lookahead-context", "2", "--init-from", bi]
+    assert run_train(tiny_dataset, tmp_path / "uni", *argv) == 0
+    last = load_flat(tmp_path / "uni" / "deepspeech_last.pth")
+    assert last["epoch"] == 1 and last["model_config"]["bidirectional"] is False
+    with pytest.raises(SystemExit):
+        run_train(tiny_dataset, tmp_path / "x", *argv, "--continue-from", bi)
+    assert "--init-from starts a new run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_train(tiny_dataset, tmp_path / "x", "--init-from", str(tmp_path / "missing.pth"))
+    assert "missing.pth: no such file" in capsys.readouterr().err
