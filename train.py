@@ -251,8 +251,10 @@ def init_from(model: nn.Module, source: Checkpoint, same_labels: bool) -> tuple[
     """Copy into ``model`` every tensor of ``source`` with the same name and shape (the output layer
     only when the labels are the same); returns (copied, left fresh). A bidirectional model's
     forward RNNs carry the same names as a unidirectional model's, so a streaming model can start
-    from an offline one. A lookahead convolution that ``source`` lacks starts as the identity (each
-    frame passes itself on), so that the new model starts as the forward half of ``source``.
+    from an offline one. A lookahead convolution of another context takes the taps both have (the
+    current frame and the next ones; zeros beyond), so that a model with a longer lookahead starts as
+    ``source``; one that ``source`` lacks starts as the identity (each frame passes itself on), so
+    that the new model starts as the forward half of ``source``.
     """
     target = model.state_dict()
     copied, fresh = [], []
@@ -267,9 +269,15 @@ def init_from(model: nn.Module, source: Checkpoint, same_labels: bool) -> tuple[
     if not any(target[name].is_floating_point() for name in copied):
         raise CheckpointError(f"{source.path}: no weight matches this model by name and shape; nothing to start from")
     if "lookahead.conv.weight" in fresh:
-        weight = target["lookahead.conv.weight"]
+        weight, theirs = target["lookahead.conv.weight"], source.state_dict.get("lookahead.conv.weight")
         weight.zero_()
-        weight[:, :, 0] = 1.0
+        if theirs is not None and theirs.shape[:2] == weight.shape[:2]:  # (hidden, 1, context)
+            taps = min(theirs.shape[2], weight.shape[2])
+            weight[:, :, :taps] = theirs[:, :, :taps].to(weight.dtype)
+            fresh.remove("lookahead.conv.weight")
+            copied.append(f"lookahead.conv.weight[:, :, :{taps}]")
+        else:
+            weight[:, :, 0] = 1.0
     model.load_state_dict(target)
     return copied, fresh
 

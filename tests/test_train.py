@@ -786,3 +786,27 @@ def test_init_from_trains_a_new_run_and_refuses_resume_flags(tiny_dataset, tmp_p
     with pytest.raises(SystemExit):
         run_train(tiny_dataset, tmp_path / "x", "--init-from", str(tmp_path / "missing.pth"))
     assert "missing.pth: no such file" in capsys.readouterr().err
+
+
+def test_init_from_a_lookahead_of_another_context_keeps_the_taps_both_have():
+    from checkpoint import Checkpoint
+    from data.audio import AudioConfig
+    from model import ModelConfig, build_model
+
+    def uni(context):
+        cfg = ModelConfig(hidden_size=8, hidden_layers=1, conv_channels=4, bidirectional=False, lookahead_context=context)
+        return build_model(cfg)
+
+    torch.manual_seed(0)
+    source = Checkpoint.from_model(uni(3), AudioConfig(), list("_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "))
+    theirs = source.state_dict["lookahead.conv.weight"]
+    longer, shorter = uni(5), uni(2)
+    copied, fresh = train.init_from(longer, source, same_labels=True)
+    assert fresh == [] and "lookahead.conv.weight[:, :, :3]" in copied
+    weight = longer.state_dict()["lookahead.conv.weight"]
+    assert torch.equal(weight[:, :, :3], theirs) and not weight[:, :, 3:].any()
+    x, lengths = torch.randn(2, 1, 161, 40), torch.tensor([40, 31])
+    with torch.no_grad():  # the longer lookahead's new taps are zero: it starts as the source model
+        torch.testing.assert_close(longer.eval()(x, lengths)[0], source.build_model()(x, lengths)[0])
+    train.init_from(shorter, source, same_labels=True)
+    assert torch.equal(shorter.state_dict()["lookahead.conv.weight"], theirs[:, :, :2])
