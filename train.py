@@ -256,7 +256,7 @@ def init_from(model: nn.Module, source: Checkpoint, same_labels: bool) -> tuple[
     ``source``; one that ``source`` lacks starts as the identity (each frame passes itself on), so
     that the new model starts as the forward half of ``source``.
     """
-    target = model.state_dict()
+    target = model.state_dict()  # detached tensors that share the parameters' storage: copies land in the model
     copied, fresh = [], []
     for name, tensor in target.items():
         theirs = source.state_dict.get(name)
@@ -278,7 +278,6 @@ def init_from(model: nn.Module, source: Checkpoint, same_labels: bool) -> tuple[
             copied.append(f"lookahead.conv.weight[:, :, :{taps}]")
         else:
             weight[:, :, 0] = 1.0
-    model.load_state_dict(target)
     return copied, fresh
 
 

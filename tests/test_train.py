@@ -786,6 +786,10 @@ def test_init_from_trains_a_new_run_and_refuses_resume_flags(tiny_dataset, tmp_p
     with pytest.raises(SystemExit):
         run_train(tiny_dataset, tmp_path / "x", "--init-from", str(tmp_path / "missing.pth"))
     assert "missing.pth: no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert run_train(tiny_dataset, tmp_path / "x", "--init-from", str(bad)) == 2
+    assert str(bad) in capsys.readouterr().err
 
 
 def test_init_from_a_lookahead_of_another_context_keeps_the_taps_both_have():
