@@ -77,7 +77,7 @@ AUDIO_FLAGS = ("sample_rate", "window_size", "window_stride", "window", "normali
 class OptimConfig:
     """Optimiser and learning-rate schedule. Defaults are the AN4 recipe's."""
 
-    epochs: int = 45
+    epochs: int = 70
     lr: float = 1.5e-3
     optim: str = "adamw"  # "adamw" | "sgd"
     momentum: float = 0.9  # sgd only (Nesterov when > 0)
