@@ -770,8 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ckpt = replace(ckpt, audio_config=replace(ckpt.audio_config, level_db=round(level, 2)))
                 print(f"speech level:  {ckpt.audio_config.level_db:.2f} dBFS, measured on {args.level_norm_from}")
             path = export(ckpt, args.export, fp16_weights=args.fp16_weights)
-            if ckpt.averaged_from is not None:
-                print(f"averaged:      {len(args.average)} checkpoints, epochs {ckpt.averaged_from['epochs']}")
+            if (averaged := ckpt.averaged_from) is not None:
+                print(f"averaged:      {len(averaged['files'])} checkpoints, epochs {averaged['epochs']}")
             print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB{', fp16 weights' if args.fp16_weights else ''})")
             return 0
     except (CheckpointError, OSError, ValueError) as e:  # ManifestError and AudioError are ValueErrors

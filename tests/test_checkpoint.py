@@ -530,6 +530,10 @@ def test_average_of_checkpoints_is_the_mean_of_their_weights(tmp_path, capsys):
     assert model_module.main(["--model-path", str(out)]) == 0
     assert "the average of 3 checkpoints, epochs [3, 4, 5]" in capsys.readouterr().out
     avg.build_model()  # loads into the architecture
+    again = tmp_path / "again.pth"  # an averaged release copy exported again keeps its origin
+    assert model_module.main(["--model-path", str(out), "--export", str(again), "--fp16-weights"]) == 0
+    assert "averaged:      3 checkpoints, epochs [3, 4, 5]" in capsys.readouterr().out
+    assert load_checkpoint(again).averaged_from == avg.averaged_from
 
 
 def test_average_refuses_checkpoints_of_different_models(tmp_path, capsys):
