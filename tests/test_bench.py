@@ -98,7 +98,8 @@ def test_main_prints_every_figure_and_json_last(tiny_run, capsys):
     for key in CUDA_KEYS:
         assert summary[key] is None
     assert 0 < summary["train_mfu"] and summary["cli_cold_start_s"] > 0
-    assert summary["matmul_gflops"] == pytest.approx(summary["matmul_64_gflops"], rel=1e-3)
+    # matmul_gflops is the same median, kept to one decimal for the MFU line
+    assert summary["matmul_gflops"] == pytest.approx(summary["matmul_64_gflops"], abs=0.05 + 1e-9)
     # WER of the fp32 and int8 models on the given manifest, and their difference
     assert finite(summary["infer_fp32_wer"]) and finite(summary["infer_int8_wer"])
     assert summary["infer_int8_wer_delta"] == pytest.approx(summary["infer_int8_wer"] - summary["infer_fp32_wer"], abs=2e-3)
