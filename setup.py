@@ -39,6 +39,7 @@ setup(
         "server",
         "dspt_import",
         "robustness",
+        "align",
     ],
     packages=["data"],
     install_requires=read_requirements("requirements.txt"),

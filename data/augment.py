@@ -14,11 +14,17 @@ of DataLoader workers, an interrupted run resumes exactly, and switching one
 augmentation on or off does not change the draws of the others.
 
 Order (a recording chain: talker, room, microphone, converter, channel, segmenter):
-speed + gain -> trim -> reverberation -> noise -> babble -> microphone EQ -> level ->
+word crop -> speed + gain -> trim -> reverberation -> noise -> babble -> microphone EQ -> level ->
 clipping -> telephone -> spectrogram (with its normalisation) -> SpecAugment masks. Each
 waveform step except speed + gain is applied with its own probability (``*_prob``, 0 =
 off). The signal processing is :mod:`data.corrupt` (shared with ``robustness.py``).
 
+* Word crop (``word_crop_prob``, before everything else, :meth:`Augmentor.crop`): the
+  utterance is replaced by 1 to ``word_crop_max_words`` consecutive words of it, cut at
+  the quietest point between words (:func:`data.words.crop_words`), and its transcript by
+  those words: isolated words as voice commands and crowd-sourced clips have them. It
+  needs ``word_alignments`` (``python align.py``); utterances of one word, or without an
+  alignment that matches their transcript, are left whole.
 * Speed perturbation resamples the waveform (Kaldi-style "speed", not sox "tempo"):
   a factor ``f`` makes the utterance ``1/f`` as long and scales every frequency by ``f``.
 * Gain multiplies by ``10 ** (dB / 20)``; nothing is clipped (the features are float).
@@ -69,6 +75,7 @@ from data import corrupt
 from data.audio import AudioError, load_audio, probe_audio, resample
 from data.corrupt import noise_segment
 from data.manifest import read_manifest
+from data.words import crop_words, read_alignments
 
 NOISE_EXTENSIONS = (".wav", ".flac", ".ogg")
 """Files under ``--noise-dir`` with these suffixes (any case) are used as noise."""
@@ -103,7 +110,19 @@ NOISE_GENERATORS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray
 TELEPHONE_BAND = (300.0, 3400.0)
 TELEPHONE_BITS = 8
 
-STREAMS = {"speed": 0, "noise": 1, "masks": 2, "trim": 3, "rir": 4, "babble": 5, "eq": 6, "gain": 7, "clip": 8, "telephone": 9}
+STREAMS = {
+    "speed": 0,
+    "noise": 1,
+    "masks": 2,
+    "trim": 3,
+    "rir": 4,
+    "babble": 5,
+    "eq": 6,
+    "gain": 7,
+    "clip": 8,
+    "telephone": 9,
+    "crop": 10,
+}
 """Generator stream of each augmentation (fixed forever: changing one changes the draws)."""
 
 
@@ -151,6 +170,9 @@ class AugmentConfig:
             samples clipped.
         trim_prob: probability of trimming silence; trim_margin_s: (min, max) seconds
             kept before and after the speech (drawn separately for each side).
+        word_crop_prob: probability of cutting a multi-word utterance down to a run of
+            1 to ``word_crop_max_words`` of its words; word_alignments: the word alignment
+            file (``align.py``) that says where the words are.
     """
 
     speed_volume_perturb: bool = True
@@ -185,6 +207,9 @@ class AugmentConfig:
     clip_fraction: tuple[float, float] = (0.005, 0.05)
     trim_prob: float = 0.0
     trim_margin_s: tuple[float, float] = (0.0, 0.1)
+    word_crop_prob: float = 0.0
+    word_crop_max_words: int = 2
+    word_alignments: str | None = None
 
     def __post_init__(self) -> None:
         # Lists (e.g. from JSON) become tuples so the config stays hashable and comparable.
@@ -202,7 +227,7 @@ class AugmentConfig:
             object.__setattr__(self, name, _pair(getattr(self, name)))
         object.__setattr__(self, "babble_talkers", _pair(self.babble_talkers, int))
         object.__setattr__(self, "noise_types", tuple(str(t) for t in self.noise_types))
-        for name in ("noise_dir", "babble_manifest"):
+        for name in ("noise_dir", "babble_manifest", "word_alignments"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(getattr(self, name)))
         if self.noise_prob is None:
@@ -229,12 +254,12 @@ class AugmentConfig:
         ordered("gain_db")
         ordered("clip_fraction", 0.0, strict=True, high=0.5)
         ordered("trim_margin_s", 0.0)
-        for name in ("freq_mask_width", "n_freq_masks", "time_mask_width", "n_time_masks", "babble_pool"):
+        for name in ("freq_mask_width", "n_freq_masks", "time_mask_width", "n_time_masks", "babble_pool", "word_crop_max_words"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)}")
         if not 0.0 <= self.time_mask_max_fraction <= 1.0:
             raise ValueError(f"time_mask_max_fraction must be in [0, 1], got {self.time_mask_max_fraction}")
-        for name in self.probabilities():
+        for name in (*self.probabilities(), "word_crop_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.noise_min <= self.noise_max:
@@ -248,6 +273,8 @@ class AugmentConfig:
             raise ValueError(f"eq_max_db must be >= 0, got {self.eq_max_db}")
         if self.babble_prob > 0 and (self.babble_manifest is None or self.babble_pool < 1):
             raise ValueError("babble needs a babble_manifest and babble_pool >= 1")
+        if self.word_crop_prob > 0 and (self.word_alignments is None or self.word_crop_max_words < 1):
+            raise ValueError("word crop needs word_alignments and word_crop_max_words >= 1")
 
     @staticmethod
     def probabilities() -> tuple[str, ...]:
@@ -257,7 +284,8 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         """True when any augmentation is switched on."""
-        return self.speed_volume_perturb or self.spec_augment or any(getattr(self, name) > 0 for name in self.probabilities())
+        probabilities = (*self.probabilities(), "word_crop_prob")
+        return self.speed_volume_perturb or self.spec_augment or any(getattr(self, name) > 0 for name in probabilities)
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -462,6 +490,26 @@ class AugmentConfig:
             metavar=("MIN", "MAX"),
             help=shown(f"seconds of silence kept before and after the speech (default: {pair(d['trim_margin_s'])})"),
         )
+        g.add_argument(
+            "--word-crop-prob",
+            type=float,
+            default=d["word_crop_prob"],
+            metavar="P",
+            help="probability of training on a run of words cut out of a multi-word utterance (needs --word-alignments)",
+        )
+        g.add_argument(
+            "--word-crop-max-words",
+            type=int,
+            default=None,
+            metavar="N",
+            help=shown(f"most words in a cut-out run (default: {d['word_crop_max_words']})"),
+        )
+        g.add_argument(
+            "--word-alignments",
+            default=None,
+            metavar="FILE",
+            help="word alignments of the training manifest, written by align.py (for --word-crop-prob)",
+        )
         return parser
 
     @classmethod
@@ -500,6 +548,8 @@ class AugmentConfig:
             "gain_db": ("the level change", bool(get("gain_prob")), "--gain-prob P"),
             "clip_fraction": ("clipping", bool(get("clip_prob")), "--clip-prob P"),
             "trim_margin": ("trimming", bool(get("trim_prob")), "--trim-prob P"),
+            "word_crop_max_words": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
+            "word_alignments": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
         }
         for name, (what, on, enable) in refinements.items():
             if get(name) is not None and not on:
@@ -516,6 +566,13 @@ class AugmentConfig:
             babble_manifest = get("train_manifest")  # checked by whoever declared it
             if babble_manifest is None:
                 fail("--babble-prob needs --babble-manifest (the utterances to make babble from)")
+
+        word_alignments = get("word_alignments")
+        write_them = "write it with: python align.py --manifest TRAIN_MANIFEST --output FILE"
+        if get("word_crop_prob") and word_alignments is None:
+            fail(f"--word-crop-prob needs --word-alignments FILE ({write_them})")
+        if word_alignments is not None and not Path(word_alignments).is_file():
+            fail(f"--word-alignments {word_alignments}: file not found ({write_them})")
 
         d = {f.name: f.default for f in fields(cls)}
 
@@ -547,6 +604,9 @@ class AugmentConfig:
                 clip_fraction=pick("clip_fraction"),
                 trim_prob=pick("trim_prob"),
                 trim_margin_s=pick("trim_margin", "trim_margin_s"),
+                word_crop_prob=pick("word_crop_prob"),
+                word_crop_max_words=pick("word_crop_max_words"),
+                word_alignments=None if word_alignments is None else str(word_alignments),
             )
         except ValueError as e:
             fail(f"augmentation flags: {e}")
@@ -765,6 +825,7 @@ class Augmentor:
         self.sample_rate = sample_rate
         self.noise = NoiseBank(cfg.noise_dir, sample_rate) if cfg.noise_dir is not None else None
         self.babble = BabblePool(cfg.babble_manifest, sample_rate, cfg.babble_pool) if cfg.babble_prob > 0 else None
+        self.alignments = read_alignments(cfg.word_alignments) if cfg.word_crop_prob > 0 else {}
 
     @staticmethod
     def rngs_for(seed: int, epoch: int, index: int) -> UtteranceRngs:
@@ -778,6 +839,18 @@ class Augmentor:
             return None
         rng = rngs[stream]
         return rng if rng.random() < prob else None
+
+    def crop(self, audio: np.ndarray, text: str, wav_path: str | Path, rngs: UtteranceRngs) -> tuple[np.ndarray, str | None]:
+        """The word crop: ``(audio, None)`` when it does not apply, else ``(a run of the
+        utterance's words, their transcript)``. ``text`` is the normalised transcript; an
+        alignment whose words differ from it is not used."""
+        rng = self._coin(rngs, "crop", self.cfg.word_crop_prob)
+        if rng is None:
+            return audio, None
+        alignment = self.alignments.get(Path(wav_path).resolve())
+        if alignment is None or len(alignment.words) < 2 or list(alignment.words) != text.split():
+            return audio, None
+        return crop_words(audio, self.sample_rate, alignment, rng, self.cfg.word_crop_max_words)
 
     def waveform(self, audio: np.ndarray, rngs: UtteranceRngs) -> np.ndarray:
         """All waveform augmentations. ``audio`` (n,) is never modified; returns (n',) float32

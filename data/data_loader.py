@@ -138,6 +138,8 @@ class SpectrogramDataset(Dataset):
             detail = f" (all {len(rows)} rows were bad; first: {self.skipped[0][1]})" if self.skipped else ""
             raise ManifestError(f"{self.manifest_path}: no usable utterances{detail}")
         self.n_frames = [audio_cfg.n_frames(n) for n in self.n_samples]
+        if self._augmentor is not None and self.augment.word_crop_prob > 0:
+            self._check_alignments()
         total_bytes = 4 * sum(self.n_samples)
         if not cache_audio:
             cache_bytes = 0
@@ -149,6 +151,18 @@ class SpectrogramDataset(Dataset):
         self._cached_bytes = 0
         # Shared memory, so that set_epoch() in the main process reaches running workers.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    def _check_alignments(self) -> None:
+        """Log how many utterances the word alignments cover; none at all is an error."""
+        alignments = self._augmentor.alignments
+        covered = sum(Path(w).resolve() in alignments for w in self.wav_paths)
+        source = self.augment.word_alignments
+        if covered == 0:
+            raise ManifestError(
+                f"--word-alignments {source} covers none of the {len(self)} utterances of {self.manifest_path}: "
+                f"align this manifest (python align.py --manifest {self.manifest_path} --output FILE)"
+            )
+        logger.info("%s: word alignments for %d of %d utterances (%s)", self.manifest_path, covered, len(self), source)
 
     def _read_ids(self, txt: Path) -> list[int]:
         try:
@@ -239,6 +253,9 @@ class SpectrogramDataset(Dataset):
             spect = torch.from_numpy(spectrogram(audio, self.audio_cfg))
         else:
             rngs = self._augmentor.rngs_for(self.seed, self.epoch, index)
+            audio, cropped = self._augmentor.crop(audio, text, self.wav_paths[index], rngs)
+            if cropped is not None:
+                ids, text = text_to_ids(cropped, self.labels), cropped
             spect = torch.from_numpy(spectrogram(self._augmentor.waveform(audio, rngs), self.audio_cfg))
             spect = self._augmentor.spectrogram(spect, rngs)
         return spect, list(ids), str(self.wav_paths[index]), text

@@ -32,6 +32,17 @@ def write_tone(
     return path
 
 
+def tiny_train_args(manifest: Path, out: Path, batch_size: int = 3, epochs: int = 1) -> list[str]:
+    """train.py flags for a one-layer, 8-unit model trained and validated on ``manifest``,
+    saving to ``out`` (``out/best.pth``)."""
+    return [
+        *("--train-manifest", str(manifest), "--val-manifest", str(manifest)),
+        *("--save-folder", str(out), "--model-path", str(out / "best.pth")),
+        *("--hidden-size", "8", "--hidden-layers", "1", "--conv-channels", "4"),
+        *("--batch-size", str(batch_size), "--epochs", str(epochs), "--silent"),
+    ]
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """Six short utterances in the wav/ + txt/ layout and a relative manifest, sorted by duration.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_tone
+from conftest import tiny_train_args, write_tone
 
 from data.audio import AudioError, load_audio, spectrogram
 from data.augment import (
@@ -648,27 +648,7 @@ def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_pa
     parser = train.build_parser()
     recipe = replace(AugmentConfig(), **RECIPE_MIX, babble_manifest="data/an4_train_manifest.csv")
     assert AugmentConfig.from_args(parser.parse_args([])) == recipe  # the recipe, declared once
-    common = [
-        "--train-manifest",
-        str(tiny_dataset),
-        "--val-manifest",
-        str(tiny_dataset),
-        "--save-folder",
-        str(tmp_path),
-        "--model-path",
-        str(tmp_path / "best.pth"),
-        "--hidden-size",
-        "8",
-        "--hidden-layers",
-        "1",
-        "--conv-channels",
-        "4",
-        "--batch-size",
-        "3",
-        "--silent",
-        "--epochs",
-        "1",
-    ]
+    common = tiny_train_args(tiny_dataset, tmp_path)
     with pytest.raises(SystemExit) as exc:
         train.main([*common, "--rir-prob", "0", "--rir-rt60", "0.3", "0.5"])
     assert exc.value.code == 2 and "--rir-rt60 does nothing: reverberation is off" in capsys.readouterr().err
