@@ -48,6 +48,7 @@ from data.data_loader import (
 )
 from data.manifest import ManifestError, read_manifest
 from data.text import TranscriptError, load_labels
+from data.words import AlignmentFileError, read_alignments
 from decoder import GreedyDecoder
 from inference import evaluate
 from logger import TensorBoardLogger, VisdomLogger, empty_history, plot_curves_png
@@ -55,6 +56,11 @@ from model import ModelConfig, build_model
 from utils import Progress, flag, make_parser
 
 log = logging.getLogger("deepspeech.train")
+
+RECIPE_WORD_CROP_PROB = 0.25
+"""The recipe's share of training utterances cut down to one or two of their words."""
+DEFAULT_WORD_ALIGNMENTS = "models/an4_train_words.json"
+"""Word alignments of AN4's training set (``python align.py``), used by the recipe's word crop."""
 
 # Flags that define the network and its features; on --continue-from they come from the checkpoint.
 ARCH_FLAGS = (
@@ -188,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     ModelConfig.add_args(p)
     OptimConfig.add_args(p)
     AugmentConfig.add_args(p, RECIPE_MIX)
+    p.set_defaults(word_crop_prob=RECIPE_WORD_CROP_PROB)
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save-folder", default="models/", help="resumable checkpoints and curves.png")
     g.add_argument("--model-path", default="models/an4.pth", help="best model by validation WER")
@@ -982,6 +989,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--threads must be at least 1")
     if args.num_workers < 0 or args.checkpoint_per_batch < 0:
         parser.error("--num-workers and --checkpoint-per-batch must be >= 0")
+    resolve_word_alignments(args)
     AugmentConfig.from_args(args, parser)  # refuses invalid augmentation flags and ones that would do nothing
     # Under DDP only rank 0 reads the checkpoint (and sends it), so other nodes need not have it.
     if (
@@ -997,6 +1005,33 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                 f"{flag(name)} {getattr(args, name)}: manifest not found "
                 "(run `python data/an4.py` to prepare AN4, or build one with `python data/utils.py create`)"
             )
+
+
+def resolve_word_alignments(args: argparse.Namespace) -> None:
+    """The recipe's word crop without ``--word-alignments``: :data:`DEFAULT_WORD_ALIGNMENTS`
+    when it aligns utterances of ``--train-manifest`` (AN4's training set), otherwise the
+    crop is switched off and a warning says how to align the manifest."""
+    if args.word_crop_prob <= 0 or args.word_alignments is not None:
+        return
+    default = Path(DEFAULT_WORD_ALIGNMENTS)
+    covered = 0
+    if default.is_file() and Path(args.train_manifest).is_file():
+        try:
+            aligned = read_alignments(default)
+            covered = sum(row.wav.resolve() in aligned for row in read_manifest(args.train_manifest))
+        except (AlignmentFileError, ManifestError):
+            covered = 0
+    if covered:
+        args.word_alignments = str(default)
+        return
+    log.warning(
+        "word crop off: %s has no word alignments of %s; to train with it, run "
+        "python align.py --manifest %s --output FILE and pass --word-alignments FILE",
+        default,
+        args.train_manifest,
+        args.train_manifest,
+    )
+    args.word_crop_prob = 0.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -646,8 +646,16 @@ def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_pa
     from checkpoint import load_checkpoint
 
     parser = train.build_parser()
-    recipe = replace(AugmentConfig(), **RECIPE_MIX, babble_manifest="data/an4_train_manifest.csv")
-    assert AugmentConfig.from_args(parser.parse_args([])) == recipe  # the recipe, declared once
+    recipe = replace(
+        AugmentConfig(),
+        **RECIPE_MIX,
+        babble_manifest="data/an4_train_manifest.csv",
+        word_crop_prob=train.RECIPE_WORD_CROP_PROB,
+        word_alignments=train.DEFAULT_WORD_ALIGNMENTS,
+    )
+    args = parser.parse_args([])
+    args.word_alignments = train.DEFAULT_WORD_ALIGNMENTS  # what resolve_word_alignments picks for AN4 (test_words.py)
+    assert AugmentConfig.from_args(args) == recipe  # the recipe, declared once
     common = tiny_train_args(tiny_dataset, tmp_path)
     with pytest.raises(SystemExit) as exc:
         train.main([*common, "--rir-prob", "0", "--rir-rt60", "0.3", "0.5"])

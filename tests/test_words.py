@@ -25,6 +25,7 @@ from data.text import LABELS, text_to_ids
 from data.words import AlignmentFileError, WordAlignment, crop_words, read_alignments, word_cut_points, write_alignments
 
 SR = 16000
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tone(seconds: float, freq: float, seed: int) -> np.ndarray:
@@ -317,3 +318,28 @@ def test_align_cli_errors(worded: Path, tmp_path: Path, capsys) -> None:
     assert "no utterance could be aligned (1 skipped)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         align.main(["--manifest", "m.csv", "--output", "o.json", "--batch-size", "0"])
+
+
+def test_recipe_word_crop_uses_the_default_alignments_only_where_they_apply(worded: Path, monkeypatch, caplog) -> None:
+    parser = train.build_parser()
+    assert parser.get_default("word_crop_prob") == train.RECIPE_WORD_CROP_PROB > 0
+    assert read_alignments(REPO / train.DEFAULT_WORD_ALIGNMENTS)  # shipped, and readable
+    monkeypatch.setattr(train, "DEFAULT_WORD_ALIGNMENTS", str(worded / "words.json"))
+    args = parser.parse_args(["--train-manifest", str(worded / "manifest.csv")])
+    train.resolve_word_alignments(args)
+    assert (args.word_crop_prob, args.word_alignments) == (train.RECIPE_WORD_CROP_PROB, str(worded / "words.json"))
+    # another corpus: the default alignments cover none of it, so the crop is off, with the way to switch it on
+    other = worded / "other.csv"
+    write_manifest(other, [(worded / "wav" / "u1.wav", worded / "txt" / "u1.txt")])
+    (worded / "words.json").write_text((worded / "words.json").read_text().replace("wav/u1.wav", "wav/elsewhere.wav"))
+    args = parser.parse_args(["--train-manifest", str(other)])
+    train.resolve_word_alignments(args)
+    assert (args.word_crop_prob, args.word_alignments) == (0.0, None)
+    assert "word crop off" in caplog.text and f"python align.py --manifest {other}" in caplog.text
+    # given explicitly, nothing is changed (and a wrong file is an error later, with its name)
+    args = parser.parse_args(["--train-manifest", str(other), "--word-alignments", "mine.json"])
+    train.resolve_word_alignments(args)
+    assert (args.word_crop_prob, args.word_alignments) == (train.RECIPE_WORD_CROP_PROB, "mine.json")
+    args = parser.parse_args(["--train-manifest", str(other), "--word-crop-prob", "0"])
+    train.resolve_word_alignments(args)
+    assert (args.word_crop_prob, args.word_alignments) == (0.0, None)
