@@ -559,6 +559,7 @@ class Trainer:
                 )
             model = model.to(self.device)
 
+        resolve_word_alignments(args)  # done by check_args already when run from the command line
         augment = AugmentConfig.from_args(args)
         data_kw = dict(
             on_error="skip",
