@@ -30,7 +30,7 @@ import soundfile as sf
 
 from data.audio import AudioError, load_audio, spectrogram
 from data.manifest import ManifestError, read_manifest, write_manifest
-from data.text import BLANK_INDEX, TranscriptError, read_transcript, text_to_ids
+from data.text import BLANK_INDEX, TranscriptError, ids_to_text, read_transcript, text_to_ids
 from data.words import WordAlignment, word_cut_points, write_alignments
 from inference import InferenceConfig, load_recognizer
 from utils import make_parser
@@ -131,7 +131,7 @@ def align_manifest(recognizer, manifest: str | Path, batch_size: int = 16) -> tu
             feats.append(spectrogram(audio, recognizer.audio_config))
             kept.append(row)
         for row, ids, lp in zip(kept, texts, recognizer.log_probs(feats)):
-            words = "".join(labels[i] for i in ids).split()
+            words = ids_to_text(ids, labels).split()
             if not words:
                 skipped.append(f"{row.wav}: empty transcript")
                 continue

@@ -48,7 +48,7 @@ from data.data_loader import (
 )
 from data.manifest import ManifestError, read_manifest
 from data.text import TranscriptError, load_labels
-from data.words import AlignmentFileError, read_alignments
+from data.words import AlignmentFileError, count_aligned, read_alignments
 from decoder import GreedyDecoder
 from inference import evaluate
 from logger import TensorBoardLogger, VisdomLogger, empty_history, plot_curves_png
@@ -1018,8 +1018,7 @@ def resolve_word_alignments(args: argparse.Namespace) -> None:
     covered = 0
     if default.is_file() and Path(args.train_manifest).is_file():
         try:
-            aligned = read_alignments(default)
-            covered = sum(row.wav.resolve() in aligned for row in read_manifest(args.train_manifest))
+            covered = count_aligned(read_alignments(default), (row.wav for row in read_manifest(args.train_manifest)))
         except (AlignmentFileError, ManifestError):
             covered = 0
     if covered:

@@ -26,6 +26,7 @@ from data.audio import AudioConfig, AudioError, load_audio, probe_audio, resampl
 from data.augment import AugmentConfig, Augmentor
 from data.manifest import ManifestError, read_manifest
 from data.text import LABELS, TranscriptError, ids_to_text, read_transcript, text_to_ids
+from data.words import count_aligned
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +155,7 @@ class SpectrogramDataset(Dataset):
 
     def _check_alignments(self) -> None:
         """Log how many utterances the word alignments cover; none at all is an error."""
-        alignments = self._augmentor.alignments
-        covered = sum(Path(w).resolve() in alignments for w in self.wav_paths)
+        covered = count_aligned(self._augmentor.alignments, self.wav_paths)
         source = self.augment.word_alignments
         if covered == 0:
             raise ManifestError(

@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data.audio import frame_levels_db
+from utils import write_text_atomic
 
 FORMAT = "deepspeech-ctc word alignments"
 VERSION = 1
@@ -104,10 +105,12 @@ def write_alignments(path: str | Path, entries: Sequence[tuple[Path, WordAlignme
     head = json.dumps({"format": FORMAT, "version": VERSION, **info}, indent=1)[:-2]  # without "\n}"
     body = ",\n  ".join(json.dumps(u) for u in utterances)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f'{head},\n "utterances": [\n  {body}\n ]\n}}\n')
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, f'{head},\n "utterances": [\n  {body}\n ]\n}}\n')
+
+
+def count_aligned(alignments: dict[Path, WordAlignment], wav_paths: Iterable[str | Path]) -> int:
+    """How many of ``wav_paths`` have an alignment in ``alignments`` (from :func:`read_alignments`)."""
+    return sum(Path(w).resolve() in alignments for w in wav_paths)
 
 
 def read_alignments(path: str | Path) -> dict[Path, WordAlignment]:
@@ -151,6 +154,7 @@ def read_alignments(path: str | Path) -> dict[Path, WordAlignment]:
 __all__ = [
     "AlignmentFileError",
     "WordAlignment",
+    "count_aligned",
     "crop_words",
     "read_alignments",
     "word_cut_points",
