@@ -6,7 +6,7 @@
     python robustness.py --model-path old.pth new.pth ...   # several models side by side, same audio
 
 Each condition (noise, babble, telephone, 8 kHz, reverberation, level, clipping, tight
-segmentation, microphone EQ; see CONDITIONS) is a seeded corruption from
+segmentation, padding with silence, microphone EQ; see CONDITIONS) is a seeded corruption from
 ``data/corrupt.py`` applied to every utterance of ``--manifest``. The corrupted audio is
 written as float WAVs with a manifest per condition under ``--work-dir``, with a marker
 file recording what made it; a later run with the same inputs reuses it. The model is
@@ -72,6 +72,7 @@ class Condition:
 
 BABBLE_TALKERS = 4
 TIGHT_MARGIN_S = 0.03
+PADDED_S = 1.0
 CLIP_FRACTION = 0.05
 
 
@@ -112,6 +113,11 @@ CONDITIONS: tuple[Condition, ...] = (
         lambda x, sr, rng, babble: corrupt.clip_fraction(x, CLIP_FRACTION),
     ),
     Condition("tight", f"silence trimmed to 0-{1000 * TIGHT_MARGIN_S:g} ms before and after the speech", _tight),
+    Condition(
+        "padded",
+        f"{PADDED_S:g} s of digital silence added before and after",
+        lambda x, sr, rng, babble: corrupt.pad_silence(x, sr, PADDED_S, PADDED_S),
+    ),
     Condition(
         "eq",
         "random microphone EQ: low and high shelves of -10..+10 dB",

@@ -31,6 +31,12 @@ off). The signal processing is :mod:`data.corrupt` (shared with ``robustness.py`
 * Trim (``trim_prob``): cut leading and trailing silence down to margins
   ``U(trim_margin_s)`` seconds each (:func:`data.corrupt.trim_silence`), the tight clips
   of voice-activated or crowd-sourced recordings.
+* Padding (``pad_prob``): ``U(pad_s)`` seconds of silence added before and, drawn
+  separately, after the utterance (:func:`data.corrupt.pad_silence`): a recording started
+  early and stopped late, or a short clip padded to a fixed length. A third of the time it
+  is digital silence, else white noise ``U(PAD_BELOW_SPEECH_DB)`` dB below the utterance's
+  speech level (:func:`data.audio.speech_level_db`); the augmentations after it (rooms,
+  noise, EQ, ...) apply to the padding too.
 * Reverberation (``rir_prob``): a simulated room impulse response
   (:func:`data.corrupt.room_impulse_response`) with RT60 ``U(rir_rt60)`` s, room volume
   ``U(rir_volume)`` m^3 and talker distance ``U(rir_distance)`` m; direct path at unit
@@ -72,7 +78,7 @@ import numpy as np
 import torch
 
 from data import corrupt
-from data.audio import AudioError, load_audio, probe_audio, resample
+from data.audio import AudioError, load_audio, probe_audio, resample, speech_level_db
 from data.corrupt import noise_segment
 from data.manifest import read_manifest
 from data.words import crop_words, read_alignments
@@ -107,6 +113,11 @@ NOISE_GENERATORS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray
 }
 """Generated noise kinds (``noise_types``), each ``(n_samples, sample_rate, rng) -> (n,)``."""
 
+PAD_DIGITAL_SHARE = 1.0 / 3.0
+"""Share of the padding augmentation that adds digital silence rather than a noise background."""
+PAD_BELOW_SPEECH_DB = (30.0, 60.0)
+"""(min, max) dB below the utterance's speech level of the padding's noise background."""
+
 TELEPHONE_BAND = (300.0, 3400.0)
 TELEPHONE_BITS = 8
 
@@ -122,6 +133,7 @@ STREAMS = {
     "clip": 8,
     "telephone": 9,
     "crop": 10,
+    "pad": 11,
 }
 """Generator stream of each augmentation (fixed forever: changing one changes the draws)."""
 
@@ -170,6 +182,8 @@ class AugmentConfig:
             samples clipped.
         trim_prob: probability of trimming silence; trim_margin_s: (min, max) seconds
             kept before and after the speech (drawn separately for each side).
+        pad_prob: probability of adding silence; pad_s: (min, max) seconds added before
+            and after the utterance (drawn separately for each side).
         word_crop_prob: probability of cutting a multi-word utterance down to a run of
             1 to ``word_crop_max_words`` of its words; word_alignments: the word alignment
             file (``align.py``) that says where the words are.
@@ -207,6 +221,8 @@ class AugmentConfig:
     clip_fraction: tuple[float, float] = (0.005, 0.05)
     trim_prob: float = 0.0
     trim_margin_s: tuple[float, float] = (0.0, 0.1)
+    pad_prob: float = 0.0
+    pad_s: tuple[float, float] = (0.0, 1.0)
     word_crop_prob: float = 0.0
     word_crop_max_words: int = 2
     word_alignments: str | None = None
@@ -223,6 +239,7 @@ class AugmentConfig:
             "gain_db",
             "clip_fraction",
             "trim_margin_s",
+            "pad_s",
         ):
             object.__setattr__(self, name, _pair(getattr(self, name)))
         object.__setattr__(self, "babble_talkers", _pair(self.babble_talkers, int))
@@ -254,6 +271,7 @@ class AugmentConfig:
         ordered("gain_db")
         ordered("clip_fraction", 0.0, strict=True, high=0.5)
         ordered("trim_margin_s", 0.0)
+        ordered("pad_s", 0.0, high=10.0)
         for name in ("freq_mask_width", "n_freq_masks", "time_mask_width", "n_time_masks", "babble_pool", "word_crop_max_words"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)}")
@@ -279,7 +297,17 @@ class AugmentConfig:
     @staticmethod
     def probabilities() -> tuple[str, ...]:
         """The ``*_prob`` fields, one per waveform augmentation after speed/gain."""
-        return ("noise_prob", "babble_prob", "rir_prob", "telephone_prob", "eq_prob", "gain_prob", "clip_prob", "trim_prob")
+        return (
+            "noise_prob",
+            "babble_prob",
+            "rir_prob",
+            "telephone_prob",
+            "eq_prob",
+            "gain_prob",
+            "clip_prob",
+            "trim_prob",
+            "pad_prob",
+        )
 
     @property
     def enabled(self) -> bool:
@@ -491,6 +519,22 @@ class AugmentConfig:
             help=shown(f"seconds of silence kept before and after the speech (default: {pair(d['trim_margin_s'])})"),
         )
         g.add_argument(
+            "--pad-prob",
+            type=float,
+            default=d["pad_prob"],
+            metavar="P",
+            help="probability of adding silence before and after the utterance (recordings started early, "
+            "clips padded to a length)",
+        )
+        g.add_argument(
+            "--pad-seconds",
+            type=float,
+            nargs=2,
+            default=None,
+            metavar=("MIN", "MAX"),
+            help=shown(f"seconds of silence added before and after (default: {pair(d['pad_s'])})"),
+        )
+        g.add_argument(
             "--word-crop-prob",
             type=float,
             default=d["word_crop_prob"],
@@ -548,6 +592,7 @@ class AugmentConfig:
             "gain_db": ("the level change", bool(get("gain_prob")), "--gain-prob P"),
             "clip_fraction": ("clipping", bool(get("clip_prob")), "--clip-prob P"),
             "trim_margin": ("trimming", bool(get("trim_prob")), "--trim-prob P"),
+            "pad_seconds": ("padding", bool(get("pad_prob")), "--pad-prob P"),
             "word_crop_max_words": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
             "word_alignments": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
         }
@@ -604,6 +649,8 @@ class AugmentConfig:
                 clip_fraction=pick("clip_fraction"),
                 trim_prob=pick("trim_prob"),
                 trim_margin_s=pick("trim_margin", "trim_margin_s"),
+                pad_prob=pick("pad_prob"),
+                pad_s=pick("pad_seconds", "pad_s"),
                 word_crop_prob=pick("word_crop_prob"),
                 word_crop_max_words=pick("word_crop_max_words"),
                 word_alignments=None if word_alignments is None else str(word_alignments),
@@ -864,6 +911,12 @@ class Augmentor:
         if rng := self._coin(rngs, "trim", cfg.trim_prob):
             lead, trail = (float(v) for v in rng.uniform(*cfg.trim_margin_s, size=2))
             audio = corrupt.trim_silence(audio, sr, lead, trail)
+        if rng := self._coin(rngs, "pad", cfg.pad_prob):
+            lead, trail = (float(v) for v in rng.uniform(*cfg.pad_s, size=2))
+            noise_dbfs = None
+            if rng.random() >= PAD_DIGITAL_SHARE:
+                noise_dbfs = speech_level_db(audio, sr) - float(rng.uniform(*PAD_BELOW_SPEECH_DB))
+            audio = corrupt.pad_silence(audio, sr, lead, trail, noise_dbfs, rng)
         if rng := self._coin(rngs, "rir", cfg.rir_prob):
             room = corrupt.draw_room(rng, cfg.rir_rt60, cfg.rir_volume, cfg.rir_distance)
             audio = corrupt.reverberate(audio, corrupt.room_impulse_response(room, sr, rng))
@@ -912,6 +965,8 @@ __all__ = [
     "RECIPE_MIX",
     "NOISE_EXTENSIONS",
     "NOISE_GENERATORS",
+    "PAD_BELOW_SPEECH_DB",
+    "PAD_DIGITAL_SHARE",
     "STREAMS",
     "AugmentConfig",
     "Augmentor",

@@ -8,8 +8,8 @@ Contract of every function here:
 
 * ``audio`` is mono, 1-D, any float dtype; it is never modified (a new array is returned).
 * The result is float32 at the **same sample rate** and of the **same length** as the input,
-  except :func:`trim_silence` (a slice: shorter or equal) and the noise generators (which
-  take a length).
+  except :func:`trim_silence` (a slice: shorter or equal), :func:`pad_silence` (longer by
+  the silence added) and the noise generators (which take a length).
 * Randomness comes only from an explicit ``np.random.Generator`` (or explicit
   parameters), so a corruption is a function of its seed.
 * Nothing is clipped or rescaled unless the function says so (:func:`hard_clip`,
@@ -464,6 +464,39 @@ def trim_silence(
     return x[a:b].copy()
 
 
+def pad_silence(
+    audio: np.ndarray,
+    sample_rate: int,
+    lead_s: float,
+    trail_s: float,
+    noise_dbfs: float | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """``audio`` with ``lead_s`` seconds of silence before it and ``trail_s`` after it: a
+    recording started early and stopped late, or a short clip padded to a fixed length.
+
+    The silence is digital (zeros) when ``noise_dbfs`` is None, else white noise whose RMS
+    is ``noise_dbfs`` dBFS (a background), drawn from ``rng``.
+
+    Returns:
+        float32 of ``int(lead_s * sr) + len(audio) + int(trail_s * sr)`` samples, ``audio``
+        unchanged in the middle.
+    """
+    if lead_s < 0 or trail_s < 0:
+        raise ValueError(f"silence lengths must be >= 0, got {lead_s}, {trail_s}")
+    if noise_dbfs is not None and rng is None:
+        raise ValueError("a noise background needs rng")
+    x = _f32(audio)
+    n_lead, n_trail = int(lead_s * sample_rate), int(trail_s * sample_rate)
+    out = np.zeros(n_lead + x.size + n_trail, dtype=np.float32)
+    out[n_lead : n_lead + x.size] = x
+    if noise_dbfs is not None:
+        scale = np.float32(10.0 ** (noise_dbfs / 20.0))
+        out[:n_lead] = white_noise(n_lead, rng) * scale
+        out[n_lead + x.size :] = white_noise(n_trail, rng) * scale
+    return out
+
+
 # ---------------------------------------------------------------------------- microphone
 
 
@@ -535,6 +568,7 @@ __all__ = [
     "mu_law_decode",
     "mu_law_encode",
     "noise_segment",
+    "pad_silence",
     "pink_noise",
     "quantize",
     "random_eq",

@@ -15,8 +15,9 @@ import soundfile as sf
 import torch
 from conftest import tiny_train_args, write_tone
 
-from data.audio import AudioError, load_audio, spectrogram
+from data.audio import AudioError, load_audio, spectrogram, speech_level_db
 from data.augment import (
+    PAD_DIGITAL_SHARE,
     RECIPE_MIX,
     AugmentConfig,
     Augmentor,
@@ -171,6 +172,11 @@ def test_cli_flags_for_every_new_augmentation(tmp_path: Path) -> None:
             "--trim-margin",
             "0",
             "0.05",
+            "--pad-prob",
+            "0.2",
+            "--pad-seconds",
+            "0.5",
+            "2",
         ]
     )
     cfg = AugmentConfig.from_args(args)
@@ -184,6 +190,7 @@ def test_cli_flags_for_every_new_augmentation(tmp_path: Path) -> None:
     assert (cfg.rir_prob, cfg.rir_rt60, cfg.telephone_prob, cfg.eq_prob, cfg.eq_max_db) == (0.4, (0.4, 0.6), 0.1, 0.5, 6.0)
     assert (cfg.gain_prob, cfg.gain_db, cfg.clip_prob, cfg.clip_fraction) == (0.6, (-20.0, 0.0), 0.05, (0.01, 0.02))
     assert (cfg.trim_prob, cfg.trim_margin_s) == (0.7, (0.0, 0.05))
+    assert (cfg.pad_prob, cfg.pad_s) == (0.2, (0.5, 2.0))
     # The babble manifest defaults to the training manifest.
     parser.add_argument("--train-manifest", default=str(manifest))
     assert AugmentConfig.from_args(parser.parse_args(["--babble-prob", "1"])).babble_manifest == str(manifest)
@@ -206,6 +213,8 @@ def test_cli_flags_for_every_new_augmentation(tmp_path: Path) -> None:
         (["--gain-db", "-10", "0", "--gain-prob", "0"], "--gain-db does nothing"),
         (["--clip-fraction", "0.01", "0.02"], "--clip-fraction does nothing: clipping is off"),
         (["--trim-margin", "0", "0.1"], "--trim-margin does nothing: trimming is off"),
+        (["--pad-seconds", "0", "1"], "--pad-seconds does nothing: padding is off"),
+        (["--pad-prob", "1", "--pad-seconds", "0", "11"], "pad_s must be (min, max)"),
         (["--rir-prob", "2"], "rir_prob must be in [0, 1]"),
         (["--rir-prob", "1", "--rir-rt60", "0.9", "0.2"], "rir_rt60 must be (min, max)"),
     ],
@@ -499,6 +508,7 @@ def babble_manifest(tmp_path: Path) -> Path:
 
 NEW = {
     "trim": {"trim_prob": 1.0},
+    "pad": {"pad_prob": 1.0},
     "rir": {"rir_prob": 1.0},
     "noise (generated)": {"noise_prob": 1.0},
     "babble": {"babble_prob": 1.0},
@@ -522,6 +532,8 @@ def test_each_new_augmentation_is_seeded_and_keeps_the_contract(name: str, babbl
     assert a.dtype == np.float32 and np.all(np.isfinite(a))
     if name == "trim":
         assert 0.8 * SR <= a.size < audio.size  # the speech stays, some silence goes
+    elif name == "pad":
+        assert audio.size < a.size <= audio.size + 2 * SR  # silence added, at most 1 s each side
     else:
         assert a.shape == audio.shape  # same length at the same rate
     assert not np.array_equal(a, audio)
@@ -565,6 +577,28 @@ def test_new_augmentations_match_data_corrupt(babble_manifest: Path) -> None:
     assert len(variants) == 4  # plain 8 kHz, band-pass, codec, both
     rng = stream("clip")
     np.testing.assert_array_equal(run(clip_prob=1.0), corrupt.clip_fraction(audio, rng.uniform(0.005, 0.05)))
+    rng = stream("pad")
+    lead, trail = rng.uniform(0.0, 1.0, size=2)
+    noise_dbfs = None if rng.random() < PAD_DIGITAL_SHARE else speech_level_db(audio, SR) - rng.uniform(30.0, 60.0)
+    np.testing.assert_array_equal(run(pad_prob=1.0), corrupt.pad_silence(audio, SR, lead, trail, noise_dbfs, rng))
+
+
+def test_padding_is_digital_silence_or_a_background_below_the_speech() -> None:
+    audio = speech_with_silence(2)
+    aug = Augmentor(AugmentConfig(**OFF, pad_prob=1.0, pad_s=(0.2, 0.2)), SR)
+    speech_db = speech_level_db(audio, SR)
+    digital, background = 0, []
+    for i in range(30):
+        a = aug.waveform(audio, Augmentor.rngs_for(0, 0, i))
+        n = int(0.2 * SR)
+        np.testing.assert_array_equal(a[n : n + audio.size], audio)
+        lead = a[:n]
+        if not lead.any():
+            digital += 1
+        else:
+            background.append(speech_db - 10 * np.log10(np.mean(lead.astype(np.float64) ** 2)))
+    assert 4 <= digital <= 18  # a third of the time
+    assert background and all(29.0 <= d <= 61.0 for d in background)
 
 
 def test_generated_noise_and_babble_hit_their_snr(babble_manifest: Path) -> None:

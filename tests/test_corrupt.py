@@ -325,6 +325,27 @@ def test_trim_without_silence_or_speech_changes_nothing() -> None:
         corrupt.trim_silence(tone, SR, -0.1, 0.0)
 
 
+def test_pad_silence_adds_digital_silence_or_a_background_at_its_level() -> None:
+    tone = sine(300.0, 0.5)
+    before = tone.copy()
+    y = corrupt.pad_silence(tone, SR, 0.25, 0.1)
+    assert y.dtype == np.float32 and y.size == int(0.25 * SR) + tone.size + int(0.1 * SR)
+    np.testing.assert_array_equal(y[int(0.25 * SR) : int(0.25 * SR) + tone.size], tone)
+    assert not y[: int(0.25 * SR)].any() and not y[int(0.25 * SR) + tone.size :].any()
+    np.testing.assert_array_equal(tone, before)  # input untouched
+    z = corrupt.pad_silence(tone, SR, 1.0, 1.0, noise_dbfs=-50.0, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(z[SR : SR + tone.size], tone)
+    for pad in (z[:SR], z[SR + tone.size :]):
+        assert 20 * np.log10(corrupt.rms(pad)) == pytest.approx(-50.0, abs=0.2)
+    again = corrupt.pad_silence(tone, SR, 1.0, 1.0, noise_dbfs=-50.0, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(z, again)  # a function of the seed
+    np.testing.assert_array_equal(corrupt.pad_silence(tone, SR, 0.0, 0.0), tone)
+    with pytest.raises(ValueError, match=">= 0"):
+        corrupt.pad_silence(tone, SR, -0.1, 0.0)
+    with pytest.raises(ValueError, match="needs rng"):
+        corrupt.pad_silence(tone, SR, 0.1, 0.1, noise_dbfs=-50.0)
+
+
 # ---------------------------------------------------------------------------- microphone
 
 

@@ -125,6 +125,8 @@ def test_suite_writes_the_table_and_reuses_its_work(suite, tmp_path: Path, caplo
         assert len(wavs) == 4 and all(sf.info(str(w)).samplerate == SR for w in wavs)
     clean = sf.read(str(min((work / "clean" / "wav").glob("*.wav"))))[0]
     assert clean.size == int(0.8 * SR)
+    padded = sf.read(str(min((work / "padded" / "wav").glob("*.wav"))))[0]
+    assert padded.size == clean.size + 2 * SR and not padded[:SR].any() and not padded[-SR:].any()
 
     # Again: nothing is rewritten, the numbers are the same, the text around the table is kept.
     before = wav_mtimes(work)
