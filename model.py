@@ -630,6 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
         "speech level of this manifest's audio (the training set's; up to 2,000 utterances spread over it)",
     )
     parser.add_argument(
+        "--remove-dc",
+        action="store_true",
+        help="with --export: switch on DC offset removal (train.py --remove-dc) in the copy",
+    )
+    parser.add_argument(
         "--pad-mode",
         choices=("reflect", "constant"),
         default=None,
@@ -675,6 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--fp16-weights applies to --export")
     if args.level_norm_from and not (args.export and (args.model_path or args.average)):
         parser.error("--level-norm-from applies to --export of a --model-path or --average checkpoint")
+    if args.remove_dc and not (args.export and (args.model_path or args.average)):
+        parser.error("--remove-dc applies to --export of a --model-path or --average checkpoint")
     if args.import_deepspeech_pytorch and not args.export:
         parser.error("--import-deepspeech-pytorch needs --export NEW.pth")
     if args.average and not (args.export or args.export_onnx):
@@ -759,6 +766,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         ckpt = average_checkpoints(args.average) if args.average else load_checkpoint(args.model_path)
         if args.export:
+            if args.remove_dc:
+                ckpt = replace(ckpt, audio_config=replace(ckpt.audio_config, remove_dc=True))
+                print("DC offset:     removed from every utterance before the features")
             if args.level_norm_from:
                 from data.audio import median_speech_level_db
                 from data.manifest import read_manifest

@@ -6,7 +6,7 @@
     python robustness.py --model-path old.pth new.pth ...   # several models side by side, same audio
 
 Each condition (noise, babble, telephone, 8 kHz, reverberation, level, clipping, tight
-segmentation, padding with silence, microphone EQ; see CONDITIONS) is a seeded corruption from
+segmentation, padding with silence, a DC offset, microphone EQ; see CONDITIONS) is a seeded corruption from
 ``data/corrupt.py`` applied to every utterance of ``--manifest``. The corrupted audio is
 written as float WAVs with a manifest per condition under ``--work-dir``, with a marker
 file recording what made it; a later run with the same inputs reuses it. The model is
@@ -73,6 +73,7 @@ class Condition:
 BABBLE_TALKERS = 4
 TIGHT_MARGIN_S = 0.03
 PADDED_S = 1.0
+DC_OFFSET = 0.05
 CLIP_FRACTION = 0.05
 
 
@@ -117,6 +118,11 @@ CONDITIONS: tuple[Condition, ...] = (
         "padded",
         f"{PADDED_S:g} s of digital silence added before and after",
         lambda x, sr, rng, babble: corrupt.pad_silence(x, sr, PADDED_S, PADDED_S),
+    ),
+    Condition(
+        "dc_offset",
+        f"a DC offset of {DC_OFFSET:g} ({100 * DC_OFFSET:g} % of full scale)",
+        lambda x, sr, rng, babble: np.asarray(x, dtype=np.float32) + np.float32(DC_OFFSET),
     ),
     Condition(
         "eq",

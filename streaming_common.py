@@ -48,6 +48,11 @@ def check_streamable(model_cfg: Any, audio_config: AudioConfig) -> None:
             "this model scales every utterance to a speech level (level_db, from --level-norm) measured over the "
             "whole utterance, which a stream does not have; stream with a model trained without --level-norm"
         )
+    if audio_config.remove_dc:
+        raise StreamingError(
+            "this model subtracts each utterance's mean (remove_dc, from --remove-dc), which needs the whole "
+            "utterance; stream with a model trained without --remove-dc"
+        )
     if audio_config.pad_mode != "constant":
         raise StreamingError(
             f"this model's features pad the signal's ends by {audio_config.pad_mode!r} (an imported model): "

@@ -76,7 +76,7 @@ ARCH_FLAGS = (
     "ds1_stride",
     "dropout",
 )
-AUDIO_FLAGS = ("sample_rate", "window_size", "window_stride", "window", "normalize")
+AUDIO_FLAGS = ("sample_rate", "window_size", "window_stride", "window", "normalize", "remove_dc")
 
 
 @dataclass(frozen=True)

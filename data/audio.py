@@ -16,7 +16,11 @@ n_fft = win_length = sample_rate * window_size (320), hop = sample_rate * window
 deepspeech.pytorch V3 give), ``center=True`` with **zero** padding of n_fft // 2 samples
 on both sides (librosa >= 0.9's default), then ``log1p`` and a normalisation:
 
-Optionally (``level_db``, off by default) the waveform is first scaled so that its speech
+Optionally (``remove_dc``, off by default) the waveform's mean is first subtracted: a
+microphone's DC offset otherwise counts as speech energy in the level and the lowest bins.
+It needs the whole utterance, so a model that uses it cannot stream.
+
+Optionally (``level_db``, off by default) the waveform is then scaled so that its speech
 level, the 95th percentile of its 10 ms frame energies (:func:`speech_level_db`), is
 ``level_db`` dBFS: ``log1p`` compresses quiet audio differently from loud audio, so no
 normalisation after it makes the features independent of the recording level; this does.
@@ -81,6 +85,7 @@ class AudioConfig:
     pad_mode: str = "constant"  # STFT centre padding: "constant" (zeros) | "reflect" (librosa < 0.9)
     int16_divisor: int = 32768  # 16-bit PCM sample -> float: int / this (deepspeech.pytorch v2: 32767)
     level_db: float | None = None  # speech level (dBFS) every utterance is scaled to before the features
+    remove_dc: bool = False  # subtract each utterance's mean (a DC offset) before the level and the features
 
     def __post_init__(self) -> None:
         if self.normalize is True or self.normalize is False:  # format 1 checkpoints stored a bool
@@ -107,6 +112,8 @@ class AudioConfig:
                 f"give n_fft={self.n_fft}, hop={self.hop_length} at {self.sample_rate} Hz; "
                 "need 0 < hop <= n_fft"
             )
+        if type(self.remove_dc) is not bool:
+            raise ValueError(f"remove_dc must be True or False, got {self.remove_dc!r}")
         if self.level_db is not None:
             if type(self.level_db) not in (int, float) or not -80.0 <= self.level_db <= 0.0:
                 raise ValueError(f"level_db must be a level in dBFS between -80 and 0, or None; got {self.level_db!r}")
@@ -169,6 +176,11 @@ class AudioConfig:
             help="scale every utterance to the training audio's speech level before the features "
             "(measured on the training set, stored in the model): level-independent features; not streamable",
         )
+        g.add_argument(
+            "--remove-dc",
+            action="store_true",
+            help="subtract each utterance's mean (a microphone's DC offset) before the features; not streamable",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "AudioConfig":
@@ -177,7 +189,14 @@ class AudioConfig:
         ``--level-norm`` the level (:func:`median_speech_level_db`): this returns the config
         without them, which those measurements need."""
         normalize = "none" if args.normalize == "global" else args.normalize
-        return cls(args.sample_rate, args.window_size, args.window_stride, args.window, normalize)
+        return cls(
+            args.sample_rate,
+            args.window_size,
+            args.window_stride,
+            args.window,
+            normalize,
+            remove_dc=bool(getattr(args, "remove_dc", False)),
+        )
 
 
 def with_feature_stats(cfg: AudioConfig, mean: np.ndarray, std: np.ndarray) -> AudioConfig:
@@ -422,5 +441,8 @@ def spectrogram(audio: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarr
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"spectrogram expects mono audio of shape (n_samples,), got {audio.shape}")
-    audio = normalize_level(rescale_pcm(audio, cfg), cfg)
+    audio = rescale_pcm(audio, cfg)
+    if cfg.remove_dc and audio.size:
+        audio = (audio - audio.mean(dtype=np.float64)).astype(np.float32)
+    audio = normalize_level(audio, cfg)
     return normalize_features(stft_magnitude(frame_signal(audio, cfg), cfg), cfg)

@@ -467,6 +467,22 @@ def test_export_can_switch_on_level_normalisation(tmp_path, capsys):
     assert "empty.csv: the manifest lists no utterances" in capsys.readouterr().err
 
 
+def test_export_can_switch_on_dc_removal(tmp_path, capsys):
+    import model as model_cli
+
+    src = save(
+        tmp_path / "m.pth", build_model(ModelConfig(hidden_size=16, hidden_layers=1, conv_channels=4)), AudioConfig(), LABELS
+    )
+    out = tmp_path / "dc.pth"
+    assert model_cli.main(["--model-path", str(src), "--export", str(out), "--remove-dc"]) == 0
+    assert load_checkpoint(out).audio_config == AudioConfig(remove_dc=True)
+    assert "DC offset:" in capsys.readouterr().out
+    assert load_checkpoint(src).audio_config.remove_dc is False
+    with pytest.raises(SystemExit):
+        model_cli.main(["--model-path", str(src), "--remove-dc"])
+    assert "--remove-dc applies to --export" in capsys.readouterr().err
+
+
 def test_format_1_files_still_load(tmp_path: Path) -> None:
     """Format 1 kept the training keys at the top level and normalize as a bool."""
     model = tiny_model()

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,26 @@ def test_level_normalisation_makes_features_level_independent() -> None:
     for bad in (3.0, -120.0, float("nan"), True, "-20"):
         with pytest.raises(ValueError, match="level_db"):
             AudioConfig(level_db=bad)
+
+
+def test_remove_dc_makes_the_features_independent_of_a_dc_offset() -> None:
+    rng = np.random.default_rng(5)
+    x = np.zeros(16000, dtype=np.float32)
+    x[4000:12000] = 0.2 * rng.standard_normal(8000).astype(np.float32)
+    x -= x.mean()
+    for cfg in (AudioConfig(remove_dc=True), AudioConfig(remove_dc=True, level_db=-25.0)):
+        for offset in (0.01, -0.05, 0.2):
+            np.testing.assert_allclose(spectrogram(x + np.float32(offset), cfg), spectrogram(x, cfg), atol=1e-4)
+        plain = replace(cfg, remove_dc=False)
+        assert np.abs(spectrogram(x + np.float32(0.05), plain) - spectrogram(x, plain)).max() > 0.1  # without it
+        np.testing.assert_allclose(spectrogram(x, cfg), spectrogram(x, plain), atol=1e-5)  # no offset: the same
+    assert np.isfinite(spectrogram(np.zeros(800, dtype=np.float32), AudioConfig(remove_dc=True))).all()
+    cfg = AudioConfig(remove_dc=True)
+    assert AudioConfig.from_dict(cfg.to_dict()) == cfg
+    assert AudioConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "remove_dc"}).remove_dc is False  # old files
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match="remove_dc"):
+            AudioConfig(remove_dc=bad)
 
 
 def test_median_speech_level_of_files_skips_unreadable_ones_only_when_asked(tmp_path: Path) -> None:

@@ -117,12 +117,13 @@ def test_metadata_describes_the_model(tmp_path):
         feature_mean=tuple(rng.standard_normal(161).tolist()),
         feature_std=tuple(rng.uniform(0.5, 2, 161).tolist()),
         level_db=-22.5,
+        remove_dc=True,
     )
     labels = list(LABELS)
     path = onnx_export.export_onnx(random_model(cfg), audio_cfg, labels, tmp_path / "m.onnx", info={"epochs": 7})
     rec = OnnxRecognizer(path)
     assert rec.labels == labels
-    assert rec.audio_config == audio_cfg  # normalize, the per-frequency statistics and the level
+    assert rec.audio_config == audio_cfg  # normalize, the per-frequency statistics, the level and the DC removal
     assert rec.metadata["model_config"] == cfg.__dict__
     assert rec.metadata["precision"] == "float32" and rec.metadata["opset"] == onnx_export.OPSET
     assert rec.frame_shift == pytest.approx(0.02)

@@ -177,6 +177,8 @@ def test_imported_feature_settings_stream_too():
         StreamingRecognizer(model, dataclasses.replace(base, pad_mode="reflect"), LABELS)
     with pytest.raises(StreamingError, match="level_db"):  # needs the whole utterance's level
         StreamingRecognizer(model, dataclasses.replace(base, level_db=-25.0), LABELS)
+    with pytest.raises(StreamingError, match="remove_dc"):  # needs the whole utterance's mean
+        StreamingRecognizer(model, dataclasses.replace(base, remove_dc=True), LABELS)
 
 
 def test_partials_grow_into_the_final_text():

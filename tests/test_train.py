@@ -222,6 +222,11 @@ def test_level_norm_measures_the_training_speech_level(tiny_dataset, tmp_path, c
     code = run_train(tiny_dataset, tmp_path / "b", "--epochs", "2", "--level-norm", "--continue-from", last)
     assert code == 0 and "ignoring --level-norm" in caplog.text
     assert load_flat(tmp_path / "b" / "deepspeech_last.pth")["audio_config"]["level_db"] is None
+    caplog.clear()
+    code = run_train(tiny_dataset, tmp_path / "b", "--epochs", "3", "--remove-dc", "--continue-from", last)
+    assert code == 0 and "ignoring --remove-dc" in caplog.text
+    assert run_train(tiny_dataset, tmp_path / "c", "--epochs", "1", "--remove-dc") == 0
+    assert load_flat(tmp_path / "c" / "best.pth")["audio_config"]["remove_dc"] is True
 
 
 def test_learning_rate_schedules(tiny_dataset, tmp_path):
