@@ -555,6 +555,7 @@ def test_audio_flags_are_stored_in_the_model(tiny_dataset, tmp_path):
         "pad_mode": "constant",
         "int16_divisor": 32768,
         "level_db": None,
+        "remove_dc": False,
     }
     assert pkg["model_config"]["n_features"] == 101  # int(8000 * 0.025) // 2 + 1
 
