@@ -289,9 +289,9 @@ def _floor_noise(n: int, cal: Calibration, sample_rate: int) -> np.ndarray:
 
 def _pad(audio: np.ndarray, sample_rate: int, cal: Calibration | None) -> np.ndarray:
     """``PAD_S`` seconds before and after: digital silence (``cal`` None) or background noise."""
-    n = int(PAD_S * sample_rate)
     if cal is None:
-        return np.pad(audio, (n, n))
+        return corrupt.pad_silence(audio, sample_rate, PAD_S, PAD_S)
+    n = int(PAD_S * sample_rate)
     noise = _floor_noise(audio.size + 2 * n, cal, sample_rate)
     return np.concatenate([noise[:n], audio, noise[-n:]]).astype(np.float32)
 

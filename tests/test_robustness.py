@@ -127,6 +127,8 @@ def test_suite_writes_the_table_and_reuses_its_work(suite, tmp_path: Path, caplo
     assert clean.size == int(0.8 * SR)
     padded = sf.read(str(min((work / "padded" / "wav").glob("*.wav"))))[0]
     assert padded.size == clean.size + 2 * SR and not padded[:SR].any() and not padded[-SR:].any()
+    offset = sf.read(str(min((work / "dc_offset" / "wav").glob("*.wav"))))[0]
+    np.testing.assert_allclose(offset - clean, robustness.DC_OFFSET, atol=1e-6)
 
     # Again: nothing is rewritten, the numbers are the same, the text around the table is kept.
     before = wav_mtimes(work)
