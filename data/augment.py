@@ -101,10 +101,11 @@ RECIPE_MIX = {
     "gain_prob": 0.25,
     "clip_prob": 0.05,
     "trim_prob": 0.3,
+    "pad_prob": 0.3,
 }
-"""The recording-condition augmentation of the AN4 recipe (v2): ``train.py``'s defaults, on top
-of the dataclass defaults (speed/volume and SpecAugment). Chosen on the corruption suite of the
-validation set (docs/robustness.md, docs/experiments.md)."""
+"""The recording-condition augmentation of the AN4 recipe (v2; padding since v6): ``train.py``'s
+defaults, on top of the dataclass defaults (speed/volume and SpecAugment). Chosen on the corruption
+suite of the validation set (docs/robustness.md, docs/experiments.md)."""
 
 NOISE_GENERATORS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
     "white": lambda n, sr, rng: corrupt.white_noise(n, rng),
