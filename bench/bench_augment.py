@@ -10,7 +10,7 @@ the babble talkers, as the first epoch does), and the time per audio second is
 extrapolated to the whole manifest (``epoch s``; 858 utterances, 2,315 s of audio for
 AN4 train). Rows: no augmentation, the recipe (speed/volume + SpecAugment), each
 recording-condition augmentation alone at probability 1 on top of the recipe, all of
-them at probability 1, and recipe v2's mix (``data.augment.RECIPE_MIX``).
+them at probability 1, and the recipe's mix (``data.augment.RECIPE_MIX``), with and without its padding.
 
 Process CPU time is reported next to wall time: on a shared machine the wall time also
 counts other processes. The last line is JSON.
@@ -50,7 +50,8 @@ def configs(manifest: Path) -> dict[str, AugmentConfig]:
     for name in AugmentConfig.probabilities():
         rows[f"recipe + {name.removesuffix('_prob')} (p=1)"] = replace(recipe, **{name: 1.0})
     rows["recipe + all (p=1)"] = replace(recipe, **{name: 1.0 for name in AugmentConfig.probabilities()})
-    rows["recipe v2: recipe + RECIPE_MIX"] = replace(recipe, **RECIPE_MIX)
+    rows["recipe + RECIPE_MIX"] = replace(recipe, **RECIPE_MIX)
+    rows["recipe + RECIPE_MIX without padding"] = replace(recipe, **{**RECIPE_MIX, "pad_prob": 0.0})
     return rows
 
 
