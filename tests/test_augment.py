@@ -726,7 +726,8 @@ def test_bench_augment_reports_every_row(tiny_dataset: Path, capsys) -> None:
     assert summary["utterances_timed"] == 2 and summary["manifest_utterances"] == 6
     rows = [k for k in summary if isinstance(summary[k], dict)]
     assert rows[:2] == ["none", "recipe (speed/volume + SpecAugment)"] and "recipe + all (p=1)" in rows
-    assert len(rows) == 2 + len(AugmentConfig.probabilities()) + 2
+    assert rows[-2:] == ["recipe + RECIPE_MIX", "recipe + RECIPE_MIX without padding"]
+    assert len(rows) == 2 + len(AugmentConfig.probabilities()) + 3
     assert all(summary[k]["epoch_cpu_s"] >= 0 and summary[k]["epoch_wall_s"] >= 0 for k in rows)
     assert bench_augment.main(["--runs", "0"]) == 2
 
