@@ -57,6 +57,7 @@ def test_train_defaults_are_the_recipe_of_the_shipped_model():
     seed: the shipped model is the best on validation of the recipe's runs (its epoch with the
     lowest validation WER), exported with the training audio's speech level (docs/experiments.md)."""
     import train
+    from data.augment import AugmentConfig
 
     defaults = vars(train.build_parser().parse_args([]))
     pkg = torch.load(MODEL, weights_only=True)
@@ -81,15 +82,7 @@ def test_train_defaults_are_the_recipe_of_the_shipped_model():
         "augment",
         "spec_augment",
         "noise_dir",
-        "noise_prob",
-        "babble_prob",
-        "rir_prob",
-        "telephone_prob",
-        "eq_prob",
-        "gain_prob",
-        "clip_prob",
-        "trim_prob",
-        "pad_prob",
+        *AugmentConfig.probabilities(),
         "pad_seconds",
         "word_crop_prob",
         "word_crop_max_words",
