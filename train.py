@@ -181,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         "manifests with a duration column then load without opening a file); bad ones are "
         "skipped and counted",
     )
+    g.add_argument(
+        "--single-word-repeats",
+        type=int,
+        default=1,
+        metavar="K",
+        help="list every training utterance of one word (a recorded command) K times per epoch, each copy "
+        "with its own augmentation (not with --lazy-transcripts)",
+    )
     g.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     g.add_argument("--no-shuffle", action="store_true", help="keep the duration-sorted order every epoch")
     g.add_argument(
@@ -567,7 +575,13 @@ class Trainer:
             cache_bytes=None if args.cache_mb is None else int(args.cache_mb * 2**20),
         )
         self.train_set = SpectrogramDataset(
-            args.train_manifest, self.audio_cfg, self.labels, augment=augment, seed=args.seed, **data_kw
+            args.train_manifest,
+            self.audio_cfg,
+            self.labels,
+            augment=augment,
+            seed=args.seed,
+            single_word_repeats=args.single_word_repeats,
+            **data_kw,
         )
         self.val_set = SpectrogramDataset(args.val_manifest, self.audio_cfg, self.labels, **data_kw)
         order_kw = dict(shuffle=not args.no_shuffle, sortagrad=not args.no_sorta_grad, seed=args.seed)
@@ -971,6 +985,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--batch-size must be at least 1")
     if args.cache_mb is not None and args.cache_mb < 0:
         parser.error("--cache-mb must be >= 0 (0: no cache)")
+    if args.single_word_repeats < 1:
+        parser.error("--single-word-repeats must be at least 1 (1: every utterance once per epoch)")
+    if args.single_word_repeats > 1 and args.lazy_transcripts:
+        parser.error("--single-word-repeats reads every transcript at start: drop --lazy-transcripts")
     if args.init_from and args.continue_from and args.continue_from != "auto":
         parser.error("--init-from starts a new run; --continue-from resumes one: give one of them")
     if args.init_from and not Path(args.init_from).is_file() and int(os.environ.get("RANK", "0")) == 0:

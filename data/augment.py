@@ -187,7 +187,9 @@ class AugmentConfig:
             and after the utterance (drawn separately for each side).
         word_crop_prob: probability of cutting a multi-word utterance down to a run of
             1 to ``word_crop_max_words`` of its words; word_alignments: the word alignment
-            file (``align.py``) that says where the words are.
+            file (``align.py``) that says where the words are; word_crop_min_pause_db: cut
+            only between words with a pause at least this many dB below the speech level
+            (0: between any two words; :func:`data.words.crop_words`).
     """
 
     speed_volume_perturb: bool = True
@@ -226,6 +228,7 @@ class AugmentConfig:
     pad_s: tuple[float, float] = (0.0, 1.0)
     word_crop_prob: float = 0.0
     word_crop_max_words: int = 2
+    word_crop_min_pause_db: float = 0.0
     word_alignments: str | None = None
 
     def __post_init__(self) -> None:
@@ -294,6 +297,8 @@ class AugmentConfig:
             raise ValueError("babble needs a babble_manifest and babble_pool >= 1")
         if self.word_crop_prob > 0 and (self.word_alignments is None or self.word_crop_max_words < 1):
             raise ValueError("word crop needs word_alignments and word_crop_max_words >= 1")
+        if not 0.0 <= self.word_crop_min_pause_db <= 120.0:
+            raise ValueError(f"word_crop_min_pause_db must be between 0 and 120 dB, got {self.word_crop_min_pause_db}")
 
     @staticmethod
     def probabilities() -> tuple[str, ...]:
@@ -550,6 +555,16 @@ class AugmentConfig:
             help=shown(f"most words in a cut-out run (default: {d['word_crop_max_words']})"),
         )
         g.add_argument(
+            "--word-crop-min-pause-db",
+            type=float,
+            default=None,
+            metavar="DB",
+            help=shown(
+                "cut only between words with a pause this many dB below the speech level; utterances without "
+                f"one stay whole (default: {d['word_crop_min_pause_db']:g}: between any two words)"
+            ),
+        )
+        g.add_argument(
             "--word-alignments",
             default=None,
             metavar="FILE",
@@ -595,6 +610,7 @@ class AugmentConfig:
             "trim_margin": ("trimming", bool(get("trim_prob")), "--trim-prob P"),
             "pad_seconds": ("padding", bool(get("pad_prob")), "--pad-prob P"),
             "word_crop_max_words": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
+            "word_crop_min_pause_db": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
             "word_alignments": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
         }
         for name, (what, on, enable) in refinements.items():
@@ -654,6 +670,7 @@ class AugmentConfig:
                 pad_s=pick("pad_seconds", "pad_s"),
                 word_crop_prob=pick("word_crop_prob"),
                 word_crop_max_words=pick("word_crop_max_words"),
+                word_crop_min_pause_db=pick("word_crop_min_pause_db"),
                 word_alignments=None if word_alignments is None else str(word_alignments),
             )
         except ValueError as e:
@@ -898,7 +915,7 @@ class Augmentor:
         alignment = self.alignments.get(Path(wav_path).resolve())
         if alignment is None or len(alignment.words) < 2 or list(alignment.words) != text.split():
             return audio, None
-        return crop_words(audio, self.sample_rate, alignment, rng, self.cfg.word_crop_max_words)
+        return crop_words(audio, self.sample_rate, alignment, rng, self.cfg.word_crop_max_words, self.cfg.word_crop_min_pause_db)
 
     def waveform(self, audio: np.ndarray, rngs: UtteranceRngs) -> np.ndarray:
         """All waveform augmentations. ``audio`` (n,) is never modified; returns (n',) float32

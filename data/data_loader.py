@@ -64,6 +64,11 @@ class SpectrogramDataset(Dataset):
     undecodable audio. ``ids`` and ``texts`` then hold ``None`` until read (use
     :meth:`transcript`).
 
+    ``single_word_repeats`` (training) lists every utterance whose transcript is one word
+    that many times, each copy right after the original: a recorded voice command is then
+    seen ``k`` times per epoch, each time with its own augmentation draws (the copies are
+    separate indices). It needs the transcripts up front (not ``lazy_transcripts``).
+
     Augmentation (``augment``; give it to the training set only) draws every random
     choice from generators seeded with ``(seed, epoch, index)``: the same epoch gives
     the same features whatever the worker count or order, and a resumed run repeats
@@ -89,9 +94,14 @@ class SpectrogramDataset(Dataset):
         seed: int = 123456,
         cache_bytes: int | None = None,
         lazy_transcripts: bool = False,
+        single_word_repeats: int = 1,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if type(single_word_repeats) is not int or single_word_repeats < 1:
+            raise ValueError(f"single_word_repeats must be an integer >= 1, got {single_word_repeats!r}")
+        if single_word_repeats > 1 and lazy_transcripts:
+            raise ValueError("single_word_repeats needs the transcripts read up front: not with lazy_transcripts")
         self.manifest_path = Path(manifest_path)
         self.audio_cfg = audio_cfg
         self.labels = list(labels)
@@ -138,6 +148,9 @@ class SpectrogramDataset(Dataset):
         if not self.wav_paths:
             detail = f" (all {len(rows)} rows were bad; first: {self.skipped[0][1]})" if self.skipped else ""
             raise ManifestError(f"{self.manifest_path}: no usable utterances{detail}")
+        self.single_word_repeats = single_word_repeats
+        if single_word_repeats > 1:
+            self._repeat_single_words(single_word_repeats)
         self.n_frames = [audio_cfg.n_frames(n) for n in self.n_samples]
         if self._augmentor is not None and self.augment.word_crop_prob > 0:
             self._check_alignments()
@@ -152,6 +165,22 @@ class SpectrogramDataset(Dataset):
         self._cached_bytes = 0
         # Shared memory, so that set_epoch() in the main process reaches running workers.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    def _repeat_single_words(self, k: int) -> None:
+        """List each one-word utterance ``k`` times, the copies right after it."""
+        counts = [k if len(text.split()) == 1 else 1 for text in self.texts]
+        for name in ("wav_paths", "transcript_paths", "ids", "texts", "n_samples", "durations"):
+            column = getattr(self, name)
+            setattr(self, name, [v for v, n in zip(column, counts) for _ in range(n)])
+        single = sum(n > 1 for n in counts)
+        logger.info(
+            "%s: %d one-word utterances listed %d times each: %d items per epoch from %d utterances",
+            self.manifest_path,
+            single,
+            k,
+            len(self.wav_paths),
+            len(counts),
+        )
 
     def _check_alignments(self) -> None:
         """Log how many utterances the word alignments cover; none at all is an error."""

@@ -4,6 +4,7 @@ Library functions (used by ``data/an4.py``) and a CLI with two subcommands::
 
     python data/utils.py create --data-dir data/an4_dataset/train --output-path train.csv
     python data/utils.py merge --manifests a.csv b.csv --output-path all.csv --max-duration 15
+    python data/utils.py merge --manifests val.csv --output-path val_one_word.csv --max-words 1
 
 Pairing rule (deepspeech.pytorch's layout): ``.../wav/x.wav`` goes with ``.../txt/x.txt``
 (the last ``wav`` folder in the path becomes ``txt``); a ``.wav`` with no ``wav`` folder
@@ -38,6 +39,7 @@ class ManifestReport:
     missing_transcripts: list[Path]
     pruned: int = 0
     duplicates: int = 0
+    too_many_words: int = 0
 
     @property
     def seconds(self) -> float:
@@ -158,13 +160,19 @@ def merge_manifests(
     min_duration: float | None = None,
     max_duration: float | None = None,
     relative: bool = True,
+    max_words: int | None = None,
 ) -> ManifestReport:
     """Merge manifests into one, re-sorted by duration, paths rewritten for the new location.
 
     Inputs may hold relative (to their own folder) or absolute paths. A wav listed
-    twice (same resolved path) is kept once and counted in ``duplicates``.
+    twice (same resolved path) is kept once and counted in ``duplicates``. ``max_words``
+    keeps only utterances whose transcript has at most that many words (e.g. 1: recorded
+    single words), counting the others in ``too_many_words``.
     """
     check_duration_range(min_duration, max_duration)
+    if max_words is not None and max_words < 1:
+        raise ValueError(f"--max-words must be at least 1, got {max_words}")
+    too_many_words = 0
     seen: set[Path] = set()
     pairs: list[tuple[Path, Path]] = []
     duplicates = 0
@@ -179,13 +187,17 @@ def merge_manifests(
             for p, kind in ((wav, "audio"), (txt, "transcript")):
                 if not p.is_file():
                     raise FileNotFoundError(f"{manifest}: {kind} file {p} listed in the manifest does not exist")
+            if max_words is not None and len(txt.read_text(encoding="utf-8", errors="replace").split()) > max_words:
+                too_many_words += 1
+                continue
             pairs.append((wav, txt))
     if not pairs:
-        raise ValueError(f"{', '.join(str(m) for m in manifests)}: the manifests list no utterance")
+        fewer = f" with at most {max_words} words" if too_many_words else ""
+        raise ValueError(f"{', '.join(str(m) for m in manifests)}: the manifests list no utterance{fewer}")
     utterances = with_durations(pairs)
     kept = _kept_or_raise(utterances, min_duration, max_duration, ", ".join(str(m) for m in manifests))
     _write(Path(output_path), kept, relative)
-    return ManifestReport(kept, [], pruned=len(utterances) - len(kept), duplicates=duplicates)
+    return ManifestReport(kept, [], pruned=len(utterances) - len(kept), duplicates=duplicates, too_many_words=too_many_words)
 
 
 def describe(report: ManifestReport, output_path: str | Path) -> str:
@@ -195,6 +207,8 @@ def describe(report: ManifestReport, output_path: str | Path) -> str:
         extra.append(f"{report.pruned} outside the duration range")
     if report.duplicates:
         extra.append(f"{report.duplicates} duplicates")
+    if report.too_many_words:
+        extra.append(f"{report.too_many_words} with more words than --max-words")
     if report.missing_transcripts:
         extra.append(f"{len(report.missing_transcripts)} without transcript")
     skipped = f" (skipped: {', '.join(extra)})" if extra else ""
@@ -216,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(create)
     merge = sub.add_parser("merge", help="merge manifests, re-sorted by duration")
     merge.add_argument("--manifests", type=Path, nargs="+", required=True, help="manifest CSVs to merge")
+    merge.add_argument(
+        "--max-words", type=int, default=None, help="keep only utterances whose transcript has at most this many words"
+    )
     common(merge)
     return parser
 
@@ -235,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
         else:
-            report = merge_manifests(args.manifests, args.output_path, args.min_duration, args.max_duration, relative)
+            report = merge_manifests(
+                args.manifests, args.output_path, args.min_duration, args.max_duration, relative, max_words=args.max_words
+            )
     except (FileNotFoundError, ManifestError, AudioError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.audio import frame_levels_db
+from data.audio import LEVEL_PERCENTILE, frame_levels_db
 from utils import write_text_atomic
 
 FORMAT = "deepspeech-ctc word alignments"
@@ -72,18 +72,54 @@ def word_cut_points(audio: np.ndarray, sample_rate: int, spans: Sequence[Sequenc
     return cuts
 
 
+def pause_depths_db(audio: np.ndarray, sample_rate: int, cuts: Sequence[int]) -> list[float]:
+    """For each cut between two words (``cuts[1:-1]``, from :func:`word_cut_points`): how
+    many dB the 10 ms frame at the cut lies below the utterance's speech level (the 95th
+    percentile of its frame energies, as :func:`data.audio.speech_level_db`). A pause
+    between the words is deep; a cut through speech that runs on from one word into the
+    next is shallow."""
+    levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate)
+    speech = float(np.percentile(levels, LEVEL_PERCENTILE))
+    hop = max(1, sample_rate // 100)
+    return [speech - float(levels[min(len(levels) - 1, c // hop)]) for c in cuts[1:-1]]
+
+
 def crop_words(
-    audio: np.ndarray, sample_rate: int, alignment: WordAlignment, rng: np.random.Generator, max_words: int
+    audio: np.ndarray,
+    sample_rate: int,
+    alignment: WordAlignment,
+    rng: np.random.Generator,
+    max_words: int,
+    min_pause_db: float = 0.0,
 ) -> tuple[np.ndarray, str]:
     """A random run of 1 to ``max_words`` consecutive words of a multi-word utterance, cut
     with :func:`word_cut_points`: ``(audio[a:b], its transcript)``. Never the whole
-    utterance; an utterance of one word comes back unchanged."""
+    utterance; an utterance of one word comes back unchanged.
+
+    ``min_pause_db > 0`` cuts only where the speaker paused: a run's ends must be the
+    utterance's ends or cuts at least that deep (:func:`pause_depths_db`); the run length
+    is drawn among the lengths that have such a run, then the run among those. With no
+    such run the utterance comes back whole.
+    """
     words = alignment.words
     if len(words) < 2:
         return audio, " ".join(words)
-    k = int(rng.integers(1, min(max_words, len(words) - 1) + 1))
-    i = int(rng.integers(0, len(words) - k + 1))
     cuts = word_cut_points(audio, sample_rate, alignment.spans)
+    if min_pause_db <= 0:
+        k = int(rng.integers(1, min(max_words, len(words) - 1) + 1))
+        i = int(rng.integers(0, len(words) - k + 1))
+        return audio[cuts[i] : cuts[i + k]], " ".join(words[i : i + k])
+    depths = pause_depths_db(audio, sample_rate, cuts)
+    cuttable = [True, *(d >= min_pause_db for d in depths), True]
+    runs: dict[int, list[int]] = {}
+    for k in range(1, min(max_words, len(words) - 1) + 1):
+        starts = [i for i in range(len(words) - k + 1) if cuttable[i] and cuttable[i + k]]
+        if starts:
+            runs[k] = starts
+    if not runs:
+        return audio, " ".join(words)
+    k = sorted(runs)[int(rng.integers(0, len(runs)))]
+    i = runs[k][int(rng.integers(0, len(runs[k])))]
     return audio[cuts[i] : cuts[i + k]], " ".join(words[i : i + k])
 
 
@@ -156,6 +192,7 @@ __all__ = [
     "WordAlignment",
     "count_aligned",
     "crop_words",
+    "pause_depths_db",
     "read_alignments",
     "word_cut_points",
     "write_alignments",

@@ -386,6 +386,29 @@ def test_dataset_items(tiny_dataset: Path) -> None:
         ds[6]
 
 
+def test_single_word_repeats_list_one_word_utterances_k_times(tiny_dataset: Path, tmp_path: Path) -> None:
+    plain = SpectrogramDataset(tiny_dataset)
+    ds = SpectrogramDataset(tiny_dataset, single_word_repeats=3)
+    # "A", "AB", "YES", "NO", "HELLO" are one word each; "GO UP" is two.
+    assert ds.texts == [t for t in plain.texts for _ in range(3 if " " not in t else 1)]
+    assert len(ds) == 16 and ds.single_word_repeats == 3
+    assert ds.wav_paths[:4] == [plain.wav_paths[0]] * 3 + [plain.wav_paths[1]]
+    assert ds.durations == [d for d, t in zip(plain.durations, plain.texts) for _ in range(3 if " " not in t else 1)]
+    assert ds.n_frames == [plain.n_frames[0]] * 3 + [plain.n_frames[1]] * 3 + ds.n_frames[6:]
+    assert torch.equal(ds[1][0], plain[0][0]) and torch.equal(ds[15][0], plain[5][0])
+    # Copies are separate indices: with augmentation each has its own draws.
+    aug = SpectrogramDataset(
+        tiny_dataset, augment=AugmentConfig(speed_volume_perturb=True, spec_augment=True), seed=7, single_word_repeats=3
+    )
+    assert aug.texts[0] == aug.texts[1] == "A" and not torch.equal(aug[0][0], aug[1][0])
+    assert BucketingSampler(ds, 4).bins[0] == [0, 1, 2, 3]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="single_word_repeats"):
+            SpectrogramDataset(tiny_dataset, single_word_repeats=bad)
+    with pytest.raises(ValueError, match="lazy_transcripts"):
+        SpectrogramDataset(tiny_dataset, single_word_repeats=2, lazy_transcripts=True)
+
+
 def test_dataset_durations_from_other_rates(tmp_path: Path) -> None:
     wav = write_tone(tmp_path / "a.wav", 0.5, sample_rate=44100)
     (tmp_path / "a.txt").write_text("A")

@@ -189,6 +189,15 @@ def test_merge_drops_duplicates(tiny_dataset: Path, tmp_path: Path, capsys: pyte
     assert [r[:2] for r in read_manifest(tmp_path / "m.csv")] == [r[:2] for r in read_manifest(tiny_dataset)]
 
 
+def test_merge_max_words_keeps_short_transcripts(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out_path = tmp_path / "one_word.csv"
+    rc, out, _ = cli(capsys, "merge", "--manifests", tiny_dataset, "--output-path", out_path, "--max-words", "1")
+    assert rc == 0 and "5 utterances" in out and "1 with more words than --max-words" in out
+    assert [Path(r[0]).stem for r in read_manifest(out_path)] == ["u0", "u1", "u2", "u3", "u4"]  # not "GO UP"
+    rc, _, err = cli(capsys, "merge", "--manifests", tiny_dataset, "--output-path", out_path, "--max-words", "0")
+    assert rc == 2 and "--max-words must be at least 1" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("case", ["missing_manifest", "missing_wav", "bad_row", "all_pruned"])
 def test_merge_errors(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
     bad = tmp_path / "bad.csv"

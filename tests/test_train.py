@@ -273,6 +273,16 @@ def test_no_shuffle_keeps_sorted_order_and_sortagrad_flag(tiny_dataset, tmp_path
     assert [i for b in trainer.sampler for i in b] != list(range(6))
 
 
+def test_single_word_repeats_lengthen_the_epoch(tiny_dataset, tmp_path):
+    base = ["--train-manifest", str(tiny_dataset), "--val-manifest", str(tiny_dataset), "--no-shuffle", *TINY]
+    trainer = train.Trainer(train.build_parser().parse_args([*base, "--single-word-repeats", "2"]))
+    trainer.setup()
+    # Five of the six utterances are one word: 11 items, 4 batches of 3; validation is unchanged.
+    assert len(trainer.train_set) == 11 and trainer.steps_per_epoch == 4 and len(trainer.val_set) == 6
+    assert [trainer.train_set.texts[i] for b in trainer.sampler for i in b][:4] == ["A", "A", "AB", "AB"]
+    assert run_train(tiny_dataset, tmp_path / "run", "--epochs", "1", "--single-word-repeats", "2") == 0
+
+
 def test_custom_labels(tiny_dataset, tmp_path):
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps(list("_ ABCDEFGHIJKLMNOPQRSTUVWXYZ'")))
@@ -700,6 +710,9 @@ def test_undecodable_training_audio_is_skipped_and_counted(tiny_dataset, tmp_pat
         (["--log-dir", "runs/tb"], "--log-dir applies with --tensorboard"),
         (["--threads", "0"], "--threads"),
         (["--stop-after-epoch", "0"], "--stop-after-epoch"),
+        (["--single-word-repeats", "0"], "--single-word-repeats must be at least 1"),
+        (["--word-crop-prob", "0", "--word-crop-min-pause-db", "30"], "--word-crop-min-pause-db does nothing"),
+        (["--single-word-repeats", "2", "--lazy-transcripts"], "drop --lazy-transcripts"),
     ],
 )
 def test_flags_that_would_do_nothing_are_refused(tiny_dataset, tmp_path, capsys, argv, message):

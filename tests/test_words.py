@@ -22,7 +22,15 @@ from data.augment import AugmentConfig, Augmentor
 from data.data_loader import SpectrogramDataset
 from data.manifest import ManifestError, read_manifest, write_manifest
 from data.text import LABELS, text_to_ids
-from data.words import AlignmentFileError, WordAlignment, crop_words, read_alignments, word_cut_points, write_alignments
+from data.words import (
+    AlignmentFileError,
+    WordAlignment,
+    crop_words,
+    pause_depths_db,
+    read_alignments,
+    word_cut_points,
+    write_alignments,
+)
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -159,6 +167,32 @@ def test_crop_words_is_a_run_of_words_never_the_whole() -> None:
     assert all(len(crop_words(audio, SR, two, np.random.default_rng(s), 5)[1].split()) == 1 for s in range(10))
 
 
+def test_crop_with_min_pause_cuts_only_where_the_speaker_paused() -> None:
+    # A B C D with pauses around each word, except that C runs on into D without one.
+    audio, spans = words_audio(4)
+    join = slice(round(spans[2][1] * SR), round(spans[3][0] * SR))
+    audio = audio.copy()
+    audio[join] = tone(1.0, 650, 9)[: join.stop - join.start]
+    a = WordAlignment(("A", "B", "C", "D"), tuple(spans))
+    cuts = word_cut_points(audio, SR, spans)
+    depths = pause_depths_db(audio, SR, cuts)
+    assert depths[0] > 40 and depths[1] > 40 and depths[2] < 5  # 0.4 tones over 0.001 noise; C-D is a tone
+    seen = set()
+    for seed in range(60):
+        clip, text = crop_words(audio, SR, a, np.random.default_rng(seed), max_words=2, min_pause_db=30)
+        seen.add(text)
+        assert np.array_equal(clip, crop_words(audio, SR, a, np.random.default_rng(seed), 2, min_pause_db=30)[0])
+    # Runs that start or end at the C|D cut are never drawn: "C" and "D" alone, "B C".
+    assert seen == {"A", "B", "A B", "C D"}
+    # No deep pause at all: the utterance stays whole; min_pause_db=0 draws as before.
+    assert crop_words(audio, SR, a, np.random.default_rng(0), 2, min_pause_db=100) == (audio, "A B C D")
+    for seed in range(10):
+        old = crop_words(audio, SR, a, np.random.default_rng(seed), 2)
+        assert old[1] == crop_words(audio, SR, a, np.random.default_rng(seed), 2, min_pause_db=0)[1]
+    with pytest.raises(ValueError, match="word_crop_min_pause_db"):
+        AugmentConfig(word_crop_min_pause_db=-1)
+
+
 # ---------------------------------------------------------------------------- the file
 
 
@@ -217,6 +251,12 @@ def test_augmentor_crop_is_seeded_and_checks_the_transcript(worded: Path) -> Non
     assert aug.crop(audio, "X Y", worded / "elsewhere.wav", aug.rngs_for(1, 2, 3))[1] is None  # not aligned
     off = Augmentor(AugmentConfig(word_crop_prob=0.0), SR)
     assert off.crop(audio, "A B C D", wav, off.rngs_for(1, 2, 3)) == (audio, None) and off.alignments == {}
+    # The flag reaches the crop: no pause is 120 dB deep, so the utterance stays whole.
+    flags = ["--word-crop-prob", "1", "--word-crop-min-pause-db", "120", "--word-alignments", str(worded / "words.json")]
+    args = train.build_parser().parse_args(["--train-manifest", str(worded / "manifest.csv"), *flags])
+    strict = Augmentor(AugmentConfig.from_args(args), SR)
+    assert strict.cfg.word_crop_min_pause_db == 120
+    assert strict.crop(audio, "A B C D", wav, strict.rngs_for(1, 2, 3)) == (audio, "A B C D")
 
 
 def test_dataset_trains_on_the_cropped_words(worded: Path) -> None:
