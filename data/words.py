@@ -47,9 +47,12 @@ class WordAlignment:
     spans: tuple[tuple[float, float], ...]
 
 
-def word_cut_points(audio: np.ndarray, sample_rate: int, spans: Sequence[Sequence[float]]) -> list[int]:
+def word_cut_points(
+    audio: np.ndarray, sample_rate: int, spans: Sequence[Sequence[float]], levels: np.ndarray | None = None
+) -> list[int]:
     """Sample offsets that cut ``audio`` into its words: ``len(spans) + 1`` non-decreasing
-    values, the first 0 and the last ``len(audio)``.
+    values, the first 0 and the last ``len(audio)``. ``levels``: the audio's
+    :func:`data.audio.frame_levels_db`, when the caller has them already.
 
     Between word ``i`` and ``i + 1`` the cut is the middle of the quietest 10 ms frame that
     lies wholly in the gap between ``spans[i]`` and ``spans[i + 1]``; with no such frame
@@ -58,7 +61,8 @@ def word_cut_points(audio: np.ndarray, sample_rate: int, spans: Sequence[Sequenc
     n = len(audio)
     cuts = [0]
     if len(spans) > 1:
-        levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate)
+        if levels is None:
+            levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate)
         hop = max(1, sample_rate // 100)
         for (_, end), (start, _) in zip(spans[:-1], spans[1:]):
             a, b = math.ceil(end / FRAME_S - 1e-9), math.floor(start / FRAME_S + 1e-9)
@@ -72,13 +76,14 @@ def word_cut_points(audio: np.ndarray, sample_rate: int, spans: Sequence[Sequenc
     return cuts
 
 
-def pause_depths_db(audio: np.ndarray, sample_rate: int, cuts: Sequence[int]) -> list[float]:
+def pause_depths_db(audio: np.ndarray, sample_rate: int, cuts: Sequence[int], levels: np.ndarray | None = None) -> list[float]:
     """For each cut between two words (``cuts[1:-1]``, from :func:`word_cut_points`): how
     many dB the 10 ms frame at the cut lies below the utterance's speech level (the 95th
     percentile of its frame energies, as :func:`data.audio.speech_level_db`). A pause
     between the words is deep; a cut through speech that runs on from one word into the
-    next is shallow."""
-    levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate)
+    next is shallow. ``levels`` as for :func:`word_cut_points`."""
+    if levels is None:
+        levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate)
     speech = float(np.percentile(levels, LEVEL_PERCENTILE))
     hop = max(1, sample_rate // 100)
     return [speech - float(levels[min(len(levels) - 1, c // hop)]) for c in cuts[1:-1]]
@@ -104,12 +109,14 @@ def crop_words(
     words = alignment.words
     if len(words) < 2:
         return audio, " ".join(words)
-    cuts = word_cut_points(audio, sample_rate, alignment.spans)
     if min_pause_db <= 0:
+        cuts = word_cut_points(audio, sample_rate, alignment.spans)
         k = int(rng.integers(1, min(max_words, len(words) - 1) + 1))
         i = int(rng.integers(0, len(words) - k + 1))
         return audio[cuts[i] : cuts[i + k]], " ".join(words[i : i + k])
-    depths = pause_depths_db(audio, sample_rate, cuts)
+    levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate)
+    cuts = word_cut_points(audio, sample_rate, alignment.spans, levels)
+    depths = pause_depths_db(audio, sample_rate, cuts, levels)
     cuttable = [True, *(d >= min_pause_db for d in depths), True]
     runs: dict[int, list[int]] = {}
     for k in range(1, min(max_words, len(words) - 1) + 1):
@@ -118,7 +125,7 @@ def crop_words(
             runs[k] = starts
     if not runs:
         return audio, " ".join(words)
-    k = sorted(runs)[int(rng.integers(0, len(runs)))]
+    k = list(runs)[int(rng.integers(0, len(runs)))]
     i = runs[k][int(rng.integers(0, len(runs[k])))]
     return audio[cuts[i] : cuts[i + k]], " ".join(words[i : i + k])
 

@@ -196,6 +196,10 @@ def test_merge_max_words_keeps_short_transcripts(tiny_dataset: Path, tmp_path: P
     assert [Path(r[0]).stem for r in read_manifest(out_path)] == ["u0", "u1", "u2", "u3", "u4"]  # not "GO UP"
     rc, _, err = cli(capsys, "merge", "--manifests", tiny_dataset, "--output-path", out_path, "--max-words", "0")
     assert rc == 2 and "--max-words must be at least 1" in err and "Traceback" not in err
+    two_words = tmp_path / "two_words.csv"
+    utils.merge_manifests([tiny_dataset], two_words, relative=False, min_duration=0.85)  # only "GO UP"
+    rc, _, err = cli(capsys, "merge", "--manifests", two_words, "--output-path", out_path, "--max-words", "1")
+    assert rc == 2 and "no utterance with at most 1 words" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("case", ["missing_manifest", "missing_wav", "bad_row", "all_pruned"])
