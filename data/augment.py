@@ -189,7 +189,8 @@ class AugmentConfig:
             1 to ``word_crop_max_words`` of its words; word_alignments: the word alignment
             file (``align.py``) that says where the words are; word_crop_min_pause_db: cut
             only between words with a pause at least this many dB below the speech level
-            (0: between any two words; :func:`data.words.crop_words`).
+            (0: between any two words; :func:`data.words.crop_words`);
+            word_crop_skip_letters: never cut out a run made only of spelled letters.
     """
 
     speed_volume_perturb: bool = True
@@ -229,6 +230,7 @@ class AugmentConfig:
     word_crop_prob: float = 0.0
     word_crop_max_words: int = 2
     word_crop_min_pause_db: float = 0.0
+    word_crop_skip_letters: bool = False
     word_alignments: str | None = None
 
     def __post_init__(self) -> None:
@@ -565,6 +567,15 @@ class AugmentConfig:
             ),
         )
         g.add_argument(
+            "--word-crop-skip-letters",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=shown(
+                "never cut out a run made only of spelled letters (one-character words): a short sound alone is not "
+                f"taught to be a letter (default: {'on' if d['word_crop_skip_letters'] else 'off'})"
+            ),
+        )
+        g.add_argument(
             "--word-alignments",
             default=None,
             metavar="FILE",
@@ -611,6 +622,7 @@ class AugmentConfig:
             "pad_seconds": ("padding", bool(get("pad_prob")), "--pad-prob P"),
             "word_crop_max_words": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
             "word_crop_min_pause_db": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
+            "word_crop_skip_letters": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
             "word_alignments": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
         }
         for name, (what, on, enable) in refinements.items():
@@ -671,6 +683,7 @@ class AugmentConfig:
                 word_crop_prob=pick("word_crop_prob"),
                 word_crop_max_words=pick("word_crop_max_words"),
                 word_crop_min_pause_db=pick("word_crop_min_pause_db"),
+                word_crop_skip_letters=pick("word_crop_skip_letters"),
                 word_alignments=None if word_alignments is None else str(word_alignments),
             )
         except ValueError as e:
@@ -915,7 +928,16 @@ class Augmentor:
         alignment = self.alignments.get(Path(wav_path).resolve())
         if alignment is None or len(alignment.words) < 2 or list(alignment.words) != text.split():
             return audio, None
-        return crop_words(audio, self.sample_rate, alignment, rng, self.cfg.word_crop_max_words, self.cfg.word_crop_min_pause_db)
+        cfg = self.cfg
+        return crop_words(
+            audio,
+            self.sample_rate,
+            alignment,
+            rng,
+            cfg.word_crop_max_words,
+            cfg.word_crop_min_pause_db,
+            cfg.word_crop_skip_letters,
+        )
 
     def waveform(self, audio: np.ndarray, rngs: UtteranceRngs) -> np.ndarray:
         """All waveform augmentations. ``audio`` (n,) is never modified; returns (n',) float32

@@ -5,6 +5,7 @@ Library functions (used by ``data/an4.py``) and a CLI with two subcommands::
     python data/utils.py create --data-dir data/an4_dataset/train --output-path train.csv
     python data/utils.py merge --manifests a.csv b.csv --output-path all.csv --max-duration 15
     python data/utils.py merge --manifests val.csv --output-path val_one_word.csv --max-words 1
+    python data/utils.py merge --manifests val_words.csv --output-path val_spoken.csv --no-spelled-letters
 
 Pairing rule (deepspeech.pytorch's layout): ``.../wav/x.wav`` goes with ``.../txt/x.txt``
 (the last ``wav`` folder in the path becomes ``txt``); a ``.wav`` with no ``wav`` folder
@@ -40,6 +41,7 @@ class ManifestReport:
     pruned: int = 0
     duplicates: int = 0
     too_many_words: int = 0
+    spelled_letters: int = 0
 
     @property
     def seconds(self) -> float:
@@ -161,18 +163,21 @@ def merge_manifests(
     max_duration: float | None = None,
     relative: bool = True,
     max_words: int | None = None,
+    no_spelled_letters: bool = False,
 ) -> ManifestReport:
     """Merge manifests into one, re-sorted by duration, paths rewritten for the new location.
 
     Inputs may hold relative (to their own folder) or absolute paths. A wav listed
     twice (same resolved path) is kept once and counted in ``duplicates``. ``max_words``
     keeps only utterances whose transcript has at most that many words (e.g. 1: recorded
-    single words), counting the others in ``too_many_words``.
+    single words), counting the others in ``too_many_words``. ``no_spelled_letters`` drops
+    utterances whose words are all spelled letters (one character each), counted in
+    ``spelled_letters``: what is left are spoken words (digits, commands, ...).
     """
     check_duration_range(min_duration, max_duration)
     if max_words is not None and max_words < 1:
         raise ValueError(f"--max-words must be at least 1, got {max_words}")
-    too_many_words = 0
+    too_many_words = spelled_letters = 0
     seen: set[Path] = set()
     pairs: list[tuple[Path, Path]] = []
     duplicates = 0
@@ -187,17 +192,29 @@ def merge_manifests(
             for p, kind in ((wav, "audio"), (txt, "transcript")):
                 if not p.is_file():
                     raise FileNotFoundError(f"{manifest}: {kind} file {p} listed in the manifest does not exist")
-            if max_words is not None and len(txt.read_text(encoding="utf-8", errors="replace").split()) > max_words:
+            words = txt.read_text(encoding="utf-8", errors="replace").split() if max_words or no_spelled_letters else []
+            if max_words is not None and len(words) > max_words:
                 too_many_words += 1
+                continue
+            if no_spelled_letters and all(len(w) == 1 for w in words):
+                spelled_letters += 1
                 continue
             pairs.append((wav, txt))
     if not pairs:
         fewer = f" with at most {max_words} words" if too_many_words else ""
+        fewer += " that is not spelled letters" if spelled_letters else ""
         raise ValueError(f"{', '.join(str(m) for m in manifests)}: the manifests list no utterance{fewer}")
     utterances = with_durations(pairs)
     kept = _kept_or_raise(utterances, min_duration, max_duration, ", ".join(str(m) for m in manifests))
     _write(Path(output_path), kept, relative)
-    return ManifestReport(kept, [], pruned=len(utterances) - len(kept), duplicates=duplicates, too_many_words=too_many_words)
+    return ManifestReport(
+        kept,
+        [],
+        pruned=len(utterances) - len(kept),
+        duplicates=duplicates,
+        too_many_words=too_many_words,
+        spelled_letters=spelled_letters,
+    )
 
 
 def describe(report: ManifestReport, output_path: str | Path) -> str:
@@ -209,6 +226,8 @@ def describe(report: ManifestReport, output_path: str | Path) -> str:
         extra.append(f"{report.duplicates} duplicates")
     if report.too_many_words:
         extra.append(f"{report.too_many_words} with more words than --max-words")
+    if report.spelled_letters:
+        extra.append(f"{report.spelled_letters} only spelled letters")
     if report.missing_transcripts:
         extra.append(f"{len(report.missing_transcripts)} without transcript")
     skipped = f" (skipped: {', '.join(extra)})" if extra else ""
@@ -233,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument(
         "--max-words", type=int, default=None, help="keep only utterances whose transcript has at most this many words"
     )
+    merge.add_argument(
+        "--no-spelled-letters",
+        action="store_true",
+        help="drop utterances made only of spelled letters (one-character words)",
+    )
     common(merge)
     return parser
 
@@ -253,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
         else:
             report = merge_manifests(
-                args.manifests, args.output_path, args.min_duration, args.max_duration, relative, max_words=args.max_words
+                args.manifests,
+                args.output_path,
+                args.min_duration,
+                args.max_duration,
+                relative,
+                max_words=args.max_words,
+                no_spelled_letters=args.no_spelled_letters,
             )
     except (FileNotFoundError, ManifestError, AudioError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -96,6 +96,7 @@ def crop_words(
     rng: np.random.Generator,
     max_words: int,
     min_pause_db: float = 0.0,
+    skip_letter_runs: bool = False,
 ) -> tuple[np.ndarray, str]:
     """A random run of 1 to ``max_words`` consecutive words of a multi-word utterance, cut
     with :func:`word_cut_points`: ``(audio[a:b], its transcript)``. Never the whole
@@ -105,22 +106,35 @@ def crop_words(
     utterance's ends or cuts at least that deep (:func:`pause_depths_db`); the run length
     is drawn among the lengths that have such a run, then the run among those. With no
     such run the utterance comes back whole.
+
+    ``skip_letter_runs`` never cuts out a run made only of spelled letters (words of one
+    character): an utterance that spells a name gives whole words or none, so a short
+    sound alone is not taught to be a letter. Runs are drawn as with ``min_pause_db``.
     """
     words = alignment.words
     if len(words) < 2:
         return audio, " ".join(words)
-    if min_pause_db <= 0:
+    if min_pause_db <= 0 and not skip_letter_runs:
         cuts = word_cut_points(audio, sample_rate, alignment.spans)
         k = int(rng.integers(1, min(max_words, len(words) - 1) + 1))
         i = int(rng.integers(0, len(words) - k + 1))
         return audio[cuts[i] : cuts[i + k]], " ".join(words[i : i + k])
-    levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate)
-    cuts = word_cut_points(audio, sample_rate, alignment.spans, levels)
-    depths = pause_depths_db(audio, sample_rate, cuts, levels)
-    cuttable = [True, *(d >= min_pause_db for d in depths), True]
+    cuttable = [True] * (len(words) + 1)
+    if min_pause_db > 0:
+        levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate)
+        cuts = word_cut_points(audio, sample_rate, alignment.spans, levels)
+        depths = pause_depths_db(audio, sample_rate, cuts, levels)
+        cuttable = [True, *(d >= min_pause_db for d in depths), True]
+    else:
+        cuts = word_cut_points(audio, sample_rate, alignment.spans)
+
+    def allowed(i: int, k: int) -> bool:
+        letters_only = all(len(w) == 1 for w in words[i : i + k])
+        return cuttable[i] and cuttable[i + k] and not (skip_letter_runs and letters_only)
+
     runs: dict[int, list[int]] = {}
     for k in range(1, min(max_words, len(words) - 1) + 1):
-        starts = [i for i in range(len(words) - k + 1) if cuttable[i] and cuttable[i + k]]
+        starts = [i for i in range(len(words) - k + 1) if allowed(i, k)]
         if starts:
             runs[k] = starts
     if not runs:

@@ -202,6 +202,17 @@ def test_merge_max_words_keeps_short_transcripts(tiny_dataset: Path, tmp_path: P
     assert rc == 2 and "no utterance with at most 1 words" in err and "Traceback" not in err
 
 
+def test_merge_no_spelled_letters_keeps_spoken_words(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out_path = tmp_path / "spoken.csv"
+    rc, out, _ = cli(capsys, "merge", "--manifests", tiny_dataset, "--output-path", out_path, "--no-spelled-letters")
+    assert rc == 0 and "5 utterances" in out and "1 only spelled letters" in out
+    assert [Path(r[0]).stem for r in read_manifest(out_path)] == ["u1", "u2", "u3", "u4", "u5"]  # not "A"
+    letters = tmp_path / "letters.csv"
+    utils.merge_manifests([tiny_dataset], letters, relative=False, max_duration=0.45)  # only "A"
+    rc, _, err = cli(capsys, "merge", "--manifests", letters, "--output-path", out_path, "--no-spelled-letters")
+    assert rc == 2 and "no utterance that is not spelled letters" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("case", ["missing_manifest", "missing_wav", "bad_row", "all_pruned"])
 def test_merge_errors(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
     bad = tmp_path / "bad.csv"

@@ -712,6 +712,7 @@ def test_undecodable_training_audio_is_skipped_and_counted(tiny_dataset, tmp_pat
         (["--stop-after-epoch", "0"], "--stop-after-epoch"),
         (["--single-word-repeats", "0"], "--single-word-repeats must be at least 1"),
         (["--word-crop-prob", "0", "--word-crop-min-pause-db", "30"], "--word-crop-min-pause-db does nothing"),
+        (["--word-crop-prob", "0", "--word-crop-skip-letters"], "--word-crop-skip-letters does nothing"),
         (["--single-word-repeats", "2", "--lazy-transcripts"], "drop --lazy-transcripts"),
     ],
 )

@@ -193,6 +193,23 @@ def test_crop_with_min_pause_cuts_only_where_the_speaker_paused() -> None:
         AugmentConfig(word_crop_min_pause_db=-1)
 
 
+def test_crop_can_skip_runs_of_spelled_letters() -> None:
+    audio, spans = words_audio(4)
+    a = WordAlignment(("A", "B", "ONE", "C"), tuple(spans))
+    seen = set()
+    for seed in range(60):
+        clip, text = crop_words(audio, SR, a, np.random.default_rng(seed), max_words=2, skip_letter_runs=True)
+        seen.add(text)
+        assert np.array_equal(clip, crop_words(audio, SR, a, np.random.default_rng(seed), 2, skip_letter_runs=True)[0])
+    # Every run holds a word of more than one character; "A", "B", "A B" and "C" are never cut out.
+    assert seen == {"ONE", "B ONE", "ONE C"}
+    letters = WordAlignment(("A", "B", "C", "D"), tuple(spans))
+    assert crop_words(audio, SR, letters, np.random.default_rng(0), 2, skip_letter_runs=True) == (audio, "A B C D")
+    # With a pause threshold too, both rules hold.
+    both = {crop_words(audio, SR, a, np.random.default_rng(s), 2, 30, True)[1] for s in range(60)}
+    assert both == seen
+
+
 # ---------------------------------------------------------------------------- the file
 
 
@@ -257,6 +274,13 @@ def test_augmentor_crop_is_seeded_and_checks_the_transcript(worded: Path) -> Non
     strict = Augmentor(AugmentConfig.from_args(args), SR)
     assert strict.cfg.word_crop_min_pause_db == 120
     assert strict.crop(audio, "A B C D", wav, strict.rngs_for(1, 2, 3)) == (audio, "A B C D")
+    # u3 spells four letters: with --word-crop-skip-letters nothing of it is cut out.
+    args = train.build_parser().parse_args(
+        ["--train-manifest", str(worded / "manifest.csv"), *flags[:2], *flags[4:], "--word-crop-skip-letters"]
+    )
+    spelled = Augmentor(AugmentConfig.from_args(args), SR)
+    assert spelled.cfg.word_crop_skip_letters and not strict.cfg.word_crop_skip_letters
+    assert spelled.crop(audio, "A B C D", wav, spelled.rngs_for(1, 2, 3)) == (audio, "A B C D")
 
 
 def test_dataset_trains_on_the_cropped_words(worded: Path) -> None:
