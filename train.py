@@ -59,6 +59,8 @@ log = logging.getLogger("deepspeech.train")
 
 RECIPE_WORD_CROP_PROB = 0.25
 """The recipe's share of training utterances cut down to one or two of their words."""
+RECIPE_WORD_CROP_SKIP_LETTERS = True
+"""The recipe's word crop never cuts out a run made only of spelled letters (recipe v7)."""
 DEFAULT_WORD_ALIGNMENTS = "models/an4_train_words.json"
 """Word alignments of AN4's training set (``python align.py``), used by the recipe's word crop."""
 
@@ -1029,7 +1031,14 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 def resolve_word_alignments(args: argparse.Namespace) -> None:
     """The recipe's word crop without ``--word-alignments``: :data:`DEFAULT_WORD_ALIGNMENTS`
     when it aligns utterances of ``--train-manifest`` (AN4's training set), otherwise the
-    crop is switched off and a warning says how to align the manifest."""
+    crop is switched off and a warning says how to align the manifest. A crop that stays on
+    without ``--[no-]word-crop-skip-letters`` takes :data:`RECIPE_WORD_CROP_SKIP_LETTERS`."""
+    _resolve_alignments(args)
+    if args.word_crop_prob > 0 and args.word_crop_skip_letters is None:
+        args.word_crop_skip_letters = RECIPE_WORD_CROP_SKIP_LETTERS
+
+
+def _resolve_alignments(args: argparse.Namespace) -> None:
     if args.word_crop_prob <= 0 or args.word_alignments is not None:
         return
     default = Path(DEFAULT_WORD_ALIGNMENTS)

@@ -392,6 +392,10 @@ def test_recipe_word_crop_uses_the_default_alignments_only_where_they_apply(word
     args = parser.parse_args(["--train-manifest", str(worded / "manifest.csv")])
     train.resolve_word_alignments(args)
     assert (args.word_crop_prob, args.word_alignments) == (train.RECIPE_WORD_CROP_PROB, str(worded / "words.json"))
+    assert args.word_crop_skip_letters is train.RECIPE_WORD_CROP_SKIP_LETTERS is True
+    no_skip = parser.parse_args(["--train-manifest", str(worded / "manifest.csv"), "--no-word-crop-skip-letters"])
+    train.resolve_word_alignments(no_skip)
+    assert no_skip.word_crop_skip_letters is False and AugmentConfig.from_args(no_skip).word_crop_skip_letters is False
     # another corpus: the default alignments cover none of it, so the crop is off, with the way to switch it on
     other = worded / "other.csv"
     write_manifest(other, [(worded / "wav" / "u1.wav", worded / "txt" / "u1.txt")])
@@ -406,4 +410,7 @@ def test_recipe_word_crop_uses_the_default_alignments_only_where_they_apply(word
     assert (args.word_crop_prob, args.word_alignments) == (train.RECIPE_WORD_CROP_PROB, "mine.json")
     args = parser.parse_args(["--train-manifest", str(other), "--word-crop-prob", "0"])
     train.resolve_word_alignments(args)
-    assert (args.word_crop_prob, args.word_alignments) == (0.0, None)
+    assert (args.word_crop_prob, args.word_alignments, args.word_crop_skip_letters) == (0.0, None, None)
+    AugmentConfig.from_args(args)  # the recipe's skip-letters default is no refinement of a crop that is off
+    v4 = parser.parse_args(["--no-word-crop-skip-letters", "--pad-prob", "0", "--word-crop-prob", "0"])
+    assert AugmentConfig.from_args(v4).word_crop_skip_letters is False  # recipe v4 from recipe v7's defaults
