@@ -119,14 +119,11 @@ def crop_words(
         k = int(rng.integers(1, min(max_words, len(words) - 1) + 1))
         i = int(rng.integers(0, len(words) - k + 1))
         return audio[cuts[i] : cuts[i + k]], " ".join(words[i : i + k])
+    levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate) if min_pause_db > 0 else None
+    cuts = word_cut_points(audio, sample_rate, alignment.spans, levels)
     cuttable = [True] * (len(words) + 1)
     if min_pause_db > 0:
-        levels = frame_levels_db(np.asarray(audio, dtype=np.float32), sample_rate)
-        cuts = word_cut_points(audio, sample_rate, alignment.spans, levels)
-        depths = pause_depths_db(audio, sample_rate, cuts, levels)
-        cuttable = [True, *(d >= min_pause_db for d in depths), True]
-    else:
-        cuts = word_cut_points(audio, sample_rate, alignment.spans)
+        cuttable = [True, *(d >= min_pause_db for d in pause_depths_db(audio, sample_rate, cuts, levels)), True]
 
     def allowed(i: int, k: int) -> bool:
         letters_only = all(len(w) == 1 for w in words[i : i + k])
