@@ -622,13 +622,13 @@ class AugmentConfig:
             "pad_seconds": ("padding", bool(get("pad_prob")), "--pad-prob P"),
             "word_crop_max_words": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
             "word_crop_min_pause_db": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
+            "word_crop_skip_letters": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
             "word_alignments": ("the word crop", bool(get("word_crop_prob")), "--word-crop-prob P"),
         }
         for name, (what, on, enable) in refinements.items():
-            if get(name) is not None and not on:
+            value = get(name)  # a --no-... switch (False) turns a refinement off, which is always allowed
+            if value is not None and value is not False and not on:
                 fail(f"--{name.replace('_', '-')} does nothing: {what} is off (add {enable} with P > 0)")
-        if get("word_crop_skip_letters") and not get("word_crop_prob"):  # --no-word-crop-skip-letters is always allowed
-            fail("--word-crop-skip-letters does nothing: the word crop is off (add --word-crop-prob P with P > 0)")
         if get("noise_types") is not None:
             if not noise_on:
                 fail("--noise-types does nothing: noise is off (add --noise-prob P with P > 0)")
