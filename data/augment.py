@@ -191,6 +191,9 @@ class AugmentConfig:
             only between words with a pause at least this many dB below the speech level
             (0: between any two words; :func:`data.words.crop_words`);
             word_crop_skip_letters: never cut out a run made only of spelled letters.
+        warmup_epochs: the first this many epochs (epochs 0 to ``warmup_epochs - 1``) get
+            no augmentation at all, the utterances as recorded; every other field applies
+            from then on.
     """
 
     speed_volume_perturb: bool = True
@@ -232,6 +235,7 @@ class AugmentConfig:
     word_crop_min_pause_db: float = 0.0
     word_crop_skip_letters: bool = False
     word_alignments: str | None = None
+    warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         # Lists (e.g. from JSON) become tuples so the config stays hashable and comparable.
@@ -278,7 +282,15 @@ class AugmentConfig:
         ordered("clip_fraction", 0.0, strict=True, high=0.5)
         ordered("trim_margin_s", 0.0)
         ordered("pad_s", 0.0, high=10.0)
-        for name in ("freq_mask_width", "n_freq_masks", "time_mask_width", "n_time_masks", "babble_pool", "word_crop_max_words"):
+        for name in (
+            "freq_mask_width",
+            "n_freq_masks",
+            "time_mask_width",
+            "n_time_masks",
+            "babble_pool",
+            "word_crop_max_words",
+            "warmup_epochs",
+        ):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)}")
         if not 0.0 <= self.time_mask_max_fraction <= 1.0:
@@ -581,6 +593,13 @@ class AugmentConfig:
             metavar="FILE",
             help="word alignments of the training manifest, written by align.py (for --word-crop-prob)",
         )
+        g.add_argument(
+            "--augment-warmup-epochs",
+            type=int,
+            default=d["warmup_epochs"],
+            metavar="N",
+            help="train the first N epochs on the utterances as recorded, every augmentation off",
+        )
         return parser
 
     @classmethod
@@ -656,7 +675,7 @@ class AugmentConfig:
             return d[field or name] if value is None else value
 
         try:
-            return cls(
+            cfg = cls(
                 speed_volume_perturb=pick("augment", "speed_volume_perturb"),
                 spec_augment=pick("spec_augment"),
                 noise_dir=None if noise_dir is None else str(noise_dir),
@@ -686,10 +705,14 @@ class AugmentConfig:
                 word_crop_min_pause_db=pick("word_crop_min_pause_db"),
                 word_crop_skip_letters=pick("word_crop_skip_letters"),
                 word_alignments=None if word_alignments is None else str(word_alignments),
+                warmup_epochs=pick("augment_warmup_epochs", "warmup_epochs"),
             )
         except ValueError as e:
             fail(f"augmentation flags: {e}")
             raise
+        if cfg.warmup_epochs and not cfg.enabled:
+            fail("--augment-warmup-epochs does nothing: every augmentation is off")
+        return cfg
 
 
 def add_augment_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -278,7 +278,7 @@ class SpectrogramDataset(Dataset):
             if self.on_error == "raise":
                 raise
             return Unusable(str(self.wav_paths[index]), str(e))
-        if self._augmentor is None:
+        if self._augmentor is None or self.epoch < self.augment.warmup_epochs:
             spect = torch.from_numpy(spectrogram(audio, self.audio_cfg))
         else:
             rngs = self._augmentor.rngs_for(self.seed, self.epoch, index)

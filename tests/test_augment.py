@@ -217,6 +217,8 @@ def test_cli_flags_for_every_new_augmentation(tmp_path: Path) -> None:
         (["--pad-prob", "1", "--pad-seconds", "0", "11"], "pad_s must be (min, max)"),
         (["--rir-prob", "2"], "rir_prob must be in [0, 1]"),
         (["--rir-prob", "1", "--rir-rt60", "0.9", "0.2"], "rir_rt60 must be (min, max)"),
+        (["--augment-warmup-epochs", "2", "--no-augment", "--no-spec-augment"], "--augment-warmup-epochs does nothing"),
+        (["--augment-warmup-epochs", "-1"], "warmup_epochs must be a non-negative integer"),
     ],
 )
 def test_cli_refuses_flags_that_would_do_nothing(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
@@ -458,6 +460,26 @@ def test_dataset_without_augment_gives_plain_features(tiny_dataset: Path) -> Non
         spect = masked[i][0]
         keep = spect != 0
         assert spect.shape == ref.shape and torch.equal(spect[keep], ref[keep])
+
+
+def test_augment_warmup_epochs_give_the_utterances_as_recorded(tiny_dataset: Path, tmp_path: Path) -> None:
+    write_tone(tmp_path / "noise" / "n.wav", 0.7, freq=77, seed=9)
+    cfg = full_augment(tmp_path / "noise")
+    parser = AugmentConfig.add_args(argparse.ArgumentParser())
+    assert AugmentConfig.from_args(parser.parse_args([])).warmup_epochs == 0
+    argv = ["--augment-warmup-epochs", "2", "--noise-dir", str(tmp_path / "noise"), "--noise-prob", "0.5"]
+    assert AugmentConfig.from_args(parser.parse_args(argv)) == replace(cfg, warmup_epochs=2)
+    plain = SpectrogramDataset(tiny_dataset)
+    warm = SpectrogramDataset(tiny_dataset, augment=replace(cfg, warmup_epochs=2), seed=11)
+    always = SpectrogramDataset(tiny_dataset, augment=cfg, seed=11)
+    for epoch in range(4):
+        warm.set_epoch(epoch)
+        always.set_epoch(epoch)
+        for i in range(len(warm)):
+            got, want = warm[i], (plain if epoch < 2 else always)[i]
+            assert torch.equal(got[0], want[0]) and got[1:] == want[1:]
+            if epoch < 2:
+                assert not torch.equal(got[0], always[i][0])
 
 
 def test_dataset_speed_perturb_changes_frame_count(tiny_dataset: Path) -> None:
@@ -711,10 +733,13 @@ def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_pa
         "0.2",
         "--trim-prob",
         "0.5",
+        "--augment-warmup-epochs",
+        "1",
     ]
     assert train.main([*common, *flags]) == 0
     args = load_checkpoint(tmp_path / "deepspeech_last.pth").training.args
     assert args["rir_prob"] == 0.5 and args["babble_manifest"] is None  # babble from --train-manifest
+    assert args["augment_warmup_epochs"] == 1
 
 
 def test_bench_augment_reports_every_row(tiny_dataset: Path, capsys) -> None:
