@@ -61,6 +61,8 @@ RECIPE_WORD_CROP_PROB = 0.25
 """The recipe's share of training utterances cut down to one or two of their words."""
 RECIPE_WORD_CROP_SKIP_LETTERS = True
 """The recipe's word crop never cuts out a run made only of spelled letters (recipe v7)."""
+RECIPE_AUGMENT_WARMUP_EPOCHS = 3
+"""The recipe's first epochs on the utterances as recorded, every augmentation off (recipe v8)."""
 DEFAULT_WORD_ALIGNMENTS = "models/an4_train_words.json"
 """Word alignments of AN4's training set (``python align.py``), used by the recipe's word crop."""
 
@@ -570,6 +572,7 @@ class Trainer:
             model = model.to(self.device)
 
         resolve_word_alignments(args)  # done by check_args already when run from the command line
+        resolve_augment_warmup(args)
         augment = AugmentConfig.from_args(args)
         data_kw = dict(
             on_error="skip",
@@ -1012,6 +1015,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--num-workers and --checkpoint-per-batch must be >= 0")
     resolve_word_alignments(args)
     AugmentConfig.from_args(args, parser)  # refuses invalid augmentation flags and ones that would do nothing
+    resolve_augment_warmup(args)
     # Under DDP only rank 0 reads the checkpoint (and sends it), so other nodes need not have it.
     if (
         args.continue_from
@@ -1036,6 +1040,14 @@ def resolve_word_alignments(args: argparse.Namespace) -> None:
     _resolve_alignments(args)
     if args.word_crop_prob > 0 and args.word_crop_skip_letters is None:
         args.word_crop_skip_letters = RECIPE_WORD_CROP_SKIP_LETTERS
+
+
+def resolve_augment_warmup(args: argparse.Namespace) -> None:
+    """Without ``--augment-warmup-epochs``: :data:`RECIPE_AUGMENT_WARMUP_EPOCHS` while any
+    augmentation is on, 0 when every one is off."""
+    if args.augment_warmup_epochs is None:
+        on = AugmentConfig.from_args(args).enabled
+        args.augment_warmup_epochs = RECIPE_AUGMENT_WARMUP_EPOCHS if on else 0
 
 
 def _resolve_alignments(args: argparse.Namespace) -> None:

@@ -596,9 +596,12 @@ class AugmentConfig:
         g.add_argument(
             "--augment-warmup-epochs",
             type=int,
-            default=d["warmup_epochs"],
+            default=None,
             metavar="N",
-            help="train the first N epochs on the utterances as recorded, every augmentation off",
+            help=shown(
+                "train the first N epochs on the utterances as recorded, every augmentation off "
+                f"(default: {d['warmup_epochs']}; train.py's recipe: 3 while any augmentation is on)"
+            ),
         )
         return parser
 

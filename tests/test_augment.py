@@ -708,10 +708,16 @@ def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_pa
         babble_manifest="data/an4_train_manifest.csv",
         word_crop_prob=train.RECIPE_WORD_CROP_PROB,
         word_alignments=train.DEFAULT_WORD_ALIGNMENTS,
+        warmup_epochs=train.RECIPE_AUGMENT_WARMUP_EPOCHS,
     )
     args = parser.parse_args([])
     args.word_alignments = train.DEFAULT_WORD_ALIGNMENTS  # what resolve_word_alignments picks for AN4 (test_words.py)
+    train.resolve_augment_warmup(args)
     assert AugmentConfig.from_args(args) == recipe  # the recipe, declared once
+    off = ["--no-augment", "--no-spec-augment", *(f"--{p.replace('_', '-')}" for p in RECIPE_MIX), "--word-crop-prob"]
+    args = parser.parse_args([x for flag in off for x in ((flag, "0") if flag.endswith("prob") else (flag,))])
+    train.resolve_augment_warmup(args)  # no augmentation: no warm-up either, and no error
+    assert args.augment_warmup_epochs == 0 and AugmentConfig.from_args(args) == AugmentConfig.none()
     common = tiny_train_args(tiny_dataset, tmp_path)
     with pytest.raises(SystemExit) as exc:
         train.main([*common, "--rir-prob", "0", "--rir-rt60", "0.3", "0.5"])
