@@ -96,12 +96,15 @@ class Hypothesis:
     char_frames: list[int] = field(default_factory=list)
     score: float = 0.0
 
-    def words(self, frame_shift_s: float) -> list[dict[str, Any]]:
+    def words(self, frame_shift_s: float, duration_s: float | None = None) -> list[dict[str, Any]]:
         """Words with times in seconds: ``[{"word", "start", "end"}, ...]``.
 
         ``start`` is the first character's frame × ``frame_shift_s``, ``end`` is
-        (the last character's frame + 1) × ``frame_shift_s``.
+        (the last character's frame + 1) × ``frame_shift_s``; with ``duration_s`` (the
+        audio's length) neither goes past it, as the last output frame can reach up to
+        one frame beyond the end of the audio.
         """
+        limit = float("inf") if duration_s is None else duration_s
         out: list[dict[str, Any]] = []
         start = 0
         n = len(self.text)
@@ -112,8 +115,8 @@ class Hypothesis:
                 out.append(
                     {
                         "word": self.text[start:end],
-                        "start": round(self.char_frames[start] * frame_shift_s, 6),
-                        "end": round((self.char_frames[end - 1] + 1) * frame_shift_s, 6),
+                        "start": round(min(self.char_frames[start] * frame_shift_s, limit), 6),
+                        "end": round(min((self.char_frames[end - 1] + 1) * frame_shift_s, limit), 6),
                     }
                 )
             start = end + 1

@@ -323,11 +323,12 @@ def transcribe_many(
         for k in ks:
             best = paths[k][0]
             offset = chunks[k][1] / cfg.sample_rate
+            length = (chunks[k][2] - chunks[k][1]) / cfg.sample_rate
             if best.text:
                 texts.append(best.text)
             words.extend(
                 {"word": w["word"], "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)}
-                for w in best.words(recognizer.frame_shift)
+                for w in best.words(recognizer.frame_shift, length)
             )
             alternatives.append([h.text for h in paths[k][1:]])
         result = {"transcription": " ".join(texts), "words": words}

@@ -245,10 +245,12 @@ class StreamingBase:
         self.finished = True
         paths = self.decoder.decode(self.log_probs()[None])[0]
         best = paths[0]
+        duration = self.samples_received / self.audio_config.sample_rate
         words = [
-            {"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)} for w in best.words(self.frame_shift)
+            {"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)}
+            for w in best.words(self.frame_shift, duration)
         ]
-        result = {"text": best.text, "words": words, "duration": round(self.samples_received / self.audio_config.sample_rate, 3)}
+        result = {"text": best.text, "words": words, "duration": round(duration, 3)}
         if len(paths) > 1:
             result["alternatives"] = [h.text for h in paths[1:]]
         return result

@@ -114,6 +114,9 @@ def test_decode_rejects_wrong_shapes() -> None:
 def test_hypothesis_words_hand_case() -> None:
     h = Hypothesis("GO UP", [3, 4, 7, 9, 12], 0.0)
     assert h.words(0.5) == [{"word": "GO", "start": 1.5, "end": 2.5}, {"word": "UP", "start": 4.5, "end": 6.5}]
+    # the last output frame reaches past the end of 6.2 s of audio: times stop at the audio's end
+    assert h.words(0.5, 6.2) == [{"word": "GO", "start": 1.5, "end": 2.5}, {"word": "UP", "start": 4.5, "end": 6.2}]
+    assert h.words(0.5, 2.0)[0] == {"word": "GO", "start": 1.5, "end": 2.0}
 
 
 # ---------------------------------------------------------------------------- beam
