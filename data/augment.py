@@ -600,7 +600,7 @@ class AugmentConfig:
             metavar="N",
             help=shown(
                 "train the first N epochs on the utterances as recorded, every augmentation off "
-                f"(default: {d['warmup_epochs']}; train.py's recipe: 3 while any augmentation is on)"
+                f"(default: {d['warmup_epochs']}; train.py: its recipe's number while any augmentation is on)"
             ),
         )
         return parser

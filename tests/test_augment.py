@@ -714,8 +714,8 @@ def test_train_py_takes_the_flags_from_augment_config(tiny_dataset: Path, tmp_pa
     args.word_alignments = train.DEFAULT_WORD_ALIGNMENTS  # what resolve_word_alignments picks for AN4 (test_words.py)
     train.resolve_augment_warmup(args)
     assert AugmentConfig.from_args(args) == recipe  # the recipe, declared once
-    off = ["--no-augment", "--no-spec-augment", *(f"--{p.replace('_', '-')}" for p in RECIPE_MIX), "--word-crop-prob"]
-    args = parser.parse_args([x for flag in off for x in ((flag, "0") if flag.endswith("prob") else (flag,))])
+    zero = [x for name in (*RECIPE_MIX, "word_crop_prob") for x in (f"--{name.replace('_', '-')}", "0")]
+    args = parser.parse_args(["--no-augment", "--no-spec-augment", *zero])
     train.resolve_augment_warmup(args)  # no augmentation: no warm-up either, and no error
     assert args.augment_warmup_epochs == 0 and AugmentConfig.from_args(args) == AugmentConfig.none()
     common = tiny_train_args(tiny_dataset, tmp_path)
