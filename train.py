@@ -572,8 +572,7 @@ class Trainer:
             model = model.to(self.device)
 
         resolve_word_alignments(args)  # done by check_args already when run from the command line
-        resolve_augment_warmup(args)
-        augment = AugmentConfig.from_args(args)
+        augment = resolve_augment_warmup(args)
         data_kw = dict(
             on_error="skip",
             lazy_transcripts=args.lazy_transcripts,
@@ -1014,8 +1013,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.num_workers < 0 or args.checkpoint_per_batch < 0:
         parser.error("--num-workers and --checkpoint-per-batch must be >= 0")
     resolve_word_alignments(args)
-    AugmentConfig.from_args(args, parser)  # refuses invalid augmentation flags and ones that would do nothing
-    resolve_augment_warmup(args)
+    resolve_augment_warmup(args, parser)  # refuses invalid augmentation flags and ones that would do nothing
     # Under DDP only rank 0 reads the checkpoint (and sends it), so other nodes need not have it.
     if (
         args.continue_from
@@ -1042,12 +1040,15 @@ def resolve_word_alignments(args: argparse.Namespace) -> None:
         args.word_crop_skip_letters = RECIPE_WORD_CROP_SKIP_LETTERS
 
 
-def resolve_augment_warmup(args: argparse.Namespace) -> None:
-    """Without ``--augment-warmup-epochs``: :data:`RECIPE_AUGMENT_WARMUP_EPOCHS` while any
-    augmentation is on, 0 when every one is off."""
+def resolve_augment_warmup(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> AugmentConfig:
+    """The run's :class:`AugmentConfig` (``parser`` refuses invalid flags, as in
+    :meth:`AugmentConfig.from_args`). Without ``--augment-warmup-epochs``, ``args`` gets
+    :data:`RECIPE_AUGMENT_WARMUP_EPOCHS` while any augmentation is on, 0 when every one is off."""
+    cfg = AugmentConfig.from_args(args, parser)
     if args.augment_warmup_epochs is None:
-        on = AugmentConfig.from_args(args).enabled
-        args.augment_warmup_epochs = RECIPE_AUGMENT_WARMUP_EPOCHS if on else 0
+        args.augment_warmup_epochs = RECIPE_AUGMENT_WARMUP_EPOCHS if cfg.enabled else 0
+        cfg = replace(cfg, warmup_epochs=args.augment_warmup_epochs)
+    return cfg
 
 
 def _resolve_alignments(args: argparse.Namespace) -> None:
