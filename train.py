@@ -61,8 +61,8 @@ RECIPE_WORD_CROP_PROB = 0.25
 """The recipe's share of training utterances cut down to one or two of their words."""
 RECIPE_WORD_CROP_SKIP_LETTERS = True
 """The recipe's word crop never cuts out a run made only of spelled letters (recipe v7)."""
-RECIPE_AUGMENT_WARMUP_EPOCHS = 3
-"""The recipe's first epochs on the utterances as recorded, every augmentation off (recipe v8)."""
+RECIPE_AUGMENT_WARMUP_EPOCHS = 6
+"""The recipe's first epochs on the utterances as recorded, every augmentation off (recipe v9; recipe v8 had 3)."""
 DEFAULT_WORD_ALIGNMENTS = "models/an4_train_words.json"
 """Word alignments of AN4's training set (``python align.py``), used by the recipe's word crop."""
 

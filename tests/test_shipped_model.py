@@ -115,7 +115,7 @@ def test_shipped_model_reproduces_the_readme_numbers(an4_dir, capsys):
     manifest = str(an4_dir / "an4_test_manifest.csv")
     assert evaluate_cli.main(["--model-path", str(MODEL), "--test-manifest", manifest, "--silent"]) == 0
     wer, cer = parse_summary(capsys.readouterr().out)
-    assert wer == pytest.approx(8.409, abs=0.5) and cer == pytest.approx(4.422, abs=0.3)
+    assert wer == pytest.approx(6.986, abs=0.5) and cer == pytest.approx(3.798, abs=0.3)
     pytest.importorskip("flashlight.lib.text")
     assert (
         evaluate_cli.main(
@@ -124,7 +124,7 @@ def test_shipped_model_reproduces_the_readme_numbers(an4_dir, capsys):
         == 0
     )
     wer, cer = parse_summary(capsys.readouterr().out)
-    assert wer == pytest.approx(7.374, abs=0.5) and cer == pytest.approx(4.058, abs=0.3)
+    assert wer == pytest.approx(5.304, abs=0.5) and cer == pytest.approx(3.642, abs=0.3)
 
 
 def parse_summary(out: str) -> tuple[float, float]:
